@@ -1,0 +1,113 @@
+//! Image encoders (backbones): `[B, C, H, W]` images to `[B, D]` features.
+//!
+//! [`Backbone`] covers the built-in networks; any burn module implementing [`Encoder`] can take
+//! its place in a [`JointEmbedding`](crate::siamese::JointEmbedding).
+
+pub mod convnet;
+pub mod resnet;
+
+use burn::config::Config;
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::{Device, Tensor};
+
+pub use convnet::{ConvNet, ConvNetConfig};
+pub use resnet::{ResNet, ResNetConfig, ResNetDepth, Stem};
+
+
+/// An image encoder usable as the trunk of a joint-embedding architecture.
+pub trait Encoder: Module + ModuleDisplay {
+    /// Features `[B, feature_dim]` of images `[B, C, H, W]`.
+    fn encode(&self, images: Tensor<4>) -> Tensor<2>;
+
+    /// Dimension of the features.
+    fn feature_dim(&self) -> usize;
+
+    /// Channels the encoder expects, when it knows (checked before the forward pass so a
+    /// mismatch is an error, not a panic).
+    fn input_channels(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Configuration of a built-in [`Backbone`].
+#[derive(Config, Debug)]
+pub enum BackboneConfig {
+    /// A ResNet-18/34/50.
+    ResNet(ResNetConfig),
+    /// The tiny [`ConvNet`].
+    ConvNet(ConvNetConfig),
+}
+
+impl BackboneConfig {
+    /// Dimension of the features the backbone will produce.
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            BackboneConfig::ResNet(c) => c.feature_dim(),
+            BackboneConfig::ConvNet(c) => c.feature_dim(),
+        }
+    }
+
+    /// Creates the backbone on `device`.
+    pub fn init(&self, device: &Device) -> crate::Result<Backbone> {
+        Ok(match self {
+            BackboneConfig::ResNet(c) => Backbone::ResNet(c.init(device)?),
+            BackboneConfig::ConvNet(c) => Backbone::ConvNet(c.init(device)?),
+        })
+    }
+}
+
+/// A built-in backbone.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    /// A ResNet.
+    ResNet(ResNet),
+    /// The tiny convnet.
+    ConvNet(ConvNet),
+}
+
+impl Encoder for Backbone {
+    fn encode(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::ResNet(m) => m.forward(images),
+            Backbone::ConvNet(m) => m.forward(images),
+        }
+    }
+
+    fn feature_dim(&self) -> usize {
+        match self {
+            Backbone::ResNet(m) => m.feature_dim,
+            Backbone::ConvNet(m) => m.feature_dim,
+        }
+    }
+
+    fn input_channels(&self) -> Option<usize> {
+        match self {
+            Backbone::ResNet(m) => m.input_channels(),
+            Backbone::ConvNet(m) => m.input_channels(),
+        }
+    }
+}
+
+impl Encoder for ResNet {
+    fn encode(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+    fn input_channels(&self) -> Option<usize> {
+        Some(self.conv1.weight.dims()[1])
+    }
+}
+
+impl Encoder for ConvNet {
+    fn encode(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+    fn input_channels(&self) -> Option<usize> {
+        Some(self.blocks[0].conv.weight.dims()[1])
+    }
+}

@@ -1,0 +1,65 @@
+//! Input validation shared by the objectives and heads (crate-private).
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+
+/// Fails unless `found` has exactly the shape of `expected`.
+pub(crate) fn same_shape<const D: usize>(
+    context: impl FnOnce() -> String,
+    expected: &Tensor<D>,
+    found: &Tensor<D>,
+) -> Result<()> {
+    let (e, f) = (expected.dims(), found.dims());
+    if e == f {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            context: context(),
+            expected: e.to_vec(),
+            found: f.to_vec(),
+        })
+    }
+}
+
+/// Fails unless the leading (batch) dimension is at least `minimum`.
+pub(crate) fn min_batch<const D: usize>(
+    context: impl FnOnce() -> String,
+    tensor: &Tensor<D>,
+    minimum: usize,
+) -> Result<()> {
+    let batch_size = tensor.dims()[0];
+    if batch_size >= minimum {
+        Ok(())
+    } else {
+        Err(Error::BatchTooSmall {
+            context: context(),
+            batch_size,
+            minimum,
+        })
+    }
+}
+
+/// Fails unless every element is finite. Reads the tensor back to the host: use it on small
+/// tensors or on the error path only.
+pub(crate) fn finite<const D: usize>(
+    context: impl FnOnce() -> String,
+    tensor: &Tensor<D>,
+) -> Result<()> {
+    let all_finite = tensor
+        .clone()
+        .without_autodiff()
+        .is_finite()
+        .all()
+        .into_scalar::<bool>();
+    if all_finite {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { context: context() })
+    }
+}
+
+/// Reads a one-element tensor as `f32`.
+pub(crate) fn scalar(tensor: &Tensor<1>) -> f32 {
+    tensor.clone().without_autodiff().into_scalar::<f32>()
+}

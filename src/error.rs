@@ -1,0 +1,70 @@
+//! The crate's error type: every problem a user can cause is reported here, never as a panic.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `selfsup` because of its inputs or configuration.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Two tensors that must agree in shape do not.
+    #[error("{context}: expected shape {expected:?}, found {found:?}")]
+    ShapeMismatch {
+        /// Where the mismatch was found (e.g. `"BYOL loss: prediction of view 1 vs target of view 0"`).
+        context: String,
+        /// The shape that was required.
+        expected: Vec<usize>,
+        /// The shape that was given.
+        found: Vec<usize>,
+    },
+    /// A computation that needs batch statistics got too few samples.
+    #[error("{context} needs batch statistics: batch size {batch_size} is below the minimum of {minimum}")]
+    BatchTooSmall {
+        /// What needed the statistics.
+        context: String,
+        /// The batch size that was given.
+        batch_size: usize,
+        /// The smallest batch size that works.
+        minimum: usize,
+    },
+    /// A NaN or an infinity was found.
+    #[error("{context}: non-finite value (NaN or Inf)")]
+    NonFinite {
+        /// Which value was not finite.
+        context: String,
+    },
+    /// A configuration value is outside its valid range.
+    #[error("invalid value for `{field}`: {value} (expected {expected})")]
+    InvalidConfig {
+        /// The configuration field.
+        field: String,
+        /// The value that was given, formatted.
+        value: String,
+        /// What would have been valid.
+        expected: String,
+    },
+    /// An input the computation needs is missing.
+    #[error("{context}: missing {what}")]
+    MissingInput {
+        /// What needed the input.
+        context: String,
+        /// What was missing.
+        what: String,
+    },
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shortcut for [`Error::InvalidConfig`].
+    pub fn invalid_config(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::InvalidConfig {
+            field: field.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}

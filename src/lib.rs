@@ -1,0 +1,66 @@
+//! # selfsup
+//!
+//! Self-supervised pretraining of image encoders with joint-embedding (Siamese) architectures,
+//! on [burn](https://burn.dev) 0.22. The backend is the [`Device`](burn::tensor::Device)
+//! (`Device::flex()` on the CPU, `Device::wgpu(..)`, `Device::cuda(0)`): no code here names a
+//! backend type.
+//!
+//! ## The idea
+//! An energy-based model scores how compatible two inputs are (LeCun & Misra, "Self-supervised
+//! learning: the dark matter of intelligence", 2021). A joint-embedding architecture encodes two
+//! augmented views of an image with twin networks; the [energy](energy::Energy) of the pair is a
+//! distance between their embeddings. Training lowers the energy of views of the same image.
+//! The danger is collapse (every input mapped to one point, every energy low); each
+//! [objective] prevents it differently: BYOL (EMA target + predictor), SimSiam (stop-gradient +
+//! predictor), Barlow Twins (cross-correlation to the identity), SwAV (balanced clustering with
+//! Sinkhorn-Knopp), VICReg (variance and covariance terms).
+//!
+//! ## Data flow
+//! ```text
+//! views [B,3,H,W] x V -> backbone -> projector (-> predictor)   online branch
+//!                     -> EMA backbone -> EMA projector            target branch (BYOL)
+//!   -> ViewEmbeddings -> Objective -> loss + collapse stats
+//!   -> backward -> optimiser (LARS / SGD / AdamW) -> EMA update of the target
+//! ```
+//!
+//! ## Crate map
+//! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), a tiny convnet, the [`Encoder`](backbone::Encoder) trait.
+//! - [`head`]: projection / prediction MLPs with per-method presets; [`prototypes`] for SwAV.
+//! - [`siamese`]: the [`JointEmbedding`](siamese::JointEmbedding) (online + target branches).
+//! - [`objective`]: BYOL, SimSiam, Barlow Twins, SwAV, VICReg; one file each.
+//! - [`energy`], [`collapse`]: energies, energy gap, embedding std.
+//! - [`optim`]: LARS, warmup + cosine learning rate, BYOL's EMA schedule; [`ema`]: the EMA update.
+//! - [`step`]: one training step.
+//! - [`error`]: the error type; bad input is an [`Error`], never a panic.
+
+pub mod backbone;
+mod check;
+pub mod collapse;
+pub mod ema;
+pub mod energy;
+pub mod error;
+pub mod head;
+pub mod norm;
+pub mod objective;
+pub mod optim;
+pub mod prototypes;
+pub mod siamese;
+pub mod step;
+
+pub use error::{Error, Result};
+
+/// The types most programs import.
+pub mod prelude {
+    pub use crate::backbone::{
+        Backbone, BackboneConfig, ConvNetConfig, Encoder, ResNetConfig, ResNetDepth, Stem,
+    };
+    pub use crate::collapse::{CollapseStats, CollapseValues};
+    pub use crate::energy::Energy;
+    pub use crate::error::{Error, Result};
+    pub use crate::head::{HeadBlockConfig, HeadNorm, ProjectionHeadConfig};
+    pub use crate::objective::{Objective, ObjectiveConfig, ViewEmbeddings};
+    pub use crate::optim::{EmaSchedule, LarsConfig, WarmupCosine};
+    pub use crate::siamese::{JointEmbedding, JointEmbeddingConfig};
+    pub use crate::step::{SelfSupervised, StepReport, StepState, train_step};
+    pub use burn::tensor::{Device, Tensor};
+}

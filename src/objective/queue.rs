@@ -1,0 +1,81 @@
+//! A first-in-first-out queue of past embeddings, one per global crop (SwAV's queue, used when
+//! the batch is small compared with the number of prototypes).
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+
+/// Stores the most recent `capacity` embeddings of each global crop, newest first. The stored
+/// embeddings are detached; the queue is only read once it is full, as lightly and the SwAV
+/// reference code start using it after it has been filled.
+#[derive(Debug, Clone)]
+pub struct EmbeddingQueue {
+    capacity: usize,
+    crops: Vec<Option<Tensor<2>>>,
+}
+
+impl EmbeddingQueue {
+    /// An empty queue of `capacity` embeddings for each of `crops` global crops.
+    pub fn new(capacity: usize, crops: usize) -> Result<Self> {
+        if capacity == 0 || crops == 0 {
+            return Err(Error::invalid_config(
+                "queue",
+                format!("capacity {capacity}, crops {crops}"),
+                "both at least 1",
+            ));
+        }
+        Ok(Self {
+            capacity,
+            crops: vec![None; crops],
+        })
+    }
+
+    /// Embeddings kept per crop.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of global crops the queue serves.
+    pub fn crops(&self) -> usize {
+        self.crops.len()
+    }
+
+    /// Stored embeddings of crop `crop` once the queue holds `capacity` of them.
+    pub fn full(&self, crop: usize) -> Option<Tensor<2>> {
+        self.crops
+            .get(crop)?
+            .as_ref()
+            .filter(|t| t.dims()[0] == self.capacity)
+            .cloned()
+    }
+
+    /// Whether every crop's queue is full.
+    pub fn is_full(&self) -> bool {
+        (0..self.crops.len()).all(|c| self.full(c).is_some())
+    }
+
+    /// Pushes a batch `[B, D]` of crop `crop`, dropping the oldest beyond capacity.
+    pub fn push(&mut self, crop: usize, embeddings: Tensor<2>) -> Result<()> {
+        let crops = self.crops.len();
+        let slot = self.crops.get_mut(crop).ok_or_else(|| {
+            Error::invalid_config("queue crop", crop, format!("below {crops}"))
+        })?;
+        let embeddings = embeddings.without_autodiff();
+        let merged = match slot.take() {
+            Some(old) => {
+                if old.dims()[1] != embeddings.dims()[1] {
+                    return Err(Error::ShapeMismatch {
+                        context: "queue push: embedding dimension".into(),
+                        expected: vec![embeddings.dims()[0], old.dims()[1]],
+                        found: embeddings.dims().to_vec(),
+                    });
+                }
+                Tensor::cat(vec![embeddings, old], 0)
+            }
+            None => embeddings,
+        };
+        let rows = merged.dims()[0].min(self.capacity);
+        *slot = Some(merged.slice([0..rows]));
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! LARS: Layer-wise Adaptive Rate Scaling (You, Gitman & Ginsburg, 2017, arXiv:1708.03888), as
+//! used by BYOL, Barlow Twins and SwAV (deepmind-research/byol `optimizers.py`,
+//! facebookresearch/barlowtwins `LARS`, lightly's `LARS`).
+//!
+//! For each parameter `w` with gradient `g`:
+//!
+//! `d = g + wd w`, then `d *= eta ||w|| / (||g|| + wd ||w|| + eps)` when `||w||` and `||g||` are
+//! both non-zero (the trust ratio), then heavy-ball momentum `buf = m buf + d` (`buf = d` on the
+//! first step) and `w -= lr buf`.
+//!
+//! Biases and normalisation parameters (every rank-1 parameter) are excluded from both weight
+//! decay and adaptation, `d = g`, as in BYOL and Barlow Twins. burn's own schedulers reject
+//! learning rates above 1, which LARS recipes use: pair it with
+//! [`WarmupCosine`](crate::optim::WarmupCosine).
+
+use burn::config::Config;
+use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
+
+use crate::error::Error;
+
+/// Configuration of [`Lars`].
+#[derive(Config, Debug)]
+pub struct LarsConfig {
+    /// Momentum `m` (no dampening).
+    #[config(default = 0.9)]
+    pub momentum: f64,
+    /// Weight decay `wd`.
+    #[config(default = 1e-6)]
+    pub weight_decay: f64,
+    /// Trust coefficient `eta`.
+    #[config(default = 1e-3)]
+    pub eta: f64,
+    /// Added to the denominator of the trust ratio.
+    #[config(default = 1e-8)]
+    pub eps: f64,
+    /// Exclude rank-1 parameters (biases, BatchNorm scales and shifts) from weight decay and
+    /// adaptation.
+    #[config(default = true)]
+    pub exclude_bias_and_norm: bool,
+}
+
+impl LarsConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> crate::Result<()> {
+        let check = |field: &str, v: f64, ok: bool, expected: &str| {
+            if v.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(Error::invalid_config(field, v, expected))
+            }
+        };
+        check(
+            "lars.momentum",
+            self.momentum,
+            (0.0..1.0).contains(&self.momentum),
+            "in [0, 1)",
+        )?;
+        check(
+            "lars.weight_decay",
+            self.weight_decay,
+            self.weight_decay >= 0.0,
+            ">= 0",
+        )?;
+        check("lars.eta", self.eta, self.eta > 0.0, "> 0")?;
+        check("lars.eps", self.eps, self.eps >= 0.0, ">= 0")
+    }
+
+    /// The bare per-parameter optimiser.
+    pub fn build(&self) -> crate::Result<Lars> {
+        self.validate()?;
+        Ok(Lars {
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            eta: self.eta,
+            eps: self.eps,
+            exclude_bias_and_norm: self.exclude_bias_and_norm,
+        })
+    }
+
+    /// A whole-module optimiser.
+    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
+        Ok(ModuleOptimizer::from(self.build()?))
+    }
+}
+
+/// The LARS optimiser; see the [module docs](self) for the update.
+#[derive(Debug, Clone)]
+pub struct Lars {
+    momentum: f64,
+    weight_decay: f64,
+    eta: f64,
+    eps: f64,
+    exclude_bias_and_norm: bool,
+}
+
+/// Per-parameter state of [`Lars`]: the momentum buffer.
+#[derive(Debug, Clone)]
+pub struct LarsState<const D: usize> {
+    /// The momentum buffer `buf`.
+    pub momentum: Tensor<D>,
+}
+
+impl<const D: usize> RecordState for LarsState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(prefix, "momentum", self.momentum.to_data());
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, "momentum")?;
+        Some(Self {
+            momentum: Tensor::from_data(data, device),
+        })
+    }
+}
+
+impl Lars {
+    /// The update direction `d` before momentum.
+    fn direction<const D: usize>(&self, param: Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
+        if D == 1 && self.exclude_bias_and_norm {
+            return grad;
+        }
+        let param_norm = param.clone().square().sum().sqrt();
+        let grad_norm = grad.clone().square().sum().sqrt();
+        let ratio = param_norm.clone().mul_scalar(self.eta)
+            / (grad_norm.clone() + param_norm.clone().mul_scalar(self.weight_decay))
+                .add_scalar(self.eps);
+        let both_non_zero = param_norm
+            .greater_elem(0.0)
+            .bool_and(grad_norm.greater_elem(0.0));
+        let ratio = ratio.ones_like().mask_where(both_non_zero, ratio);
+        let decayed = if self.weight_decay != 0.0 {
+            grad + param.mul_scalar(self.weight_decay)
+        } else {
+            grad
+        };
+        decayed * ratio.reshape([1; D])
+    }
+}
+
+impl Optimizer for Lars {
+    type State<const D: usize> = LarsState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let direction = self.direction(tensor.clone(), grad);
+        let buffer = match state {
+            Some(state) if self.momentum != 0.0 => {
+                state.momentum.mul_scalar(self.momentum) + direction
+            }
+            _ => direction,
+        };
+        let updated = tensor - buffer.clone().mul_scalar(lr);
+        (updated, Some(LarsState { momentum: buffer }))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        LarsState {
+            momentum: state.momentum.to_device(device),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Optimisers and schedules burn does not have: [LARS](lars), warmup + cosine learning rate,
+//! BYOL's EMA schedule.
+
+pub mod lars;
+pub mod schedule;
+
+pub use lars::{Lars, LarsConfig, LarsState};
+pub use schedule::{EmaSchedule, WarmupCosine};

@@ -1,0 +1,152 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde_json::Value;
+
+/// The CPU device with autodiff.
+pub fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Loads `tests/fixtures/{name}`.
+pub fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Flattens a nested JSON array into values and shape.
+pub fn flatten(value: &Value) -> (Vec<f64>, Vec<usize>) {
+    fn walk(v: &Value, depth: usize, out: &mut Vec<f64>, shape: &mut Vec<usize>) {
+        match v {
+            Value::Array(items) => {
+                if shape.len() <= depth {
+                    shape.push(items.len());
+                }
+                for item in items {
+                    walk(item, depth + 1, out, shape);
+                }
+            }
+            Value::Number(n) => out.push(n.as_f64().unwrap()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let (mut out, mut shape) = (Vec::new(), Vec::new());
+    walk(value, 0, &mut out, &mut shape);
+    (out, shape)
+}
+
+/// A tensor of rank `D` from a nested JSON array, on `device`.
+pub fn tensor<const D: usize>(value: &Value, device: &Device) -> Tensor<D> {
+    let (values, shape) = flatten(value);
+    assert_eq!(shape.len(), D, "fixture rank");
+    let values: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A leaf tensor that requires gradients.
+pub fn leaf<const D: usize>(value: &Value, device: &Device) -> Tensor<D> {
+    tensor::<D>(value, device).require_grad()
+}
+
+/// The values of a tensor as `f64`.
+pub fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    t.clone()
+        .without_autodiff()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Asserts `|a - b| <= 1e-5 + 1e-4 |b|` elementwise, `b` the reference.
+pub fn assert_close(what: &str, actual: &[f64], expected: &[f64]) {
+    assert_close_tol(what, actual, expected, 1e-5, 1e-4);
+}
+
+/// Asserts `|a - b| <= atol + rtol |b|` elementwise.
+pub fn assert_close_tol(what: &str, actual: &[f64], expected: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - b).abs() <= atol + rtol * b.abs(),
+            "{what}[{i}]: got {a}, expected {b} (diff {})",
+            (a - b).abs()
+        );
+    }
+}
+
+/// Asserts a tensor matches a nested JSON array.
+pub fn assert_tensor<const D: usize>(what: &str, actual: &Tensor<D>, expected: &Value) {
+    let (exp, shape) = flatten(expected);
+    assert_eq!(actual.dims().to_vec(), shape, "{what}: shape");
+    assert_close(what, &values(actual), &exp);
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn random_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+/// A random tensor of the given shape.
+pub fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(random_values(n, seed), shape.to_vec()), device)
+}
+
+use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
+use selfsup::objective::ObjectiveConfig;
+use selfsup::optim::EmaSchedule;
+use selfsup::siamese::JointEmbeddingConfig;
+use selfsup::step::{SelfSupervised, StepState};
+
+/// A tiny convnet backbone (width 4, 2 stages: 8 features).
+pub fn tiny_backbone(device: &Device) -> Backbone {
+    BackboneConfig::ConvNet(ConvNetConfig::new().with_width(4).with_stages(2))
+        .init(device)
+        .unwrap()
+}
+
+/// A tiny model for `objective` with heads at 1/128 of the paper sizes.
+pub fn tiny_model(objective: &ObjectiveConfig, device: &Device) -> SelfSupervised<Backbone> {
+    let backbone = tiny_backbone(device);
+    let config = JointEmbeddingConfig::for_objective(objective, backbone_dim(), 1.0 / 128.0);
+    let embedding = config.init(backbone).unwrap();
+    let dim = config.projector.output_dim();
+    let objective = objective.init(dim, device).unwrap();
+    SelfSupervised::new(embedding, objective).unwrap()
+}
+
+/// Feature dimension of [`tiny_backbone`].
+pub fn backbone_dim() -> usize {
+    8
+}
+
+/// SGD with momentum 0.9 (no dampening, as PyTorch) and an EMA schedule of `total` steps.
+pub fn sgd_state(objective: &ObjectiveConfig, total: usize, tau_base: f64) -> StepState {
+    use burn::optim::SgdConfig;
+    use burn::optim::momentum::MomentumConfig;
+    StepState {
+        optimizer: SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+            .init(),
+        objective: objective.initial_state(2).unwrap(),
+        ema: Some(EmaSchedule::new(tau_base, total).unwrap()),
+    }
+}

@@ -1,0 +1,108 @@
+//! Every loss value and its input gradients against lightly's reference values
+//! (tests/fixtures, float64 PyTorch), to |a - b| <= 1e-5 + 1e-4 |b|.
+
+mod common;
+
+use common::*;
+use selfsup::objective::barlow_twins::barlow_twins_loss;
+use selfsup::objective::{VicregLoss, byol_loss, simsiam_loss, sinkhorn, swav_loss};
+
+#[test]
+fn byol_loss_and_gradients_match_lightly() {
+    let f = fixture("byol.json");
+    let d = device();
+    let (p1, p2) = (leaf::<2>(&f["p1"], &d), leaf::<2>(&f["p2"], &d));
+    let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
+    let loss = byol_loss(&[p1.clone(), p2.clone()], &[z1.clone(), z2.clone()]).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_p1", &p1.grad(&grads).unwrap(), &f["grad_p1"]);
+    assert_tensor("grad_p2", &p2.grad(&grads).unwrap(), &f["grad_p2"]);
+    // Targets are under stop-gradient.
+    assert!(z1.grad(&grads).is_none() && z2.grad(&grads).is_none());
+}
+
+#[test]
+fn simsiam_loss_and_gradients_match_lightly() {
+    let f = fixture("simsiam.json");
+    let d = device();
+    let (p1, p2) = (leaf::<2>(&f["p1"], &d), leaf::<2>(&f["p2"], &d));
+    let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
+    let loss = simsiam_loss(&[p1.clone(), p2.clone()], &[z1.clone(), z2.clone()]).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_p1", &p1.grad(&grads).unwrap(), &f["grad_p1"]);
+    assert_tensor("grad_p2", &p2.grad(&grads).unwrap(), &f["grad_p2"]);
+    assert!(z1.grad(&grads).is_none() && z2.grad(&grads).is_none());
+}
+
+#[test]
+fn barlow_twins_loss_and_gradients_match_lightly() {
+    let f = fixture("barlow_twins.json");
+    let d = device();
+    let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
+    let lambda = f["lambda"].as_f64().unwrap();
+    let loss = barlow_twins_loss(z1.clone(), z2.clone(), lambda).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_z1", &z1.grad(&grads).unwrap(), &f["grad_z1"]);
+    assert_tensor("grad_z2", &z2.grad(&grads).unwrap(), &f["grad_z2"]);
+}
+
+#[test]
+fn vicreg_loss_and_gradients_match_lightly() {
+    let f = fixture("vicreg.json");
+    let d = device();
+    let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
+    let vicreg = VicregLoss {
+        lambda_invariance: f["lambda_inv"].as_f64().unwrap(),
+        mu_variance: f["mu_var"].as_f64().unwrap(),
+        nu_covariance: f["nu_cov"].as_f64().unwrap(),
+        eps: f["eps"].as_f64().unwrap(),
+    };
+    let loss = vicreg.pair_loss(z1.clone(), z2.clone()).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_z1", &z1.grad(&grads).unwrap(), &f["grad_z1"]);
+    assert_tensor("grad_z2", &z2.grad(&grads).unwrap(), &f["grad_z2"]);
+}
+
+#[test]
+fn sinkhorn_codes_match_lightly() {
+    let f = fixture("swav.json");
+    let d = device();
+    let high = tensor::<3>(&f["high_res"], &d);
+    let first = high.slice([0..1]).squeeze_dim::<2>(0);
+    let codes = sinkhorn(
+        first,
+        f["sinkhorn_iterations"].as_u64().unwrap() as usize,
+        f["sinkhorn_epsilon"].as_f64().unwrap(),
+    );
+    assert_tensor("sinkhorn", &codes, &f["sinkhorn_of_high_res_0"]);
+}
+
+#[test]
+fn swav_loss_and_gradients_match_lightly() {
+    let f = fixture("swav.json");
+    let d = device();
+    let high = leaf::<3>(&f["high_res"], &d);
+    let low = leaf::<3>(&f["low_res"], &d);
+    let crops = |t: &burn::tensor::Tensor<3>| -> Vec<burn::tensor::Tensor<2>> {
+        (0..t.dims()[0])
+            .map(|i| t.clone().slice([i..i + 1]).squeeze_dim::<2>(0))
+            .collect()
+    };
+    let loss = swav_loss(
+        &crops(&high),
+        &crops(&low),
+        None,
+        f["temperature"].as_f64().unwrap(),
+        f["sinkhorn_iterations"].as_u64().unwrap() as usize,
+        f["sinkhorn_epsilon"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_high_res", &high.grad(&grads).unwrap(), &f["grad_high_res"]);
+    assert_tensor("grad_low_res", &low.grad(&grads).unwrap(), &f["grad_low_res"]);
+}
