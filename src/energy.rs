@@ -19,13 +19,20 @@ pub const NORMALIZE_EPS: f64 = 1e-12;
 
 /// L2-normalises each row of `x` (`[B, D]`): `x / max(||x||, 1e-12)`.
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(NORMALIZE_EPS);
+    let norm = x
+        .clone()
+        .square()
+        .sum_dim(1)
+        .sqrt()
+        .clamp_min(NORMALIZE_EPS);
     x / norm
 }
 
 /// Row-wise cosine similarity of two `[B, D]` tensors, as `[B]`.
 pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
-    (l2_normalize(a) * l2_normalize(b)).sum_dim(1).squeeze_dim(1)
+    (l2_normalize(a) * l2_normalize(b))
+        .sum_dim(1)
+        .squeeze_dim(1)
 }
 
 /// A distance between two embeddings, used as the energy `E(x, y)` of a pair.
@@ -47,7 +54,7 @@ impl Energy {
     pub fn energy(&self, a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<1>> {
         check::same_shape(|| "energy: second embedding batch".into(), &a, &b)?;
         let cos = cosine_similarity(a, b);
-        Ok(self.from_cosine(cos))
+        Ok(self.of_cosine(cos))
     }
 
     /// Energy of every pair: entry `(i, j)` is `E(a_i, b_j)`. `[B, D] x [M, D] -> [B, M]`.
@@ -61,7 +68,7 @@ impl Energy {
             });
         }
         let cos = l2_normalize(a).matmul(l2_normalize(b).transpose());
-        Ok(self.from_cosine(cos))
+        Ok(self.of_cosine(cos))
     }
 
     /// Energy gap: mean energy of unrelated pairs (off-diagonal of the energy matrix) minus mean
@@ -81,7 +88,7 @@ impl Energy {
         Ok(unrelated - matched)
     }
 
-    fn from_cosine<const D: usize>(&self, cos: Tensor<D>) -> Tensor<D> {
+    fn of_cosine<const D: usize>(&self, cos: Tensor<D>) -> Tensor<D> {
         match self {
             Energy::Cosine => cos.neg().add_scalar(1.0),
             Energy::SquaredL2 => cos.mul_scalar(-2.0).add_scalar(2.0),

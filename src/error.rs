@@ -16,7 +16,9 @@ pub enum Error {
         found: Vec<usize>,
     },
     /// A computation that needs batch statistics got too few samples.
-    #[error("{context} needs batch statistics: batch size {batch_size} is below the minimum of {minimum}")]
+    #[error(
+        "{context} needs batch statistics: batch size {batch_size} is below the minimum of {minimum}"
+    )]
     BatchTooSmall {
         /// What needed the statistics.
         context: String,
@@ -51,7 +53,7 @@ pub enum Error {
     },
 }
 
-/// `Result` with the crate's [`Error`].
+/// `Result` with the crate's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

@@ -156,7 +156,10 @@ impl ProjectionHeadConfig {
                 return Err(Error::invalid_config(
                     format!("head.blocks[{i}].input_dim"),
                     block.input_dim,
-                    format!("{} (the previous block's output)", self.blocks[i - 1].output_dim),
+                    format!(
+                        "{} (the previous block's output)",
+                        self.blocks[i - 1].output_dim
+                    ),
                 ));
             }
         }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # selfsup
 //!
 //! Self-supervised pretraining of image encoders with joint-embedding (Siamese) architectures,
@@ -62,5 +63,6 @@ pub mod prelude {
     pub use crate::optim::{EmaSchedule, LarsConfig, WarmupCosine};
     pub use crate::siamese::{JointEmbedding, JointEmbeddingConfig};
     pub use crate::step::{SelfSupervised, StepReport, StepState, train_step};
+    pub use burn::module::Module;
     pub use burn::tensor::{Device, Tensor};
 }

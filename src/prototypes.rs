@@ -53,7 +53,14 @@ impl Prototypes {
         Self {
             weight: self.weight.map(|w| {
                 let trainable = w.is_require_grad();
-                l2_normalize(w.detach()).set_require_grad(trainable)
+                let on_autodiff = w.is_autodiff();
+                let normalized = l2_normalize(w.without_autodiff());
+                let normalized = if on_autodiff {
+                    normalized.autodiff()
+                } else {
+                    normalized
+                };
+                normalized.set_require_grad(trainable)
             }),
         }
     }

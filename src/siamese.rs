@@ -147,7 +147,11 @@ impl<E: Encoder> JointEmbedding<E> {
 
     /// Runs every view (`[B, C, H, W]` each; global crops first, the first `num_global` of them)
     /// through the online branch, the predictor and the target branch as configured.
-    pub fn embed_views(&self, views: &[Tensor<4>], num_global: usize) -> crate::Result<ViewEmbeddings> {
+    pub fn embed_views(
+        &self,
+        views: &[Tensor<4>],
+        num_global: usize,
+    ) -> crate::Result<ViewEmbeddings> {
         if views.len() < 2 {
             return Err(Error::MissingInput {
                 context: "joint embedding".into(),

@@ -2,13 +2,12 @@
 
 mod common;
 
-use burn::module::Module;
 use common::*;
-use selfsup::backbone::{ConvNetConfig, Encoder, ResNetConfig, Stem};
+use selfsup::backbone::{ConvNetConfig, Encoder, ResNetConfig, Stem, trainable_parameters};
 
 #[test]
 fn resnet_parameter_counts_equal_torchvision_without_fc() {
-    let d = burn::tensor::Device::flex();
+    let d = device();
     // torchvision resnet18 / 34 / 50 minus fc (512*1000+1000, 512*1000+1000, 2048*1000+1000).
     for (config, expected) in [
         (ResNetConfig::resnet18(), 11_176_512),
@@ -16,19 +15,20 @@ fn resnet_parameter_counts_equal_torchvision_without_fc() {
         (ResNetConfig::resnet50(), 23_508_032),
     ] {
         let model = config.init(&d).unwrap();
-        assert_eq!(model.num_params(), expected, "{:?}", config.depth);
+        assert_eq!(trainable_parameters(&model), expected, "{:?}", config.depth);
     }
 }
 
 #[test]
 fn cifar_stem_differs_only_in_the_first_convolution() {
-    let d = burn::tensor::Device::flex();
-    let imagenet = ResNetConfig::resnet18().init(&d).unwrap().num_params();
-    let cifar = ResNetConfig::resnet18()
-        .with_stem(Stem::Cifar)
-        .init(&d)
-        .unwrap()
-        .num_params();
+    let d = device();
+    let imagenet = trainable_parameters(&ResNetConfig::resnet18().init(&d).unwrap());
+    let cifar = trainable_parameters(
+        &ResNetConfig::resnet18()
+            .with_stem(Stem::Cifar)
+            .init(&d)
+            .unwrap(),
+    );
     assert_eq!(imagenet - cifar, 64 * 3 * (49 - 9));
 }
 
@@ -50,7 +50,10 @@ fn forward_shapes_and_feature_dims() {
     assert_eq!(ResNetConfig::resnet50().with_width(4).feature_dim(), 128);
 
     let convnet = ConvNetConfig::new().with_width(4).init(&d).unwrap();
-    assert_eq!(convnet.encode(random([3, 3, 12, 12], 3, &d)).dims(), [3, 16]);
+    assert_eq!(
+        convnet.encode(random([3, 3, 12, 12], 3, &d)).dims(),
+        [3, 16]
+    );
     assert_eq!(ConvNetConfig::new().with_width(4).feature_dim(), 16);
 }
 

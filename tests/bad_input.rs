@@ -40,7 +40,10 @@ fn mismatched_batch_sizes_or_dims_between_branches() {
         for e in errors {
             assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
             let text = e.to_string();
-            assert!(text.contains("expected shape") && text.contains("found"), "{text}");
+            assert!(
+                text.contains("expected shape") && text.contains("found"),
+                "{text}"
+            );
         }
     }
     // Views of different batch sizes in a training step.
@@ -77,13 +80,25 @@ fn batch_size_one_where_batch_statistics_are_needed() {
     let d = device();
     let one = random::<2>([1, 16], 1, &d);
     let e = barlow_twins_loss(one.clone(), one.clone(), 0.0051).unwrap_err();
-    assert!(matches!(e, Error::BatchTooSmall { batch_size: 1, minimum: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::BatchTooSmall {
+                batch_size: 1,
+                minimum: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = selfsup::objective::VicregLoss::default()
         .pair_loss(one.clone(), one.clone())
         .unwrap_err();
     assert!(e.to_string().contains("VICReg"), "{e}");
     // A BatchNorm head in training mode.
-    let head = ProjectionHeadConfig::byol_projector(16, 32, 8).init(&d).unwrap();
+    let head = ProjectionHeadConfig::byol_projector(16, 32, 8)
+        .init(&d)
+        .unwrap();
     let e = head.forward(one).unwrap_err();
     assert!(e.to_string().contains("batch size 1"), "{e}");
     // A whole training step.
@@ -101,7 +116,8 @@ fn non_finite_inputs_name_the_input() {
     let good = random::<2>([8, 16], 1, &d);
     let mut nan = random::<2>([8, 16], 2, &d);
     nan = nan.slice_assign([3..4, 5..6], Tensor::<2>::full([1, 1], f32::NAN, &d));
-    let inf = random::<2>([8, 16], 3, &d).slice_assign([0..1, 0..1], Tensor::full([1, 1], f32::INFINITY, &d));
+    let inf = random::<2>([8, 16], 3, &d)
+        .slice_assign([0..1, 0..1], Tensor::full([1, 1], f32::INFINITY, &d));
     let configs = [
         ObjectiveConfig::Byol,
         ObjectiveConfig::SimSiam,
@@ -131,8 +147,16 @@ fn non_finite_inputs_name_the_input() {
 #[test]
 fn invalid_configurations_are_errors() {
     let d = device();
-    assert!(ObjectiveConfig::Swav(SwavConfig::new().with_temperature(0.0)).init(8, &d).is_err());
-    assert!(ObjectiveConfig::Swav(SwavConfig::new().with_num_prototypes(0)).init(8, &d).is_err());
+    assert!(
+        ObjectiveConfig::Swav(SwavConfig::new().with_temperature(0.0))
+            .init(8, &d)
+            .is_err()
+    );
+    assert!(
+        ObjectiveConfig::Swav(SwavConfig::new().with_num_prototypes(0))
+            .init(8, &d)
+            .is_err()
+    );
     let err = ProjectionHeadConfig::new(vec![
         selfsup::head::HeadBlockConfig::linear(8, 16, true),
         selfsup::head::HeadBlockConfig::linear(12, 4, true),
@@ -149,10 +173,11 @@ fn invalid_configurations_are_errors() {
     assert!(err.to_string().contains("feature_dim"), "{err}");
     // BYOL without a target network.
     let backbone = tiny_backbone(&d);
-    let embedding = selfsup::siamese::JointEmbeddingConfig::new(ProjectionHeadConfig::byol_projector(8, 16, 8))
-        .with_predictor(Some(ProjectionHeadConfig::byol_predictor(8, 16)))
-        .init(backbone)
-        .unwrap();
+    let embedding =
+        selfsup::siamese::JointEmbeddingConfig::new(ProjectionHeadConfig::byol_projector(8, 16, 8))
+            .with_predictor(Some(ProjectionHeadConfig::byol_predictor(8, 16)))
+            .init(backbone)
+            .unwrap();
     let objective = ObjectiveConfig::Byol.init(8, &d).unwrap();
     let err = selfsup::step::SelfSupervised::new(embedding, objective).unwrap_err();
     assert!(err.to_string().contains("ema_target"), "{err}");

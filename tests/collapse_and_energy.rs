@@ -16,7 +16,9 @@ fn a_constant_encoder_output_is_collapsed() {
     let d = device();
     let row = random::<2>([1, 64], 3, &d);
     let constant = row.repeat_dim(0, 32);
-    let stats = CollapseStats::from_views(constant.clone(), constant).unwrap().values();
+    let stats = CollapseStats::from_views(constant.clone(), constant)
+        .unwrap()
+        .values();
     assert!(stats.embedding_std.abs() < 1e-4, "{stats:?}");
     assert!(stats.energy_gap.abs() < 1e-4, "{stats:?}");
 }
@@ -29,7 +31,10 @@ fn random_embeddings_spread_over_the_sphere() {
     let b = random::<2>([256, dim], 12, &d);
     let std = scalar(&embedding_std(a.clone()).unwrap());
     let expected = 1.0 / (dim as f64).sqrt();
-    assert!((std - expected).abs() < 0.1 * expected, "std {std} vs {expected}");
+    assert!(
+        (std - expected).abs() < 0.1 * expected,
+        "std {std} vs {expected}"
+    );
     // Matched pairs: b is a small perturbation of a; unrelated pairs are independent.
     let matched = a.clone() + b.mul_scalar(0.1);
     let stats = CollapseStats::from_views(a, matched).unwrap().values();
@@ -40,17 +45,27 @@ fn random_embeddings_spread_over_the_sphere() {
 fn energies_of_matched_pairs_and_the_matrix() {
     let d = device();
     let a = random::<2>([4, 8], 1, &d);
-    let same = Energy::Cosine.energy(a.clone(), a.clone().mul_scalar(3.0)).unwrap();
+    let same = Energy::Cosine
+        .energy(a.clone(), a.clone().mul_scalar(3.0))
+        .unwrap();
     assert!(values(&same).iter().all(|e| e.abs() < 1e-6));
-    let opposite = Energy::SquaredL2.energy(a.clone(), a.clone().neg()).unwrap();
+    let opposite = Energy::SquaredL2
+        .energy(a.clone(), a.clone().neg())
+        .unwrap();
     assert!(values(&opposite).iter().all(|e| (e - 4.0).abs() < 1e-5));
     let b = random::<2>([5, 8], 2, &d);
     let matrix = Energy::Cosine.energy_matrix(a.clone(), b.clone()).unwrap();
     assert_eq!(matrix.dims(), [4, 5]);
-    let row0 = values(&Energy::Cosine.energy(a.clone().slice([0..1]), b.slice([1..2])).unwrap());
+    let row0 = values(
+        &Energy::Cosine
+            .energy(a.clone().narrow(0, 0, 1), b.narrow(0, 1, 1))
+            .unwrap(),
+    );
     assert!((values(&matrix)[1] - row0[0]).abs() < 1e-6);
     // SquaredL2 = 2 x Cosine.
-    let l2 = Energy::SquaredL2.energy_matrix(a.clone(), a.clone()).unwrap();
+    let l2 = Energy::SquaredL2
+        .energy_matrix(a.clone(), a.clone())
+        .unwrap();
     let cos = Energy::Cosine.energy_matrix(a.clone(), a).unwrap();
     for (x, y) in values(&l2).iter().zip(values(&cos)) {
         assert!((x - 2.0 * y).abs() < 1e-5);
@@ -66,8 +81,15 @@ fn energy_inputs_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("[4, 8]") && err.contains("[3, 8]"), "{err}");
-    assert!(Energy::Cosine.energy_matrix(a.clone(), random::<2>([3, 7], 2, &d)).is_err());
+    assert!(
+        Energy::Cosine
+            .energy_matrix(a.clone(), random::<2>([3, 7], 2, &d))
+            .is_err()
+    );
     let one = random::<2>([1, 8], 1, &d);
-    let err = Energy::Cosine.energy_gap(one.clone(), one).unwrap_err().to_string();
+    let err = Energy::Cosine
+        .energy_gap(one.clone(), one)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("batch size 1"), "{err}");
 }

@@ -72,7 +72,7 @@ fn sinkhorn_codes_match_lightly() {
     let f = fixture("swav.json");
     let d = device();
     let high = tensor::<3>(&f["high_res"], &d);
-    let first = high.slice([0..1]).squeeze_dim::<2>(0);
+    let first = high.narrow(0, 0, 1).squeeze_dim::<2>(0);
     let codes = sinkhorn(
         first,
         f["sinkhorn_iterations"].as_u64().unwrap() as usize,
@@ -89,7 +89,7 @@ fn swav_loss_and_gradients_match_lightly() {
     let low = leaf::<3>(&f["low_res"], &d);
     let crops = |t: &burn::tensor::Tensor<3>| -> Vec<burn::tensor::Tensor<2>> {
         (0..t.dims()[0])
-            .map(|i| t.clone().slice([i..i + 1]).squeeze_dim::<2>(0))
+            .map(|i| t.clone().narrow(0, i, 1).squeeze_dim::<2>(0))
             .collect()
     };
     let loss = swav_loss(
@@ -103,6 +103,14 @@ fn swav_loss_and_gradients_match_lightly() {
     .unwrap();
     assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
     let grads = loss.backward();
-    assert_tensor("grad_high_res", &high.grad(&grads).unwrap(), &f["grad_high_res"]);
-    assert_tensor("grad_low_res", &low.grad(&grads).unwrap(), &f["grad_low_res"]);
+    assert_tensor(
+        "grad_high_res",
+        &high.grad(&grads).unwrap(),
+        &f["grad_high_res"],
+    );
+    assert_tensor(
+        "grad_low_res",
+        &low.grad(&grads).unwrap(),
+        &f["grad_low_res"],
+    );
 }

@@ -13,7 +13,6 @@ use burn::tensor::{Device, Tensor};
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetDepth, Stem};
 
-
 /// An image encoder usable as the trunk of a joint-embedding architecture.
 pub trait Encoder: Module + ModuleDisplay {
     /// Features `[B, feature_dim]` of images `[B, C, H, W]`.
@@ -57,6 +56,8 @@ impl BackboneConfig {
 }
 
 /// A built-in backbone.
+// A ResNet's struct is large, but modules move by value and burn's derive has no boxed fields.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     /// A ResNet.
@@ -110,4 +111,21 @@ impl Encoder for ConvNet {
     fn input_channels(&self) -> Option<usize> {
         Some(self.blocks[0].conv.weight.dims()[1])
     }
+}
+
+/// Number of trainable parameters of a module (what PyTorch's `parameters()` counts):
+/// BatchNorm running statistics and frozen tensors are excluded. The module must live on an
+/// autodiff device, where trainability is known.
+pub fn trainable_parameters<M: Module>(module: &M) -> usize {
+    struct Count(usize);
+    impl burn::module::ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                self.0 += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut count = Count(0);
+    module.visit(&mut count);
+    count.0
 }

@@ -96,14 +96,25 @@ impl ResNetConfig {
             return Err(Error::invalid_config("resnet.width", 0, "at least 1"));
         }
         if self.input_channels == 0 {
-            return Err(Error::invalid_config("resnet.input_channels", 0, "at least 1"));
+            return Err(Error::invalid_config(
+                "resnet.input_channels",
+                0,
+                "at least 1",
+            ));
         }
         let w = self.width;
         let (stem_kernel, stem_stride, stem_pad) = match self.stem {
             Stem::ImageNet => (7, 2, 3),
             Stem::Cifar => (3, 1, 1),
         };
-        let conv1 = conv(self.input_channels, w, stem_kernel, stem_stride, stem_pad, device);
+        let conv1 = conv(
+            self.input_channels,
+            w,
+            stem_kernel,
+            stem_stride,
+            stem_pad,
+            device,
+        );
         let bn1 = BatchNormConfig::new(w).init(device);
         let maxpool = match self.stem {
             Stem::ImageNet => Some(
@@ -160,7 +171,9 @@ fn conv(
 ) -> Conv2d {
     Conv2dConfig::new([input, output], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
         .with_bias(false)
         // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
         .with_initializer(Initializer::KaimingNormal {

@@ -71,7 +71,11 @@ pub fn barlow_twins_loss(z1: Tensor<2>, z2: Tensor<2>, lambda: f64) -> Result<Te
         .matmul(normalize_features(z2, BARLOW_TWINS_BN_EPS))
         .div_scalar(n as f64);
     let eye = Tensor::<2>::eye(d, &device);
-    let on_diagonal = (c.clone() * eye.clone()).sum_dim(1).sub_scalar(1.0).square().sum();
+    let on_diagonal = (c.clone() * eye.clone())
+        .sum_dim(1)
+        .sub_scalar(1.0)
+        .square()
+        .sum();
     let off_diagonal = (c * eye.neg().add_scalar(1.0)).square().sum();
     Ok(on_diagonal + off_diagonal.mul_scalar(lambda))
 }

@@ -122,7 +122,11 @@ impl Objective {
     }
 
     /// The loss alone.
-    pub fn loss(&self, views: &ViewEmbeddings, state: &mut ObjectiveState) -> crate::Result<Tensor<1>> {
+    pub fn loss(
+        &self,
+        views: &ViewEmbeddings,
+        state: &mut ObjectiveState,
+    ) -> crate::Result<Tensor<1>> {
         match self {
             Objective::Byol(o) => o.forward(views),
             Objective::SimSiam(o) => o.forward(views),
@@ -156,10 +160,8 @@ impl Objective {
                 context: format!("{} loss (value {loss_value})", self.name()),
             });
         }
-        let stats = CollapseStats::from_views(
-            views.projections[0].clone(),
-            views.projections[1].clone(),
-        )?;
+        let stats =
+            CollapseStats::from_views(views.projections[0].clone(), views.projections[1].clone())?;
         Ok(ObjectiveOutput {
             loss,
             loss_value,
@@ -282,7 +284,11 @@ impl ObjectiveConfig {
                 positive("swav.temperature", c.temperature)?;
                 positive("swav.sinkhorn_epsilon", c.sinkhorn_epsilon)?;
                 if c.num_prototypes == 0 {
-                    return Err(Error::invalid_config("swav.num_prototypes", 0, "at least 1"));
+                    return Err(Error::invalid_config(
+                        "swav.num_prototypes",
+                        0,
+                        "at least 1",
+                    ));
                 }
                 Ok(())
             }

@@ -57,9 +57,10 @@ impl EmbeddingQueue {
     /// Pushes a batch `[B, D]` of crop `crop`, dropping the oldest beyond capacity.
     pub fn push(&mut self, crop: usize, embeddings: Tensor<2>) -> Result<()> {
         let crops = self.crops.len();
-        let slot = self.crops.get_mut(crop).ok_or_else(|| {
-            Error::invalid_config("queue crop", crop, format!("below {crops}"))
-        })?;
+        let slot = self
+            .crops
+            .get_mut(crop)
+            .ok_or_else(|| Error::invalid_config("queue crop", crop, format!("below {crops}")))?;
         let embeddings = embeddings.without_autodiff();
         let merged = match slot.take() {
             Some(old) => {
@@ -75,7 +76,7 @@ impl EmbeddingQueue {
             None => embeddings,
         };
         let rows = merged.dims()[0].min(self.capacity);
-        *slot = Some(merged.slice([0..rows]));
+        *slot = Some(merged.narrow(0, 0, rows));
         Ok(())
     }
 }

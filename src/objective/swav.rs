@@ -139,14 +139,14 @@ pub fn swav_loss(
         }
         let mut codes = sinkhorn(to_balance, sinkhorn_iterations, sinkhorn_epsilon);
         if queue.is_some() {
-            codes = codes.slice([0..batch]);
+            codes = codes.narrow(0, 0, batch);
         }
         let mut sub: Option<Tensor<1>> = None;
-        for (v, scores_v) in high.iter().enumerate().chain(
-            low.iter()
-                .enumerate()
-                .map(|(v, s)| (v + high.len(), s)),
-        ) {
+        for (v, scores_v) in high
+            .iter()
+            .enumerate()
+            .chain(low.iter().enumerate().map(|(v, s)| (v + high.len(), s)))
+        {
             if v == i {
                 continue;
             }

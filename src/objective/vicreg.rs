@@ -83,5 +83,8 @@ pub fn covariance_term(z: Tensor<2>) -> Tensor<1> {
         .matmul(centered)
         .div_scalar((n - 1) as f64);
     let off_diagonal_mask = Tensor::<2>::eye(d, &cov.device()).neg().add_scalar(1.0);
-    (cov * off_diagonal_mask).square().sum().div_scalar(d as f64)
+    (cov * off_diagonal_mask)
+        .square()
+        .sum()
+        .div_scalar(d as f64)
 }

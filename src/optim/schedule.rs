@@ -47,7 +47,11 @@ impl WarmupCosine {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.base_lr.is_finite() && self.base_lr > 0.0) {
-            return Err(Error::invalid_config("lr", self.base_lr, "a finite value > 0"));
+            return Err(Error::invalid_config(
+                "lr",
+                self.base_lr,
+                "a finite value > 0",
+            ));
         }
         if !(self.final_lr.is_finite() && self.final_lr >= 0.0 && self.final_lr <= self.base_lr) {
             return Err(Error::invalid_config(
