@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use burn::optim::SgdConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Distribution;
 use selfsup::prelude::*;
 

@@ -47,6 +47,7 @@ fn main() -> selfsup::Result<()> {
         ObjectiveConfig::barlow_twins(),
         ObjectiveConfig::Swav(SwavConfig::new().with_num_prototypes(32)),
         ObjectiveConfig::vicreg(),
+        ObjectiveConfig::ntxent(),
     ];
     let held_out = images(BATCH, &device);
     println!(

@@ -125,6 +125,12 @@ impl ProjectionHeadConfig {
         Self::byol_projector(input_dim, hidden_dim, output_dim)
     }
 
+    /// SimCLR projector (Chen et al., 2020; lightly's `SimCLRProjectionHead`):
+    /// `Linear(in, 2048) BN ReLU Linear(2048, 128)`.
+    pub fn simclr_projector(input_dim: usize, hidden_dim: usize, output_dim: usize) -> Self {
+        Self::byol_projector(input_dim, hidden_dim, output_dim)
+    }
+
     /// Input features of the head.
     pub fn input_dim(&self) -> usize {
         self.blocks.first().map_or(0, |b| b.input_dim)

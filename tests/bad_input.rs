@@ -124,6 +124,7 @@ fn non_finite_inputs_name_the_input() {
         ObjectiveConfig::barlow_twins(),
         ObjectiveConfig::Swav(SwavConfig::new().with_num_prototypes(4)),
         ObjectiveConfig::vicreg(),
+        ObjectiveConfig::ntxent(),
     ];
     for config in configs {
         for bad in [nan.clone(), inf.clone()] {

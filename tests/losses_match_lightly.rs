@@ -114,3 +114,17 @@ fn swav_loss_and_gradients_match_lightly() {
         &f["grad_low_res"],
     );
 }
+
+#[test]
+fn ntxent_loss_and_gradients_match_lightly() {
+    let f = fixture("ntxent.json");
+    let d = device();
+    let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
+    let loss =
+        selfsup::objective::ntxent_loss(z1.clone(), z2.clone(), f["temperature"].as_f64().unwrap())
+            .unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_z1", &z1.grad(&grads).unwrap(), &f["grad_z1"]);
+    assert_tensor("grad_z2", &z2.grad(&grads).unwrap(), &f["grad_z2"]);
+}

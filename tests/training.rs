@@ -58,3 +58,8 @@ fn swav_lowers_its_loss() {
 fn vicreg_lowers_its_loss() {
     lowers_its_loss(ObjectiveConfig::vicreg(), 0.05);
 }
+
+#[test]
+fn simclr_lowers_its_loss() {
+    lowers_its_loss(ObjectiveConfig::ntxent(), 0.1);
+}

@@ -12,9 +12,11 @@
 //! | Barlow Twins | [`barlow_twins`] | projections |
 //! | SwAV | [`swav`] | projections, prototypes (owned by the objective) |
 //! | VICReg | [`vicreg`] | projections |
+//! | SimCLR (NT-Xent, contrastive baseline) | [`ntxent`] | projections |
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod ntxent;
 pub mod queue;
 pub mod simsiam;
 pub mod sinkhorn;
@@ -27,6 +29,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use barlow_twins::{BarlowTwinsLoss, barlow_twins_loss};
 pub use byol::{ByolLoss, byol_loss};
+pub use ntxent::{NtXentLoss, ntxent_loss};
 pub use queue::EmbeddingQueue;
 pub use simsiam::{SimSiamLoss, simsiam_loss};
 pub use sinkhorn::sinkhorn;
@@ -96,6 +99,8 @@ pub enum Objective {
     Swav(SwavLoss),
     /// [VICReg](vicreg).
     Vicreg(VicregLoss),
+    /// [SimCLR's NT-Xent](ntxent).
+    NtXent(NtXentLoss),
 }
 
 impl Objective {
@@ -107,6 +112,7 @@ impl Objective {
             Objective::BarlowTwins(_) => "Barlow Twins",
             Objective::Swav(_) => "SwAV",
             Objective::Vicreg(_) => "VICReg",
+            Objective::NtXent(_) => "SimCLR",
         }
     }
 
@@ -118,6 +124,7 @@ impl Objective {
             Objective::BarlowTwins(o) => o.requirements(),
             Objective::Swav(o) => o.requirements(),
             Objective::Vicreg(o) => o.requirements(),
+            Objective::NtXent(o) => o.requirements(),
         }
     }
 
@@ -133,6 +140,7 @@ impl Objective {
             Objective::BarlowTwins(o) => o.forward(views),
             Objective::Swav(o) => o.forward(views, state),
             Objective::Vicreg(o) => o.forward(views),
+            Objective::NtXent(o) => o.forward(views),
         }
     }
 
@@ -195,6 +203,16 @@ pub enum ObjectiveConfig {
     Swav(SwavConfig),
     /// VICReg.
     Vicreg(VicregConfig),
+    /// SimCLR's NT-Xent.
+    NtXent(NtXentConfig),
+}
+
+/// NT-Xent (SimCLR) hyper-parameters.
+#[derive(Config, Debug)]
+pub struct NtXentConfig {
+    /// Temperature (lightly's CIFAR benchmark: 0.5; the paper on ImageNet: 0.1).
+    #[config(default = 0.5)]
+    pub temperature: f64,
 }
 
 /// Barlow Twins hyper-parameters.
@@ -261,6 +279,11 @@ impl ObjectiveConfig {
         ObjectiveConfig::Vicreg(VicregConfig::new())
     }
 
+    /// SimCLR's NT-Xent with temperature 0.5.
+    pub fn ntxent() -> Self {
+        ObjectiveConfig::NtXent(NtXentConfig::new())
+    }
+
     /// Checks every hyper-parameter's range.
     pub fn validate(&self) -> crate::Result<()> {
         let positive = |field: &str, v: f64| {
@@ -298,6 +321,7 @@ impl ObjectiveConfig {
                 non_negative("vicreg.nu_covariance", c.nu_covariance)?;
                 positive("vicreg.eps", c.eps)
             }
+            ObjectiveConfig::NtXent(c) => positive("ntxent.temperature", c.temperature),
         }
     }
 
@@ -322,6 +346,9 @@ impl ObjectiveConfig {
                 mu_variance: c.mu_variance,
                 nu_covariance: c.nu_covariance,
                 eps: c.eps,
+            }),
+            ObjectiveConfig::NtXent(c) => Objective::NtXent(NtXentLoss {
+                temperature: c.temperature,
             }),
         })
     }
@@ -364,6 +391,10 @@ impl ObjectiveConfig {
             ),
             ObjectiveConfig::Vicreg(_) => (
                 ProjectionHeadConfig::vicreg_projector(feature_dim, s(8192), s(8192)),
+                None,
+            ),
+            ObjectiveConfig::NtXent(_) => (
+                ProjectionHeadConfig::simclr_projector(feature_dim, s(2048), s(128)),
                 None,
             ),
         }
