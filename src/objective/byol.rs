@@ -13,7 +13,6 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::{Requirements, ViewEmbeddings, require_views};
-use crate::check;
 use crate::energy::cosine_similarity;
 use crate::error::Result;
 
@@ -41,31 +40,11 @@ impl ByolLoss {
 /// BYOL loss of predictions `p_v` and target projections `z_v` (one `[B, D]` per view, targets
 /// detached here): `sum_{i != j} mean(2 - 2 cos(p_i, sg z_j)) / (V - 1)`.
 pub fn byol_loss(predictions: &[Tensor<2>], targets: &[Tensor<2>]) -> Result<Tensor<1>> {
-    let views = predictions.len();
-    let pairs = super::check_pairs("BYOL", predictions, targets)?;
-    let mut total: Option<Tensor<1>> = None;
-    for (i, p) in predictions.iter().enumerate() {
-        for (j, z) in targets.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            check::same_shape(
-                || format!("BYOL loss: target of view {j} against prediction of view {i}"),
-                p,
-                z,
-            )?;
-            let term = cosine_similarity(p.clone(), z.clone().detach())
-                .mul_scalar(-2.0)
-                .add_scalar(2.0)
-                .mean();
-            total = Some(match total {
-                Some(t) => t + term,
-                None => term,
-            });
-        }
-    }
-    debug_assert!(pairs > 0);
-    Ok(total
-        .expect("at least two views were checked")
-        .div_scalar((views - 1) as f64))
+    let (total, _) = super::sum_over_ordered_pairs("BYOL", predictions, targets, |p, z| {
+        cosine_similarity(p, z.detach())
+            .mul_scalar(-2.0)
+            .add_scalar(2.0)
+            .mean()
+    })?;
+    Ok(total.div_scalar((predictions.len() - 1) as f64))
 }

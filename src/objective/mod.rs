@@ -418,9 +418,43 @@ pub(crate) fn require_views<'a>(
     }
 }
 
+/// Sum of `term(left_i, right_j)` over all ordered pairs of distinct views `i != j`, with the
+/// number of pairs. Both lists must have the same length (at least 2) and matching shapes.
+pub(crate) fn sum_over_ordered_pairs(
+    method: &str,
+    left: &[Tensor<2>],
+    right: &[Tensor<2>],
+    term: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<1>,
+) -> crate::Result<(Tensor<1>, usize)> {
+    let pairs = check_pairs(method, left, right)?;
+    let mut total: Option<Tensor<1>> = None;
+    for (i, l) in left.iter().enumerate() {
+        for (j, r) in right.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            check::same_shape(
+                || format!("{method} loss: view {j} of the second input against view {i}"),
+                l,
+                r,
+            )?;
+            let value = term(l.clone(), r.clone());
+            total = Some(match total {
+                Some(t) => t + value,
+                None => value,
+            });
+        }
+    }
+    let total = total.ok_or_else(|| Error::MissingInput {
+        context: format!("{method} loss"),
+        what: "two views".into(),
+    })?;
+    Ok((total, pairs))
+}
+
 /// Checks two per-view lists have the same length (at least 2) and returns the number of
 /// ordered pairs of distinct views.
-pub(crate) fn check_pairs(method: &str, a: &[Tensor<2>], b: &[Tensor<2>]) -> crate::Result<usize> {
+fn check_pairs(method: &str, a: &[Tensor<2>], b: &[Tensor<2>]) -> crate::Result<usize> {
     if a.len() != b.len() || a.len() < 2 {
         return Err(Error::MissingInput {
             context: format!("{method} loss"),

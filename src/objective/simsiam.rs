@@ -12,7 +12,6 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::{Requirements, ViewEmbeddings, require_views};
-use crate::check;
 use crate::energy::cosine_similarity;
 use crate::error::Result;
 
@@ -41,26 +40,9 @@ impl SimSiamLoss {
 /// SimSiam loss of predictions `p_v` and projections `z_v` (detached here):
 /// `-(1 / (V (V - 1))) sum_{i != j} mean cos(p_i, sg z_j)`.
 pub fn simsiam_loss(predictions: &[Tensor<2>], projections: &[Tensor<2>]) -> Result<Tensor<1>> {
-    let pairs = super::check_pairs("SimSiam", predictions, projections)?;
-    let mut total: Option<Tensor<1>> = None;
-    for (i, p) in predictions.iter().enumerate() {
-        for (j, z) in projections.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            check::same_shape(
-                || format!("SimSiam loss: projection of view {j} against prediction of view {i}"),
-                p,
-                z,
-            )?;
-            let term = cosine_similarity(p.clone(), z.clone().detach()).mean();
-            total = Some(match total {
-                Some(t) => t + term,
-                None => term,
-            });
-        }
-    }
-    Ok(total
-        .expect("at least two views were checked")
-        .div_scalar(-(pairs as f64)))
+    let (total, pairs) =
+        super::sum_over_ordered_pairs("SimSiam", predictions, projections, |p, z| {
+            cosine_similarity(p, z.detach()).mean()
+        })?;
+    Ok(total.div_scalar(-(pairs as f64)))
 }
