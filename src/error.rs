@@ -51,6 +51,48 @@ pub enum Error {
         /// What was missing.
         what: String,
     },
+    /// A file or folder could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A file is not a readable image (corrupt, truncated, or another format).
+    #[error("cannot decode image {path}: {reason}")]
+    Decode {
+        /// The file (or record) that failed.
+        path: String,
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// A dataset has no usable images, or a file in it is malformed.
+    #[error("dataset {path}: {reason}")]
+    InvalidDataset {
+        /// The dataset's root folder or file.
+        path: String,
+        /// What is wrong (e.g. "class folder `cat` contains no images").
+        reason: String,
+    },
+    /// An image is smaller than the view that must be cut from it.
+    #[error(
+        "image {source_name} is {width}x{height}, smaller than the {required}-pixel view cut from it \
+         (use a preset for this image size, or allow upscaling in the view transform)"
+    )]
+    ImageTooSmall {
+        /// The file or record the image came from.
+        source_name: String,
+        /// The image's width.
+        width: u32,
+        /// The image's height.
+        height: u32,
+        /// The view's side length.
+        required: usize,
+    },
+    /// A background worker thread stopped unexpectedly.
+    #[error("data loader worker failed: {0}")]
+    Worker(String),
 }
 
 /// `Result` with the crate's [`Error`](enum@Error).

@@ -34,9 +34,11 @@
 //! - [`step`]: one training step.
 //! - [`error`]: the error type; bad input is an [`Error`], never a panic.
 
+pub mod augment;
 pub mod backbone;
 mod check;
 pub mod collapse;
+pub mod data;
 pub mod ema;
 pub mod energy;
 pub mod error;
