@@ -18,6 +18,10 @@
 //!
 //! ## Data flow
 //! ```text
+//! images (ImageFolder / CifarBinary / InMemoryDataset)
+//!   -> decode (image crate, any colour type -> RGB8) -> ViewTransform (crop, flip, jitter,
+//!      grayscale, blur, solarise, normalise; seeded per image and view) on worker threads
+//!   -> ViewLoader batches, prefetched, in order
 //! views [B,3,H,W] x V -> backbone -> projector (-> predictor)   online branch
 //!                     -> EMA backbone -> EMA projector            target branch (BYOL)
 //!   -> ViewEmbeddings -> Objective -> loss + collapse stats
@@ -25,6 +29,9 @@
 //! ```
 //!
 //! ## Crate map
+//! - [`data`]: datasets (image folders, CIFAR binaries, in memory), the hold-out split, and the
+//!   parallel prefetching [`ViewLoader`](data::ViewLoader).
+//! - [`augment`]: the papers' view augmentations, per-method presets, multi-crop.
 //! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), a tiny convnet, the [`Encoder`](backbone::Encoder) trait.
 //! - [`head`]: projection / prediction MLPs with per-method presets; [`prototypes`] for SwAV.
 //! - [`siamese`]: the [`JointEmbedding`](siamese::JointEmbedding) (online + target branches).
@@ -42,6 +49,7 @@ pub mod data;
 pub mod ema;
 pub mod energy;
 pub mod error;
+pub mod eval;
 pub mod head;
 pub mod norm;
 pub mod objective;
@@ -54,10 +62,15 @@ pub use error::{Error, Result};
 
 /// The types most programs import.
 pub mod prelude {
+    pub use crate::augment::{Scale, ViewRecipe, ViewTransform};
     pub use crate::backbone::{
         Backbone, BackboneConfig, ConvNetConfig, Encoder, ResNetConfig, ResNetDepth, Stem,
     };
     pub use crate::collapse::{CollapseStats, CollapseValues};
+    pub use crate::data::{
+        CifarBinary, CifarFormat, CifarSplit, ImageDataset, ImageFolder, InMemoryDataset,
+        LoaderConfig, OnCorrupt, ViewBatch, ViewLoader,
+    };
     pub use crate::energy::Energy;
     pub use crate::error::{Error, Result};
     pub use crate::head::{HeadBlockConfig, HeadNorm, ProjectionHeadConfig};

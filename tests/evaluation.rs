@@ -1,0 +1,111 @@
+//! Evaluation: kNN against lightly's fixture, reports, and the collapse monitors.
+
+mod common;
+
+use selfsup::eval::{ClassificationReport, KnnClassifier, KnnConfig};
+
+#[test]
+fn knn_ranking_matches_lightly() {
+    let f = common::fixture("knn.json");
+    let device = common::device();
+    let bank = common::tensor::<2>(&f["bank"], &device);
+    let query = common::tensor::<2>(&f["query"], &device);
+    let labels: Vec<usize> = f["bank_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let config = KnnConfig {
+        k: f["k"].as_u64().unwrap() as usize,
+        temperature: f["t"].as_f64().unwrap(),
+    };
+    let knn = KnnClassifier::new(
+        bank,
+        labels,
+        f["num_classes"].as_u64().unwrap() as usize,
+        config,
+    )
+    .unwrap();
+    let ranked = knn.ranked_classes(query.clone()).unwrap();
+    let scores = knn.class_scores(query).unwrap();
+    let expected = f["ranked_classes"].as_array().unwrap();
+    for (i, (got, want)) in ranked.iter().zip(expected).enumerate() {
+        let want: Vec<usize> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        // Classes with no neighbour score 0 and tie; their order is arbitrary in lightly, so
+        // the ranking must match over the classes that scored.
+        let scored = scores[i].iter().filter(|&&s| s > 0.0).count();
+        assert!(scored >= 1);
+        assert_eq!(
+            got[..scored],
+            want[..scored],
+            "query {i}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn knn_rejects_bad_input() {
+    let device = common::device();
+    let bank = common::random([4, 3], 1, &device);
+    assert!(KnnClassifier::new(bank.clone(), vec![0, 1], 2, KnnConfig::default()).is_err());
+    let e = KnnClassifier::new(bank.clone(), vec![0, 1, 2, 5], 3, KnnConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains('5'), "{e}");
+    let bad_t = KnnConfig {
+        k: 3,
+        temperature: 0.0,
+    };
+    assert!(KnnClassifier::new(bank.clone(), vec![0; 4], 1, bad_t).is_err());
+    let knn = KnnClassifier::new(bank, vec![0, 0, 1, 1], 2, KnnConfig::default()).unwrap();
+    assert!(knn.predict(common::random([2, 5], 2, &device)).is_err());
+}
+
+#[test]
+fn knn_finds_the_class_of_separated_clusters() {
+    let device = common::device();
+    // Two clusters around +e0 and -e0: every query is classified by its side.
+    let bank: Vec<f64> = (0..20)
+        .flat_map(|i| {
+            let s = if i < 10 { 1.0 } else { -1.0 };
+            vec![s, 0.1 * (i as f64).sin(), 0.1 * (i as f64).cos()]
+        })
+        .collect();
+    let bank = common::tensor::<2>(
+        &serde_json::json!(bank.chunks(3).collect::<Vec<_>>()),
+        &device,
+    );
+    let labels: Vec<usize> = (0..20).map(|i| usize::from(i >= 10)).collect();
+    let knn = KnnClassifier::new(
+        bank,
+        labels,
+        2,
+        KnnConfig {
+            k: 5,
+            temperature: 0.1,
+        },
+    )
+    .unwrap();
+    let queries = common::tensor::<2>(
+        &serde_json::json!([[0.9, 0.2, 0.0], [-2.0, 0.0, 0.1]]),
+        &device,
+    );
+    let report = knn.evaluate(queries, &[0, 1]).unwrap();
+    assert_eq!(report.top1, 1.0);
+    assert_eq!(report.confusion, vec![vec![1, 0], vec![0, 1]]);
+}
+
+#[test]
+fn report_counts_and_prints_the_confusion_matrix() {
+    let r = ClassificationReport::from_predictions(&[0, 1, 1, 2], &[0, 1, 2, 2], 3);
+    assert_eq!(r.top1, 0.75);
+    assert_eq!(r.confusion[2], vec![0, 1, 1]);
+    let table = r.confusion_table(&["cat".into(), "dog".into(), "frog".into()]);
+    assert!(table.contains("frog |     0     1     1"), "{table}");
+}
