@@ -90,6 +90,24 @@ pub enum Error {
         /// The view's side length.
         required: usize,
     },
+    /// A checkpoint cannot be read, or does not fit the model it is loaded into.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Training stopped at a step (non-finite loss, collapse, or a hook's request).
+    #[error("training stopped at step {step} (epoch {epoch}): {reason}")]
+    TrainingStopped {
+        /// 0-based global step.
+        step: usize,
+        /// 0-based epoch.
+        epoch: usize,
+        /// Why.
+        reason: String,
+    },
     /// A background worker thread stopped unexpectedly.
     #[error("data loader worker failed: {0}")]
     Worker(String),

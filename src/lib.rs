@@ -57,6 +57,7 @@ pub mod optim;
 pub mod prototypes;
 pub mod siamese;
 pub mod step;
+pub mod train;
 
 pub use error::{Error, Result};
 

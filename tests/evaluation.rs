@@ -109,3 +109,32 @@ fn report_counts_and_prints_the_confusion_matrix() {
     let table = r.confusion_table(&["cat".into(), "dog".into(), "frog".into()]);
     assert!(table.contains("frog |     0     1     1"), "{table}");
 }
+
+#[test]
+fn effective_rank_follows_the_rankme_formula() {
+    use selfsup::eval::rank::effective_rank_of;
+    // Orthogonal columns of equal norm: every singular value equal, rank = d.
+    let n = 12;
+    let d = 4;
+    let mut equal = vec![0.0f32; n * d];
+    for c in 0..d {
+        equal[(3 * c) * d + c] = 2.0;
+    }
+    assert!((effective_rank_of(&equal, n, d) - 4.0).abs() < 1e-4);
+    // Collapse: identical rows give rank 1.
+    let collapsed: Vec<f32> = (0..n).flat_map(|_| [0.3f32, -1.0, 2.0, 0.5]).collect();
+    assert!((effective_rank_of(&collapsed, n, d) - 1.0).abs() < 1e-4);
+    // Singular values 3 and 1: p = (0.75, 0.25), rank = exp(H(p)).
+    let mut two = vec![0.0f32; n * d];
+    two[0] = 3.0;
+    two[d + 1] = 1.0;
+    let h: f64 = -(0.75f64 * 0.75f64.ln() + 0.25 * 0.25f64.ln());
+    assert!((effective_rank_of(&two, n, d) - h.exp()).abs() < 1e-4);
+    // A random rotation of the same spectrum gives the same rank (Jacobi on a dense matrix).
+    let device = common::device();
+    let z = common::random([64, 16], 9, &device);
+    let r = selfsup::eval::effective_rank(z.clone()).unwrap();
+    assert!(r > 10.0 && r <= 16.0, "{r}");
+    let wide = selfsup::eval::effective_rank(z.transpose()).unwrap();
+    assert!((r - wide).abs() < 1e-6, "{r} {wide}");
+}

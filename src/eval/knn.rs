@@ -114,7 +114,7 @@ impl KnnClassifier {
             let sims = queries.clone().narrow(0, start, len).matmul(bank_t.clone());
             let sims: Vec<f32> = sims
                 .into_data()
-                .to_vec()
+                .try_to_vec::<f32>()
                 .map_err(|e| Error::Worker(format!("reading kNN similarities: {e:?}")))?;
             for row in sims.chunks_exact(m) {
                 order.clear();

@@ -284,6 +284,18 @@ impl ObjectiveConfig {
         ObjectiveConfig::NtXent(NtXentConfig::new())
     }
 
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ObjectiveConfig::Byol => "BYOL",
+            ObjectiveConfig::SimSiam => "SimSiam",
+            ObjectiveConfig::BarlowTwins(_) => "Barlow Twins",
+            ObjectiveConfig::Swav(_) => "SwAV",
+            ObjectiveConfig::Vicreg(_) => "VICReg",
+            ObjectiveConfig::NtXent(_) => "SimCLR",
+        }
+    }
+
     /// Checks every hyper-parameter's range.
     pub fn validate(&self) -> crate::Result<()> {
         let positive = |field: &str, v: f64| {

@@ -80,3 +80,66 @@ impl EmbeddingQueue {
         Ok(())
     }
 }
+
+/// The contents of an [`EmbeddingQueue`] on the host, for checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Embeddings kept per crop.
+    pub capacity: usize,
+    /// Per crop, the stored `[n, d]` shape and values (row-major), if any.
+    pub crops: Vec<Option<(Vec<usize>, Vec<f32>)>>,
+}
+
+impl EmbeddingQueue {
+    /// Copies the queue to the host.
+    pub fn snapshot(&self) -> Result<QueueSnapshot> {
+        let crops = self
+            .crops
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map(|t| {
+                        let shape = t.dims().to_vec();
+                        t.clone()
+                            .into_data()
+                            .try_to_vec::<f32>()
+                            .map(|v| (shape, v))
+                            .map_err(|e| Error::NonFinite {
+                                context: format!("SwAV queue could not be read: {e:?}"),
+                            })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(QueueSnapshot {
+            capacity: self.capacity,
+            crops,
+        })
+    }
+
+    /// Rebuilds a queue from a snapshot on `device`.
+    pub fn restore(snapshot: &QueueSnapshot, device: &burn::tensor::Device) -> Result<Self> {
+        let mut queue = Self::new(snapshot.capacity, snapshot.crops.len())?;
+        for (slot, crop) in queue.crops.iter_mut().zip(&snapshot.crops) {
+            *slot = match crop {
+                Some((shape, values))
+                    if shape.len() == 2 && shape[0] * shape[1] == values.len() =>
+                {
+                    Some(Tensor::from_data(
+                        burn::tensor::TensorData::new(values.clone(), [shape[0], shape[1]]),
+                        device,
+                    ))
+                }
+                Some((shape, values)) => {
+                    return Err(Error::ShapeMismatch {
+                        context: "SwAV queue snapshot".into(),
+                        expected: shape.clone(),
+                        found: vec![values.len()],
+                    });
+                }
+                None => None,
+            };
+        }
+        Ok(queue)
+    }
+}

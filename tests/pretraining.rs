@@ -1,0 +1,226 @@
+//! The pretraining loop: metrics, hooks, kNN monitor, checkpoints, exact resume, bad input.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use selfsup::augment::ViewTransform;
+use selfsup::backbone::{BackboneConfig, ConvNetConfig};
+use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
+use selfsup::objective::ObjectiveConfig;
+use selfsup::train::{
+    CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
+    PretrainConfig, PretrainOptions, pretrain, pretrain_with,
+};
+use selfsup::{Error, prelude::Device};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
+
+fn sample() -> Arc<dyn ImageDataset> {
+    Arc::new(ImageFolder::open(SAMPLE).unwrap().with_cache(true))
+}
+
+fn tiny_config(
+    objective: ObjectiveConfig,
+    epochs: usize,
+    dir: Option<&std::path::Path>,
+) -> PretrainConfig {
+    let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(8).with_stages(2));
+    let mut c = PretrainConfig::cifar(objective, backbone, epochs);
+    c.head_width = 1.0 / 64.0;
+    c.loader = LoaderConfig {
+        batch_size: 8,
+        shuffle: true,
+        seed: 7,
+        drop_last: true,
+        workers: 2,
+        prefetch: 0,
+    };
+    c.lr.base_lr = 0.05;
+    c.lr.scale_with_batch = false;
+    c.monitor.every_steps = 2;
+    c.progress = false;
+    c.output_dir = dir.map(|d| d.to_path_buf());
+    c
+}
+
+fn plain_device() -> Device {
+    Device::flex()
+}
+
+/// Runs and records the loss of every step.
+fn run(
+    config: &PretrainConfig,
+    resume: Option<std::path::PathBuf>,
+    stop_at: Option<usize>,
+) -> (selfsup::Result<usize>, Vec<f64>) {
+    let losses = Arc::new(Mutex::new(Vec::new()));
+    let sink = losses.clone();
+    let options = PretrainOptions {
+        on_step: Some(Box::new(move |m| {
+            sink.lock().unwrap().push(m.loss);
+            if Some(m.step) == stop_at {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })),
+        resume,
+        ..Default::default()
+    };
+    let result = pretrain_with(config, sample(), &plain_device(), options).map(|p| p.steps);
+    let losses = losses.lock().unwrap().clone();
+    (result, losses)
+}
+
+#[test]
+fn a_run_writes_metrics_and_a_checkpoint_and_reports_knn() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(ObjectiveConfig::SimSiam, 2, Some(dir.path()));
+    let knn = KnnEvaluation {
+        bank: sample(),
+        queries: sample(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 10,
+    };
+    let options = PretrainOptions {
+        knn: Some(knn),
+        ..Default::default()
+    };
+    let trained = pretrain_with(&config, sample(), &plain_device(), options).unwrap();
+    assert_eq!(trained.steps, 4);
+    assert_eq!(trained.history.len(), 2);
+    let last = trained.history.last().unwrap();
+    assert!(last.loss.is_finite());
+    let top1 = last.knn_top1.unwrap();
+    assert!((0.0..=1.0).contains(&top1));
+    assert!(last.effective_rank.unwrap() >= 1.0);
+    let lines = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.iter().filter(|r| r["kind"] == "step").count(), 4);
+    assert_eq!(records.iter().filter(|r| r["kind"] == "epoch").count(), 2);
+    assert!(records[0]["lr"].as_f64().unwrap() > 0.0);
+    assert!(records[0]["effective_rank"].as_f64().is_some());
+    let ckpt = Checkpoint::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
+    assert_eq!(ckpt.meta.epochs_completed, 2);
+    assert_eq!(ckpt.meta.step, 4);
+    // The backbone of the result encodes images.
+    let features = trained.backbone();
+    let _ = features;
+}
+
+#[test]
+fn an_interrupted_and_resumed_run_gives_the_same_loss_curve() {
+    for objective in [ObjectiveConfig::Byol, ObjectiveConfig::swav()] {
+        let full_dir = tempfile::tempdir().unwrap();
+        let (full, full_losses) = run(
+            &tiny_config(objective.clone(), 3, Some(full_dir.path())),
+            None,
+            None,
+        );
+        assert_eq!(full.unwrap(), 6);
+        // Interrupted during the third epoch: the checkpoint holds two epochs.
+        let dir = tempfile::tempdir().unwrap();
+        let config = tiny_config(objective.clone(), 3, Some(dir.path()));
+        let (first, first_losses) = run(&config, None, Some(4));
+        assert_eq!(first.unwrap(), 5);
+        assert_eq!(first_losses[..4], full_losses[..4], "{}", objective.name());
+        let (second, second_losses) = run(&config, Some(dir.path().join(CHECKPOINT_FILE)), None);
+        assert_eq!(second.unwrap(), 6);
+        assert_eq!(second_losses, full_losses[4..], "{}", objective.name());
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(ObjectiveConfig::Byol, 1, Some(dir.path()));
+    pretrain(&config, sample(), &plain_device()).unwrap();
+    let path = dir.path().join(CHECKPOINT_FILE);
+    let before = std::fs::read(&path).unwrap();
+    let mut exploding = tiny_config(ObjectiveConfig::Byol, 3, Some(dir.path()));
+    exploding.lr.base_lr = 1e30;
+    exploding.optimizer = OptimizerConfig::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    let (result, _) = run(&exploding, Some(path.clone()), None);
+    let e = result.unwrap_err();
+    assert!(matches!(e, Error::TrainingStopped { epoch: 1, .. }), "{e}");
+    assert!(e.to_string().contains("step"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    Checkpoint::read(&path).unwrap();
+}
+
+#[test]
+fn an_interrupted_checkpoint_write_leaves_the_previous_one_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config(ObjectiveConfig::SimSiam, 1, Some(dir.path()));
+    pretrain(&config, sample(), &plain_device()).unwrap();
+    let path = dir.path().join(CHECKPOINT_FILE);
+    let good = Checkpoint::read(&path).unwrap();
+    let mut newer = good.clone();
+    newer.meta.epochs_completed = 99;
+    let e = newer
+        .write_atomic_failing_after(&path, Some(100))
+        .unwrap_err();
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    let after = Checkpoint::read(&path).unwrap();
+    assert_eq!(after.meta.epochs_completed, 1);
+    assert_eq!(after.model, good.model);
+    // A torn file is detected, not loaded.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(dir.path().join("torn.ckpt"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = Checkpoint::read(dir.path().join("torn.ckpt"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("torn.ckpt") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_configurations_and_foreign_checkpoints_are_refused() {
+    let mut c = tiny_config(ObjectiveConfig::Byol, 1, None);
+    c.lr.base_lr = 0.0;
+    let e = pretrain(&c, sample(), &plain_device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lr.base_lr"), "{e}");
+    let mut c = tiny_config(ObjectiveConfig::Byol, 1, None);
+    c.epochs = 0;
+    assert!(
+        pretrain(&c, sample(), &plain_device())
+            .unwrap_err()
+            .to_string()
+            .contains("epochs")
+    );
+    // A checkpoint of another architecture.
+    let dir = tempfile::tempdir().unwrap();
+    pretrain(
+        &tiny_config(ObjectiveConfig::Byol, 1, Some(dir.path())),
+        sample(),
+        &plain_device(),
+    )
+    .unwrap();
+    let mut wider = tiny_config(ObjectiveConfig::Byol, 2, None);
+    wider.backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(16).with_stages(2));
+    let (result, _) = run(&wider, Some(dir.path().join(CHECKPOINT_FILE)), None);
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("another architecture"), "{e}");
+    let (result, _) = run(
+        &tiny_config(ObjectiveConfig::SimSiam, 2, None),
+        Some(dir.path().join(CHECKPOINT_FILE)),
+        None,
+    );
+    assert!(
+        result
+            .unwrap_err()
+            .to_string()
+            .contains("another architecture")
+    );
+}
