@@ -7,6 +7,8 @@ pub mod dataset;
 pub mod image_folder;
 pub mod in_memory;
 pub mod loader;
+pub mod open;
+pub mod packed;
 pub mod subset;
 
 pub use cifar::{CifarBinary, CifarFormat, CifarSplit};
@@ -14,4 +16,6 @@ pub use dataset::{ImageDataset, decode_image, read_image};
 pub use image_folder::{ImageFolder, OnCorrupt, VerifyReport};
 pub use in_memory::InMemoryDataset;
 pub use loader::{Batches, HostBatch, LoaderConfig, ViewBatch, ViewLoader};
+pub use open::open_dataset;
+pub use packed::PackedImages;
 pub use subset::{Subset, holdout_last_per_class};

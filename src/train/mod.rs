@@ -11,5 +11,5 @@ pub use config::{LrConfig, MonitorConfig, OptimizerConfig, PretrainConfig};
 pub use metrics::{EpochMetrics, MetricsWriter, StepMetrics};
 pub use pretrain::{
     CHECKPOINT_FILE, Control, KnnEvaluation, METRICS_FILE, PretrainOptions, Pretrained,
-    build_model, knn_accuracy, pretrain, pretrain_encoder, pretrain_with,
+    build_model, knn_accuracy, load_checkpoint, pretrain, pretrain_encoder, pretrain_with,
 };

@@ -45,13 +45,18 @@ pub struct KnnEvaluation {
     pub batch_size: usize,
 }
 
+/// A hook called after every step; its answer decides whether training goes on.
+pub type StepHook = Box<dyn FnMut(&StepMetrics) -> Control + Send>;
+/// A hook called after every epoch.
+pub type EpochHook = Box<dyn FnMut(&EpochMetrics) + Send>;
+
 /// Optional parts of a run.
 #[derive(Default)]
 pub struct PretrainOptions {
     /// Called after every step with its metrics.
-    pub on_step: Option<Box<dyn FnMut(&StepMetrics) -> Control + Send>>,
+    pub on_step: Option<StepHook>,
     /// Called after every epoch with its metrics.
-    pub on_epoch: Option<Box<dyn FnMut(&EpochMetrics) + Send>>,
+    pub on_epoch: Option<EpochHook>,
     /// kNN monitor data.
     pub knn: Option<KnnEvaluation>,
     /// Resume from this checkpoint (configuration and architecture must match).
@@ -239,8 +244,8 @@ pub fn pretrain_encoder<E: Encoder>(
             let step = state.objective.step;
             let lr = schedule.lr(step);
             let rank_view = (config.monitor.every_steps > 0
-                && step % config.monitor.every_steps == 0)
-                .then(|| batch.views[0].clone());
+                && step.is_multiple_of(config.monitor.every_steps))
+            .then(|| batch.views[0].clone());
             let (next, report) = train_step(model, &batch.views, num_global, lr, &mut state)
                 .map_err(|e| Error::TrainingStopped {
                     step,
@@ -373,7 +378,7 @@ pub fn pretrain_encoder<E: Encoder>(
             w.write(&em)?;
         }
         if let Some(bar) = &progress {
-            bar.println(format!(
+            let line = format!(
                 "epoch {}/{}: loss {:.4}, {:.0} img/s{}",
                 epoch + 1,
                 config.epochs,
@@ -382,7 +387,12 @@ pub fn pretrain_encoder<E: Encoder>(
                 em.knn_top1
                     .map(|a| format!(", kNN top-1 {:.2}%", 100.0 * a))
                     .unwrap_or_default()
-            ));
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         if let Some(hook) = &mut options.on_epoch {
             hook(&em);
@@ -407,6 +417,30 @@ pub fn pretrain_encoder<E: Encoder>(
         steps: state.objective.step,
         checkpoint: checkpoint_path,
     })
+}
+
+/// Rebuilds the model of a checkpoint made by [`pretrain`] (built-in backbone) on `device`'s
+/// autodiff counterpart, with its weights; also returns the checkpoint's metadata.
+pub fn load_checkpoint(
+    path: impl AsRef<std::path::Path>,
+    device: &Device,
+) -> Result<(SelfSupervised<Backbone>, CheckpointMeta)> {
+    let path = path.as_ref();
+    let ckpt = Checkpoint::read(path)?;
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let config = &ckpt.meta.config;
+    let train_device = device.clone().autodiff();
+    let backbone = config.backbone.init(&train_device)?;
+    let model = build_model(config, backbone, &train_device)?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
+        .map_err(|e| bad(format!("model: {e}")))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| bad(format!("model does not fit its configuration: {e}")))?;
+    Ok((model, ckpt.meta))
 }
 
 /// Snapshot of the training state after `epochs_completed` epochs.

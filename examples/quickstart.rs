@@ -1,0 +1,146 @@
+//! Quickstart: pretrain an encoder on the bundled sample of real CIFAR-10 images (4,000
+//! unlabelled training images), then evaluate it with kNN and a linear probe on 1,000 held-out
+//! images, next to a randomly initialised encoder of the same architecture.
+//!
+//! ```text
+//! cargo run --release --example quickstart
+//! ```
+//!
+//! Recipe (chosen for what learns fastest on 2 CPU cores; see BENCHMARKS.md): the recipe can
+//! be changed with `SELFSUP_QS_METHOD` (byol, simsiam, barlow, vicreg, swav, simclr),
+//! `SELFSUP_QS_EPOCHS`, `SELFSUP_QS_WIDTH`, `SELFSUP_QS_STAGES`, `SELFSUP_QS_BATCH`,
+//! `SELFSUP_QS_LR`, `SELFSUP_QS_HEAD_WIDTH`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use selfsup::augment::ViewTransform;
+use selfsup::backbone::{BackboneConfig, ConvNetConfig};
+use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
+use selfsup::eval::{LinearProbeConfig, linear_probe};
+use selfsup::objective::ObjectiveConfig;
+use selfsup::prelude::*;
+use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, knn_accuracy, pretrain_with};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> selfsup::Result<()> {
+    let started = Instant::now();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+    let train: Arc<dyn ImageDataset> = Arc::new(PackedImages::open(format!(
+        "{data}/cifar10-sample-train.pack"
+    ))?);
+    let val: Arc<dyn ImageDataset> = Arc::new(PackedImages::open(format!(
+        "{data}/cifar10-sample-val.pack"
+    ))?);
+    println!(
+        "bundled CIFAR-10 sample: {} training images, {} validation images, {} classes",
+        train.len(),
+        val.len(),
+        train.classes().len()
+    );
+
+    let method = match env("SELFSUP_QS_METHOD", "simsiam".to_string()).as_str() {
+        "byol" => ObjectiveConfig::Byol,
+        "barlow" => ObjectiveConfig::barlow_twins(),
+        "vicreg" => ObjectiveConfig::vicreg(),
+        "swav" => ObjectiveConfig::swav(),
+        "simclr" => ObjectiveConfig::NtXent(
+            selfsup::objective::NtXentConfig::new().with_temperature(env("SELFSUP_QS_TEMP", 0.5)),
+        ),
+        _ => ObjectiveConfig::SimSiam,
+    };
+    let backbone = BackboneConfig::ConvNet(
+        ConvNetConfig::new()
+            .with_width(env("SELFSUP_QS_WIDTH", 32))
+            .with_stages(env("SELFSUP_QS_STAGES", 4)),
+    );
+    let mut config = PretrainConfig::cifar(method, backbone, env("SELFSUP_QS_EPOCHS", 10));
+    config.head_width = env("SELFSUP_QS_HEAD_WIDTH", 0.25);
+    config.loader = LoaderConfig {
+        batch_size: env("SELFSUP_QS_BATCH", 128),
+        seed: 0,
+        ..LoaderConfig::default()
+    };
+    config.lr.base_lr = env("SELFSUP_QS_LR", 0.06);
+    config.lr.warmup_epochs = 1;
+    config.knn_every_epochs = env("SELFSUP_QS_KNN_EVERY", 0);
+    config.knn.k = 20;
+
+    let device = Device::flex();
+    let eval = KnnEvaluation {
+        bank: train.clone(),
+        queries: val.clone(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 500,
+    };
+    let probe = LinearProbeConfig::default();
+
+    // The same architecture, randomly initialised with the same seed.
+    let train_device = device.clone().autodiff();
+    train_device.seed(config.loader.seed);
+    let random = config.backbone.init(&train_device)?.valid();
+    let random_knn = knn_accuracy(&random, &eval, &config, &device)?;
+    let random_probe = linear_probe(
+        &random,
+        train.clone(),
+        val.clone(),
+        &eval.transform,
+        &probe,
+        &device,
+    )?;
+
+    println!(
+        "pretraining {} on {} images for {} epochs ({} steps of {})",
+        config.objective.name(),
+        train.len(),
+        config.epochs,
+        config.epochs * (train.len() / config.loader.batch_size),
+        config.loader.batch_size
+    );
+    let options = PretrainOptions {
+        knn: Some(eval.clone()),
+        ..Default::default()
+    };
+    let trained = pretrain_with(&config, train.clone(), &device, options)?;
+    let encoder = trained.backbone();
+    let trained_knn = knn_accuracy(&encoder, &eval, &config, &device)?;
+    let trained_probe = linear_probe(
+        &encoder,
+        train.clone(),
+        val.clone(),
+        &eval.transform,
+        &probe,
+        &device,
+    )?;
+
+    println!();
+    println!(
+        "validation top-1 on {} held-out images      kNN (k=20)   linear probe",
+        val.len()
+    );
+    println!(
+        "random-init encoder (same architecture)     {:>6.2}%      {:>6.2}%",
+        100.0 * random_knn,
+        100.0 * random_probe.top1
+    );
+    println!(
+        "after {:<2} epochs of {:<27} {:>6.2}%      {:>6.2}%",
+        config.epochs,
+        config.objective.name(),
+        100.0 * trained_knn,
+        100.0 * trained_probe.top1
+    );
+    println!(
+        "gain                                        {:>+6.2}      {:>+6.2}  points",
+        100.0 * (trained_knn - random_knn),
+        100.0 * (trained_probe.top1 - random_probe.top1)
+    );
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The linear probe: a linear classifier trained with cross-entropy on frozen features, the
+//! standard measure of representation quality (the protocol of SimCLR, BYOL and lightly's
+//! benchmarks). Features are computed once; each feature dimension is standardised with the
+//! training split's mean and std (a fixed affine map, which a linear layer could absorb, but
+//! which makes one learning rate fit every encoder); then a linear layer is trained with
+//! Adam.
+
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::features::extract_features;
+use super::report::ClassificationReport;
+use crate::augment::{AugmentRng, ViewTransform};
+use crate::backbone::Encoder;
+use crate::data::ImageDataset;
+use crate::error::{Error, Result};
+
+/// Linear-probe training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearProbeConfig {
+    /// Passes over the training features.
+    pub epochs: usize,
+    /// Features per step.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Seed of the batch order and initialisation.
+    pub seed: u64,
+    /// Images per forward pass when extracting features.
+    pub feature_batch_size: usize,
+}
+
+impl Default for LinearProbeConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 256,
+            lr: 1e-3,
+            seed: 0,
+            feature_batch_size: 500,
+        }
+    }
+}
+
+/// Per-dimension standardisation fitted on the training features.
+fn standardise(train: Tensor<2>, other: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let mean = train.clone().mean_dim(0);
+    let std = train.clone().var(0).add_scalar(1e-6).sqrt();
+    ((train - mean.clone()) / std.clone(), (other - mean) / std)
+}
+
+/// Trains a linear classifier on `encoder`'s frozen features of the labelled `train` images
+/// and reports top-1 and the confusion matrix on `val`.
+pub fn linear_probe<E: Encoder>(
+    encoder: &E,
+    train: Arc<dyn ImageDataset>,
+    val: Arc<dyn ImageDataset>,
+    transform: &ViewTransform,
+    config: &LinearProbeConfig,
+    device: &Device,
+) -> Result<ClassificationReport> {
+    if config.epochs == 0 || config.batch_size == 0 {
+        return Err(Error::invalid_config(
+            "probe",
+            format!("epochs {}, batch_size {}", config.epochs, config.batch_size),
+            "both at least 1",
+        ));
+    }
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return Err(Error::invalid_config(
+            "probe.lr",
+            config.lr,
+            "a finite value > 0",
+        ));
+    }
+    let classes = train.classes().len().max(val.classes().len());
+    let missing = |what: &str| Error::MissingInput {
+        context: "linear probe".into(),
+        what: format!("labels of the {what} images"),
+    };
+    let train_f = extract_features(encoder, train, transform, config.feature_batch_size, device)?;
+    let val_f = extract_features(encoder, val, transform, config.feature_batch_size, device)?;
+    let train_labels = train_f.labels.ok_or_else(|| missing("training"))?;
+    let val_labels = val_f.labels.ok_or_else(|| missing("validation"))?;
+    let (train_x, val_x) = standardise(train_f.features, val_f.features);
+    let classifier = fit_linear(train_x, &train_labels, classes, config, device)?;
+    let predicted = predict(&classifier, val_x)?;
+    Ok(ClassificationReport::from_predictions(
+        &predicted,
+        &val_labels,
+        classes,
+    ))
+}
+
+/// Trains `Linear(d, classes)` with cross-entropy and Adam on features `x` (plain device).
+pub fn fit_linear(
+    x: Tensor<2>,
+    labels: &[usize],
+    classes: usize,
+    config: &LinearProbeConfig,
+    device: &Device,
+) -> Result<Linear> {
+    let [n, d] = x.dims();
+    if labels.len() != n {
+        return Err(Error::ShapeMismatch {
+            context: "linear probe labels".into(),
+            expected: vec![n],
+            found: vec![labels.len()],
+        });
+    }
+    let ad = device.clone().autodiff();
+    ad.seed(config.seed);
+    let mut model: Linear = LinearConfig::new(d, classes).init(&ad);
+    let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let x = x.autodiff();
+    let mut order: Vec<usize> = (0..n).collect();
+    let batch = config.batch_size.min(n);
+    for epoch in 0..config.epochs {
+        AugmentRng::stream(&[config.seed, epoch as u64, 0x9e37]).shuffle(&mut order);
+        for chunk in order.chunks(batch) {
+            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &ad);
+            let targets: Vec<i64> = chunk.iter().map(|&i| labels[i] as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [chunk.len()]), &ad);
+            let logits = model.forward(x.clone().select(0, idx));
+            let loss = loss_fn.forward(logits, targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(config.lr, model, grads);
+        }
+    }
+    Ok(model.valid())
+}
+
+/// Arg-max class of each row of `x` under `classifier`.
+pub fn predict(classifier: &Linear, x: Tensor<2>) -> Result<Vec<usize>> {
+    let [n, _] = x.dims();
+    let classes = classifier.forward(x).argmax(1);
+    let values: Vec<i64> = classes
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| Error::MissingInput {
+            context: "linear probe".into(),
+            what: format!("readable predictions ({e:?})"),
+        })?;
+    debug_assert_eq!(values.len(), n);
+    Ok(values.into_iter().map(|v| v as usize).collect())
+}

@@ -1,0 +1,325 @@
+//! Every `selfsup` subcommand, run as a process on the 20 test JPEGs, and its bad arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
+
+fn selfsup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(args)
+        .output()
+        .expect("the selfsup binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const TINY: [&str; 12] = [
+    "--backbone",
+    "convnet",
+    "--width",
+    "8",
+    "--head-width",
+    "0.05",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--workers",
+    "2",
+];
+
+/// One checkpoint made by `selfsup pretrain`, shared by the evaluation tests.
+fn checkpoint() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("selfsup-cli-{}", std::process::id()));
+        let out = dir.to_str().unwrap().to_string();
+        let mut args = vec![
+            "pretrain",
+            "--data",
+            SAMPLE,
+            "--val",
+            SAMPLE,
+            "--method",
+            "simsiam",
+            "--out",
+            &out,
+            "--no-progress",
+            "--device",
+            "cpu",
+        ];
+        args.extend(TINY);
+        let o = selfsup(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let t = text(&o);
+        assert!(t.contains("kNN top-1") && t.contains("checkpoint:"), "{t}");
+        assert!(dir.join("metrics.jsonl").is_file());
+        dir.join("checkpoint.ckpt")
+    })
+}
+
+#[test]
+fn pretrain_then_resume_and_print_config() {
+    let ckpt = checkpoint();
+    assert!(ckpt.is_file());
+    // --print-config writes TOML that --config reads back.
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--method",
+        "byol",
+        "--backbone",
+        "convnet",
+        "--width",
+        "8",
+        "--print-config",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let toml = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        toml.contains("objective = \"Byol\"") && toml.contains("[backbone.ConvNet]"),
+        "{toml}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("byol.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out = dir.path().join("run");
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--head-width",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Resuming the finished run with more epochs continues from its checkpoint.
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--head-width",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--resume",
+        out.join("checkpoint.ckpt").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("done: 4 steps"), "{}", text(&o));
+}
+
+#[test]
+fn knn_subcommand() {
+    let ckpt = checkpoint().to_str().unwrap();
+    let o = selfsup(&[
+        "knn",
+        "--checkpoint",
+        ckpt,
+        "--train",
+        SAMPLE,
+        "--val",
+        SAMPLE,
+        "--k",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("kNN (k = 5, T = 0.1) top-1") && text(&o).contains("airplane"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn probe_subcommand() {
+    let ckpt = checkpoint().to_str().unwrap();
+    let o = selfsup(&[
+        "probe",
+        "--checkpoint",
+        ckpt,
+        "--train",
+        SAMPLE,
+        "--val",
+        SAMPLE,
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("linear probe top-1"), "{}", text(&o));
+}
+
+#[test]
+fn finetune_subcommand() {
+    let ckpt = checkpoint().to_str().unwrap();
+    let o = selfsup(&[
+        "finetune",
+        "--checkpoint",
+        ckpt,
+        "--train",
+        SAMPLE,
+        "--val",
+        SAMPLE,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("fine-tuned top-1"), "{}", text(&o));
+}
+
+#[test]
+fn export_subcommand() {
+    let ckpt = checkpoint().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("backbone.safetensors");
+    let o = selfsup(&[
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        st.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    assert!(
+        names.iter().any(|n| n == "blocks.0.conv.weight"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "blocks.1.bn.weight"), "{names:?}");
+    let burn_file = dir.path().join("backbone.bpk");
+    let o = selfsup(&[
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        burn_file.to_str().unwrap(),
+        "--format",
+        "burn",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::metadata(&burn_file).unwrap().len() > 1000);
+}
+
+#[test]
+fn energy_subcommand() {
+    let ckpt = checkpoint().to_str().unwrap();
+    let a = format!("{SAMPLE}/cat/0000.jpg");
+    let b = format!("{SAMPLE}/ship/0001.jpg");
+    let same = selfsup(&["energy", "--checkpoint", ckpt, &a, &a, "--device", "cpu"]);
+    assert!(same.status.success(), "{}", text(&same));
+    assert!(text(&same).contains("energy 0.0000"), "{}", text(&same));
+    let other = selfsup(&["energy", "--checkpoint", ckpt, &a, &b, "--device", "cpu"]);
+    assert!(other.status.success(), "{}", text(&other));
+    assert!(!text(&other).contains("energy 0.0000"), "{}", text(&other));
+}
+
+#[test]
+fn bad_arguments_give_clear_errors() {
+    let o = selfsup(&["pretrain", "--data", SAMPLE, "--method", "dino2"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("invalid value 'dino2'") && text(&o).contains("byol"),
+        "{}",
+        text(&o)
+    );
+    let o = selfsup(&["pretrain", "--data", SAMPLE, "--lr", "0", "--no-progress"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("lr.base_lr"), "{}", text(&o));
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        "/nonexistent/images",
+        "--no-progress",
+        "--epochs",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("/nonexistent/images") && text(&o).contains("does not exist"),
+        "{}",
+        text(&o)
+    );
+    let o = selfsup(&[
+        "knn",
+        "--checkpoint",
+        "/nonexistent.ckpt",
+        "--train",
+        SAMPLE,
+        "--val",
+        SAMPLE,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/nonexistent.ckpt"), "{}", text(&o));
+    // A checkpoint from another architecture.
+    let ckpt = checkpoint().to_str().unwrap();
+    let mut args = vec![
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--method",
+        "simsiam",
+        "--no-progress",
+        "--resume",
+        ckpt,
+    ];
+    args.extend(TINY);
+    let width = args.len() - 9;
+    args[width] = "16"; // --width 16 instead of 8
+    let o = selfsup(&args);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("another architecture"), "{}", text(&o));
+    #[cfg(not(feature = "cuda"))]
+    {
+        let o = selfsup(&[
+            "knn",
+            "--checkpoint",
+            ckpt,
+            "--train",
+            SAMPLE,
+            "--val",
+            SAMPLE,
+            "--device",
+            "cuda",
+        ]);
+        assert!(!o.status.success());
+        assert!(text(&o).contains("--features cuda"), "{}", text(&o));
+    }
+}
