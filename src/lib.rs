@@ -58,6 +58,7 @@ pub mod objective;
 pub mod optim;
 pub mod prototypes;
 pub mod siamese;
+mod seeded;
 pub mod step;
 pub mod train;
 

@@ -101,8 +101,9 @@ pub fn fine_tune<E: Encoder>(
         });
     }
     let ad = device.clone().autodiff();
-    ad.seed(config.seed);
-    let head = LinearConfig::new(backbone.feature_dim(), classes).init(&ad);
+    let head = crate::seeded::with_seed(&ad, config.seed, || {
+        LinearConfig::new(backbone.feature_dim(), classes).init(&ad)
+    });
     let mut model = Classifier { backbone, head };
     let loader_config = LoaderConfig {
         batch_size: config.batch_size.min(train.len()),

@@ -115,8 +115,8 @@ pub fn fit_linear(
         });
     }
     let ad = device.clone().autodiff();
-    ad.seed(config.seed);
-    let mut model: Linear = LinearConfig::new(d, classes).init(&ad);
+    let mut model: Linear =
+        crate::seeded::with_seed(&ad, config.seed, || LinearConfig::new(d, classes).init(&ad));
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let x = x.autodiff();

@@ -106,10 +106,12 @@ pub fn pretrain_with(
 ) -> Result<Pretrained<Backbone>> {
     config.check()?;
     let train_device = device.clone().autodiff();
-    train_device.seed(config.loader.seed);
-    let backbone = config.backbone.init(&train_device)?;
+    let model = crate::seeded::with_seed(&train_device, config.loader.seed, || {
+        let backbone = config.backbone.init(&train_device)?;
+        build_model(config, backbone, &train_device)
+    })?;
     let architecture = serde_json::to_string(&config.backbone).unwrap_or_default();
-    pretrain_encoder(config, backbone, &architecture, dataset, device, options)
+    train_model(config, model, &architecture, dataset, device, options)
 }
 
 /// Builds the joint-embedding model of `config` around `backbone`.
@@ -141,9 +143,25 @@ pub fn pretrain_encoder<E: Encoder>(
     architecture: &str,
     dataset: Arc<dyn ImageDataset>,
     device: &Device,
-    mut options: PretrainOptions,
+    options: PretrainOptions,
 ) -> Result<Pretrained<E>> {
     config.check()?;
+    let train_device = device.clone().autodiff();
+    let model = crate::seeded::with_seed(&train_device, config.loader.seed, || {
+        build_model(config, backbone, &train_device)
+    })?;
+    train_model(config, model, architecture, dataset, device, options)
+}
+
+/// The loop shared by [`pretrain_with`] and [`pretrain_encoder`], on a built model.
+fn train_model<E: Encoder>(
+    config: &PretrainConfig,
+    mut model: SelfSupervised<E>,
+    architecture: &str,
+    dataset: Arc<dyn ImageDataset>,
+    device: &Device,
+    mut options: PretrainOptions,
+) -> Result<Pretrained<E>> {
     let train_device = device.clone().autodiff();
     let loader = ViewLoader::new(dataset, config.views.clone(), config.loader.clone(), device)?;
     let num_global = config.views.num_global();
@@ -154,11 +172,10 @@ pub fn pretrain_encoder<E: Encoder>(
         .with_final_lr(config.lr.final_lr.min(peak))?;
     let architecture = format!(
         "{architecture}; features {}; {}; head width {}",
-        backbone.feature_dim(),
+        model.embedding.online.backbone.feature_dim(),
         config.objective.name(),
         config.head_width
     );
-    let mut model = build_model(config, backbone, &train_device)?;
     let mut state = StepState {
         optimizer: config.optimizer.init()?,
         objective: config.objective.initial_state(num_global)?,
