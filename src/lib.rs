@@ -57,8 +57,8 @@ pub mod norm;
 pub mod objective;
 pub mod optim;
 pub mod prototypes;
-pub mod siamese;
 mod seeded;
+pub mod siamese;
 pub mod step;
 pub mod train;
 

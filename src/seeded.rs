@@ -11,7 +11,9 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// Seeds `device`'s RNG with `seed` and runs `init` while no other seeded initialisation of
 /// this crate runs.
 pub(crate) fn with_seed<T>(device: &Device, seed: u64, init: impl FnOnce() -> T) -> T {
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = INIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(seed);
     init()
 }

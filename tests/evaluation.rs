@@ -138,3 +138,36 @@ fn effective_rank_follows_the_rankme_formula() {
     let wide = selfsup::eval::effective_rank(z.transpose()).unwrap();
     assert!((r - wide).abs() < 1e-6, "{r} {wide}");
 }
+
+#[test]
+fn the_linear_probe_separates_linearly_separable_features() {
+    use selfsup::eval::LinearProbeConfig;
+    use selfsup::eval::linear_probe::{fit_linear, predict};
+    let device = selfsup::prelude::Device::flex();
+    // Three classes along three axes, with noise.
+    let noise = common::random_values(90 * 4, 5);
+    let mut values = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..90 {
+        let class = i % 3;
+        for d in 0..4 {
+            let signal = if d == class { 3.0 } else { 0.0 };
+            values.push(signal + 0.3 * noise[i * 4 + d]);
+        }
+        labels.push(class);
+    }
+    let x = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(values, [90, 4]),
+        &device,
+    );
+    let config = LinearProbeConfig {
+        epochs: 40,
+        batch_size: 16,
+        lr: 0.05,
+        ..LinearProbeConfig::default()
+    };
+    let classifier = fit_linear(x.clone(), &labels, 3, &config, &device).unwrap();
+    let predicted = predict(&classifier, x).unwrap();
+    let report = ClassificationReport::from_predictions(&predicted, &labels, 3);
+    assert!(report.top1 > 0.95, "{}", report.top1);
+}

@@ -224,3 +224,20 @@ fn bad_configurations_and_foreign_checkpoints_are_refused() {
             .contains("another architecture")
     );
 }
+
+#[test]
+fn the_collapse_monitor_stops_a_run_when_asked() {
+    let mut c = tiny_config(ObjectiveConfig::SimSiam, 1, None);
+    c.monitor.min_effective_rank = 1e9;
+    c.monitor.stop_on_collapse = true;
+    let e = pretrain(&c, sample(), &plain_device()).unwrap_err();
+    assert!(matches!(e, Error::TrainingStopped { step: 0, .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("possible collapse") && e.contains("effective rank"),
+        "{e}"
+    );
+    // Without `stop_on_collapse` the same run only warns.
+    c.monitor.stop_on_collapse = false;
+    pretrain(&c, sample(), &plain_device()).unwrap();
+}

@@ -148,6 +148,9 @@ pub struct MonitorConfig {
     pub min_relative_std: f64,
     /// Warn when the effective rank falls below this.
     pub min_effective_rank: f64,
+    /// Warn when the energy gap (unrelated minus positive pairs, cosine energy) falls below
+    /// this: positives no longer closer than unrelated images.
+    pub min_energy_gap: f64,
     /// Stop the run (with an error) instead of warning.
     pub stop_on_collapse: bool,
 }
@@ -158,6 +161,7 @@ impl Default for MonitorConfig {
             every_steps: 50,
             min_relative_std: 0.1,
             min_effective_rank: 2.0,
+            min_energy_gap: 0.01,
             stop_on_collapse: false,
         }
     }

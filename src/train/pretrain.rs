@@ -312,6 +312,12 @@ fn train_model<E: Encoder>(
                     m.embedding_std
                 ));
             }
+            if m.energy_gap < config.monitor.min_energy_gap {
+                collapse.push(format!(
+                    "energy gap {:.4} below {}",
+                    m.energy_gap, config.monitor.min_energy_gap
+                ));
+            }
             if let Some(r) = effective_rank
                 && r < config.monitor.min_effective_rank
             {
