@@ -6,7 +6,9 @@
 //! SELFSUP_BENCH_WIDTH=64 SELFSUP_BENCH_BATCH=128 cargo bench --bench train_step
 //! ```
 //!
-//! Environment: `SELFSUP_BENCH_WIDTH` (first-stage channels, default 16),
+//! Environment: `SELFSUP_BENCH_DEVICE` (`cpu`, `wgpu` or `cuda`; default `cpu`; the GPU
+//! backends need `--features wgpu` / `--features cuda`), `SELFSUP_BENCH_WIDTH` (first-stage
+//! channels, default 16),
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first). Prints the median and the spread of images/s.
 
@@ -29,7 +31,8 @@ fn main() -> selfsup::Result<()> {
     let width = env("SELFSUP_BENCH_WIDTH", 16);
     let batch = env("SELFSUP_BENCH_BATCH", 64);
     let steps = env("SELFSUP_BENCH_STEPS", 5);
-    let device = Device::flex().autodiff();
+    let device_name = std::env::var("SELFSUP_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = selfsup::device::select_device(device_name.parse()?)?.autodiff();
     device.seed(0);
     let method = ObjectiveConfig::Byol;
     let backbone = BackboneConfig::ResNet(
@@ -67,8 +70,9 @@ fn main() -> selfsup::Result<()> {
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     println!(
-        "BYOL train step, ResNet-18 CIFAR stem width {width}, batch {batch}, 32x32, flex CPU, \
-         {} threads: median {median:.1} images/s (min {:.1}, max {:.1}) over {steps} steps",
+        "BYOL train step, ResNet-18 CIFAR stem width {width}, batch {batch}, 32x32, device \
+         {device_name} ({} CPU threads): median {median:.1} images/s (min {:.1}, max {:.1}) over \
+         {steps} steps",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         rates[0],
         rates[rates.len() - 1]

@@ -23,7 +23,9 @@ use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
 use selfsup::eval::{LinearProbeConfig, linear_probe};
 use selfsup::objective::ObjectiveConfig;
 use selfsup::prelude::*;
-use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, knn_accuracy, pretrain_with};
+use selfsup::train::{
+    KnnEvaluation, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy, pretrain_with,
+};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -85,9 +87,7 @@ fn main() -> selfsup::Result<()> {
     let probe = LinearProbeConfig::default();
 
     // The same architecture, randomly initialised with the same seed.
-    let train_device = device.clone().autodiff();
-    train_device.seed(config.loader.seed);
-    let random = config.backbone.init(&train_device)?.valid();
+    let random = init_backbone(&config, &device)?.valid();
     let random_knn = knn_accuracy(&random, &eval, &config, &device)?;
     let random_probe = linear_probe(
         &random,

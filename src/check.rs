@@ -63,3 +63,12 @@ pub(crate) fn finite<const D: usize>(
 pub(crate) fn scalar(tensor: &Tensor<1>) -> f32 {
     tensor.clone().without_autodiff().into_scalar::<f32>()
 }
+
+/// Fails with [`Error::InvalidConfig`] unless `value` is finite and `ok`.
+pub(crate) fn ensure(field: &str, value: f64, ok: bool, expected: &str) -> Result<()> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(field, value, expected))
+    }
+}

@@ -67,21 +67,54 @@ fn not_compiled(name: &str, feature: &str) -> Error {
     )
 }
 
-/// The plain (non-autodiff) device for `choice`.
+/// The plain (non-autodiff) device for `choice`. A GPU backend that was compiled in but finds
+/// no usable adapter is an error; `Auto` then falls back to the next choice (cuda, wgpu, cpu).
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
-        DeviceChoice::Auto => {
-            if cfg!(feature = "cuda") {
-                select_device(DeviceChoice::Cuda)
-            } else if cfg!(feature = "wgpu") {
-                select_device(DeviceChoice::Wgpu)
-            } else {
-                select_device(DeviceChoice::Cpu)
-            }
-        }
+        DeviceChoice::Auto => select_device(DeviceChoice::Cuda)
+            .or_else(|_| select_device(DeviceChoice::Wgpu))
+            .or_else(|_| select_device(DeviceChoice::Cpu)),
         DeviceChoice::Cpu => cpu(),
-        DeviceChoice::Wgpu => wgpu(),
-        DeviceChoice::Cuda => cuda(),
+        DeviceChoice::Wgpu => usable(wgpu()?, "wgpu"),
+        DeviceChoice::Cuda => usable(cuda()?, "cuda"),
+    }
+}
+
+/// Runs one tiny computation on `device`; backends report a missing adapter or driver by
+/// panicking on first use, which becomes an error here (with the panic message kept quiet).
+fn usable(device: Device, name: &str) -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = device.clone();
+    let outcome = std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::ones([4], &probe)
+            .sum()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map(|v| v.first().copied() == Some(4.0))
+            .unwrap_or(false)
+    });
+    std::panic::set_hook(hook);
+    match outcome {
+        Ok(true) => Ok(device),
+        Ok(false) => Err(Error::invalid_config(
+            "device",
+            name,
+            "a device that computes correctly (a test sum came out wrong)",
+        )),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(Error::invalid_config(
+                "device",
+                name,
+                format!("a usable {name} adapter (initialisation failed: {message})"),
+            ))
+        }
     }
 }
 

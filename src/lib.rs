@@ -38,7 +38,10 @@
 //! - [`objective`]: BYOL, SimSiam, Barlow Twins, SwAV, VICReg; one file each.
 //! - [`energy`], [`collapse`]: energies, energy gap, embedding std.
 //! - [`optim`]: LARS, warmup + cosine learning rate, BYOL's EMA schedule; [`ema`]: the EMA update.
-//! - [`step`]: one training step.
+//! - [`step`]: one training step; [`train`]: the pretraining loop (schedules, monitors,
+//!   metrics, hooks, atomic checkpoints, exact resume).
+//! - [`eval`]: kNN, linear probe, fine-tuning, effective rank; [`export`]: safetensors with
+//!   torchvision names, burnpack; [`device`]: choosing the CPU, wgpu or CUDA.
 //! - [`error`]: the error type; bad input is an [`Error`], never a panic.
 
 pub mod augment;

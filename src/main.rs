@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use selfsup::augment::ViewTransform;
-use selfsup::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig, Stem};
+use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig, ResNetConfig, Stem};
 use selfsup::data::{ImageDataset, open_dataset, read_image};
 use selfsup::device::{DeviceChoice, select_device};
 use selfsup::energy::Energy;
@@ -215,6 +215,27 @@ fn read_config(path: &PathBuf) -> Result<PretrainConfig> {
     })
 }
 
+/// What the evaluation commands need: a checkpoint's backbone in evaluation mode, its
+/// configuration, the validation images and their class names.
+struct Evaluation {
+    encoder: Backbone,
+    config: PretrainConfig,
+    val: Arc<dyn ImageDataset>,
+    classes: Vec<String>,
+}
+
+fn encoder_and_val(checkpoint: &PathBuf, val: &PathBuf, device: &Device) -> Result<Evaluation> {
+    let (model, meta) = load_checkpoint(checkpoint, device)?;
+    let val = open_dataset(val, false)?;
+    let classes = val.classes().to_vec();
+    Ok(Evaluation {
+        encoder: model.embedding.online.backbone.valid(),
+        config: meta.config,
+        val,
+        classes,
+    })
+}
+
 /// The evaluation view at the training resolution.
 fn eval_view(config: &PretrainConfig) -> ViewTransform {
     let size = config.views.view_sizes().first().copied().unwrap_or(32);
@@ -335,13 +356,15 @@ fn run(cli: Cli) -> Result<()> {
             k,
             temperature,
         } => {
-            let (model, meta) = load_checkpoint(&checkpoint, &device)?;
-            let encoder = model.embedding.online.backbone.valid();
-            let view = eval_view(&meta.config);
+            let Evaluation {
+                encoder,
+                config,
+                val: queries_set,
+                classes,
+            } = encoder_and_val(&checkpoint, &val, &device)?;
+            let view = eval_view(&config);
             let bank =
                 extract_features(&encoder, open_dataset(&train, false)?, &view, 256, &device)?;
-            let queries_set = open_dataset(&val, false)?;
-            let classes = queries_set.classes().to_vec();
             let queries = extract_features(&encoder, queries_set, &view, 256, &device)?;
             let missing = |what: &str| Error::MissingInput {
                 context: "knn".into(),
@@ -371,10 +394,12 @@ fn run(cli: Cli) -> Result<()> {
             epochs,
             lr,
         } => {
-            let (model, meta) = load_checkpoint(&checkpoint, &device)?;
-            let encoder = model.embedding.online.backbone.valid();
-            let val = open_dataset(&val, false)?;
-            let classes = val.classes().to_vec();
+            let Evaluation {
+                encoder,
+                config: meta_config,
+                val,
+                classes,
+            } = encoder_and_val(&checkpoint, &val, &device)?;
             let config = LinearProbeConfig {
                 epochs,
                 lr,
@@ -384,7 +409,7 @@ fn run(cli: Cli) -> Result<()> {
                 &encoder,
                 open_dataset(&train, false)?,
                 val,
-                &eval_view(&meta.config),
+                &eval_view(&meta_config),
                 &config,
                 &device,
             )?;

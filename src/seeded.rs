@@ -17,3 +17,19 @@ pub(crate) fn with_seed<T>(device: &Device, seed: u64, init: impl FnOnce() -> T)
     device.seed(seed);
     init()
 }
+
+/// Reads every float parameter once, so that lazily initialised parameters draw their random
+/// values now (inside [`with_seed`]) rather than at first use, when another thread's draws
+/// could interleave with theirs.
+pub(crate) fn materialize<M: burn::module::Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}

@@ -45,6 +45,21 @@ impl Default for LoaderConfig {
     }
 }
 
+impl LoaderConfig {
+    /// Every image once, in dataset order, in batches of `batch_size` (the last one smaller):
+    /// the configuration for evaluation.
+    pub fn in_order(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            shuffle: false,
+            seed: 0,
+            drop_last: false,
+            workers: 0,
+            prefetch: 0,
+        }
+    }
+}
+
 /// `n`, or the number of cores when `n == 0`.
 pub(crate) fn resolve_threads(n: usize) -> usize {
     if n > 0 {

@@ -36,14 +36,7 @@ pub fn extract_features<E: Encoder>(
         ));
     }
     let encoder = encoder.valid();
-    let config = LoaderConfig {
-        batch_size: batch_size.min(dataset.len()).max(1),
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        workers: 0,
-        prefetch: 0,
-    };
+    let config = LoaderConfig::in_order(batch_size.min(dataset.len()).max(1));
     let loader = ViewLoader::new(dataset.clone(), transform.clone(), config, device)?;
     let mut parts = Vec::new();
     let mut labels = Vec::with_capacity(dataset.len());

@@ -11,7 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::report::ClassificationReport;
+use super::report::{ClassificationReport, argmax_classes};
 use crate::augment::{Crop, Normalize, ViewRecipe, ViewTransform};
 use crate::backbone::Encoder;
 use crate::data::{ImageDataset, LoaderConfig, ViewLoader};
@@ -102,7 +102,9 @@ pub fn fine_tune<E: Encoder>(
     }
     let ad = device.clone().autodiff();
     let head = crate::seeded::with_seed(&ad, config.seed, || {
-        LinearConfig::new(backbone.feature_dim(), classes).init(&ad)
+        let head = LinearConfig::new(backbone.feature_dim(), classes).init(&ad);
+        crate::seeded::materialize(&head);
+        head
     });
     let mut model = Classifier { backbone, head };
     let loader_config = LoaderConfig {
@@ -155,14 +157,7 @@ pub fn evaluate<E: Encoder>(
 ) -> Result<ClassificationReport> {
     let model = model.valid();
     let classes = data.classes().len();
-    let config = LoaderConfig {
-        batch_size: batch_size.min(data.len()).max(1),
-        shuffle: false,
-        seed: 0,
-        drop_last: false,
-        workers: 0,
-        prefetch: 0,
-    };
+    let config = LoaderConfig::in_order(batch_size.min(data.len()).max(1));
     let loader = ViewLoader::new(data, transform.clone(), config, device)?;
     let (mut predicted, mut truth) = (Vec::new(), Vec::new());
     for batch in loader.epoch(0) {
@@ -172,17 +167,7 @@ pub fn evaluate<E: Encoder>(
             what: "labels".into(),
         })?;
         let images = batch.views[0].clone();
-        let classes_of = model
-            .forward(images)
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .map_err(|e| Error::MissingInput {
-                context: "evaluation".into(),
-                what: format!("readable predictions ({e:?})"),
-            })?;
-        predicted.extend(classes_of.into_iter().map(|v| v as usize));
+        predicted.extend(argmax_classes(model.forward(images))?);
         truth.extend(labels);
     }
     Ok(ClassificationReport::from_predictions(

@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::features::extract_features;
-use super::report::ClassificationReport;
+use super::report::{ClassificationReport, argmax_classes};
 use crate::augment::{AugmentRng, ViewTransform};
 use crate::backbone::Encoder;
 use crate::data::ImageDataset;
@@ -115,8 +115,11 @@ pub fn fit_linear(
         });
     }
     let ad = device.clone().autodiff();
-    let mut model: Linear =
-        crate::seeded::with_seed(&ad, config.seed, || LinearConfig::new(d, classes).init(&ad));
+    let mut model: Linear = crate::seeded::with_seed(&ad, config.seed, || {
+        let model = LinearConfig::new(d, classes).init(&ad);
+        crate::seeded::materialize(&model);
+        model
+    });
     let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let x = x.autodiff();
@@ -140,16 +143,5 @@ pub fn fit_linear(
 
 /// Arg-max class of each row of `x` under `classifier`.
 pub fn predict(classifier: &Linear, x: Tensor<2>) -> Result<Vec<usize>> {
-    let [n, _] = x.dims();
-    let classes = classifier.forward(x).argmax(1);
-    let values: Vec<i64> = classes
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| Error::MissingInput {
-            context: "linear probe".into(),
-            what: format!("readable predictions ({e:?})"),
-        })?;
-    debug_assert_eq!(values.len(), n);
-    Ok(values.into_iter().map(|v| v as usize).collect())
+    argmax_classes(classifier.forward(x))
 }

@@ -1,6 +1,23 @@
 //! Classification results: top-1 accuracy and the confusion matrix.
 
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The arg-max class of each row of `[n, classes]` logits, on the host.
+pub fn argmax_classes(logits: Tensor<2>) -> Result<Vec<usize>> {
+    let values = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| Error::MissingInput {
+            context: "classification".into(),
+            what: format!("readable predictions ({e:?})"),
+        })?;
+    Ok(values.into_iter().map(|v| v.max(0) as usize).collect())
+}
 
 /// The outcome of evaluating a classifier on labelled images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

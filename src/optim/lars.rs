@@ -17,8 +17,6 @@ use burn::config::Config;
 use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor};
 
-use crate::error::Error;
-
 /// Configuration of [`Lars`].
 #[derive(Config, Debug)]
 pub struct LarsConfig {
@@ -43,13 +41,7 @@ pub struct LarsConfig {
 impl LarsConfig {
     /// Checks the ranges.
     pub fn validate(&self) -> crate::Result<()> {
-        let check = |field: &str, v: f64, ok: bool, expected: &str| {
-            if v.is_finite() && ok {
-                Ok(())
-            } else {
-                Err(Error::invalid_config(field, v, expected))
-            }
-        };
+        let check = crate::check::ensure;
         check(
             "lars.momentum",
             self.momentum,

@@ -49,13 +49,7 @@ impl OptimizerConfig {
 
     /// Checks the ranges.
     pub fn validate(&self) -> crate::Result<()> {
-        let check = |field: &str, v: f64, ok: bool, expected: &str| {
-            if v.is_finite() && ok {
-                Ok(())
-            } else {
-                Err(Error::invalid_config(field, v, expected))
-            }
-        };
+        let check = crate::check::ensure;
         match self {
             Self::Sgd {
                 momentum,

@@ -11,5 +11,6 @@ pub use config::{LrConfig, MonitorConfig, OptimizerConfig, PretrainConfig};
 pub use metrics::{EpochMetrics, MetricsWriter, StepMetrics};
 pub use pretrain::{
     CHECKPOINT_FILE, Control, KnnEvaluation, METRICS_FILE, PretrainOptions, Pretrained,
-    build_model, knn_accuracy, load_checkpoint, pretrain, pretrain_encoder, pretrain_with,
+    build_model, init_backbone, knn_accuracy, load_checkpoint, pretrain, pretrain_encoder,
+    pretrain_with,
 };

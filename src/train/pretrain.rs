@@ -108,10 +108,24 @@ pub fn pretrain_with(
     let train_device = device.clone().autodiff();
     let model = crate::seeded::with_seed(&train_device, config.loader.seed, || {
         let backbone = config.backbone.init(&train_device)?;
-        build_model(config, backbone, &train_device)
+        let model = build_model(config, backbone, &train_device)?;
+        crate::seeded::materialize(&model);
+        Ok::<_, Error>(model)
     })?;
     let architecture = serde_json::to_string(&config.backbone).unwrap_or_default();
     train_model(config, model, &architecture, dataset, device, options)
+}
+
+/// The backbone of `config`, initialised exactly as [`pretrain`] initialises it (same seed,
+/// same weights), on `device`'s autodiff counterpart: the random-init baseline of an
+/// evaluation.
+pub fn init_backbone(config: &PretrainConfig, device: &Device) -> Result<Backbone> {
+    let train_device = device.clone().autodiff();
+    crate::seeded::with_seed(&train_device, config.loader.seed, || {
+        let backbone = config.backbone.init(&train_device)?;
+        crate::seeded::materialize(&backbone);
+        Ok(backbone)
+    })
 }
 
 /// Builds the joint-embedding model of `config` around `backbone`.
@@ -148,7 +162,9 @@ pub fn pretrain_encoder<E: Encoder>(
     config.check()?;
     let train_device = device.clone().autodiff();
     let model = crate::seeded::with_seed(&train_device, config.loader.seed, || {
-        build_model(config, backbone, &train_device)
+        let model = build_model(config, backbone, &train_device)?;
+        crate::seeded::materialize(&model);
+        Ok::<_, Error>(model)
     })?;
     train_model(config, model, architecture, dataset, device, options)
 }

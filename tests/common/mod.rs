@@ -6,9 +6,29 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
-/// The CPU device with autodiff.
+/// The device under test, with autodiff: the CPU (`Device::flex()`), or wgpu when
+/// `SELFSUP_TEST_DEVICE=wgpu` and the `wgpu` feature is on (CI runs the fixture tests both
+/// ways, wgpu on Mesa's lavapipe).
 pub fn device() -> Device {
-    Device::flex().autodiff()
+    plain_device().autodiff()
+}
+
+/// The device under test, without autodiff.
+pub fn plain_device() -> Device {
+    match std::env::var("SELFSUP_TEST_DEVICE").as_deref() {
+        Ok("wgpu") => wgpu_device(),
+        _ => Device::flex(),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Device {
+    selfsup::device::select_device(selfsup::device::DeviceChoice::Wgpu).unwrap()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Device {
+    panic!("SELFSUP_TEST_DEVICE=wgpu needs `cargo test --features wgpu`")
 }
 
 /// Loads `tests/fixtures/{name}`.

@@ -1,0 +1,97 @@
+"""The PyTorch side of `cargo bench --bench train_step`: one BYOL training step on a ResNet-18
+with the CIFAR stem (3x3 conv, no max-pool) at a given width, paper heads (4096 / 256),
+SGD momentum 0.9 + weight decay 5e-4, EMA target update; two 32x32 views of random pixels.
+Written from the BYOL paper's formulas (no lightly), eager mode.
+
+    python benches/reference/train_step_torch.py [--device cuda|cpu] [--width 16] [--batch 256] [--steps 5]
+"""
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+p = argparse.ArgumentParser()
+p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+p.add_argument("--width", type=int, default=16)
+p.add_argument("--batch", type=int, default=256)
+p.add_argument("--steps", type=int, default=5)
+a = p.parse_args()
+dev = torch.device(a.device)
+
+resnet = torchvision.models.resnet18(num_classes=10)
+if a.width != 64:
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    class Narrow(ResNet):
+        def __init__(self, w):
+            nn.Module.__init__(self)
+            self.inplanes, self.dilation, self.groups, self.base_width = w, 1, 1, 64
+            self._norm_layer = nn.BatchNorm2d
+            self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(w)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.layer1 = self._make_layer(BasicBlock, w, 2)
+            self.layer2 = self._make_layer(BasicBlock, 2 * w, 2, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, 4 * w, 2, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, 8 * w, 2, stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Identity()
+
+    resnet = Narrow(a.width)
+resnet.conv1 = nn.Conv2d(3, a.width, 3, 1, 1, bias=False)
+resnet.maxpool = nn.Identity()
+resnet.fc = nn.Identity()
+dim = 8 * a.width
+
+
+def mlp(i, h, o):
+    return nn.Sequential(nn.Linear(i, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Linear(h, o))
+
+
+online = nn.Sequential(resnet, mlp(dim, 4096, 256)).to(dev)
+predictor = mlp(256, 4096, 256).to(dev)
+target = copy.deepcopy(online)
+for q in target.parameters():
+    q.requires_grad = False
+params = list(online.parameters()) + list(predictor.parameters())
+opt = torch.optim.SGD(params, lr=0.06, momentum=0.9, weight_decay=5e-4)
+x1 = torch.randn(a.batch, 3, 32, 32, device=dev)
+x2 = torch.randn(a.batch, 3, 32, 32, device=dev)
+
+
+def byol(p, z):
+    return 2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+
+rates = []
+for step in range(a.steps + 1):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    p1, p2 = predictor(online(x1)), predictor(online(x2))
+    with torch.no_grad():
+        z1, z2 = target(x1), target(x2)
+    loss = byol(p1, z2) + byol(p2, z1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for o, g in zip(online.parameters(), target.parameters()):
+            g.mul_(0.99).add_(o, alpha=0.01)
+    value = loss.item()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    s = time.perf_counter() - t
+    if step > 0:
+        rates.append(a.batch / s)
+print(
+    f"PyTorch {torch.__version__} BYOL train step, ResNet-18 CIFAR stem width {a.width}, batch {a.batch}, "
+    f"32x32, device {dev}: median {statistics.median(rates):.1f} images/s "
+    f"(min {min(rates):.1f}, max {max(rates):.1f}) over {a.steps} steps, last loss {value:.4f}"
+)

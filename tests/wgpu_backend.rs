@@ -1,0 +1,54 @@
+//! The GPU code path: the same training steps on wgpu as on the CPU (CI runs this on Mesa's
+//! lavapipe, a software Vulkan device). The fixture tests run on wgpu too, with
+//! `SELFSUP_TEST_DEVICE=wgpu` (see `.ci/run`).
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::module::Module;
+use selfsup::device::{DeviceChoice, select_device};
+use selfsup::objective::ObjectiveConfig;
+use selfsup::prelude::Device;
+use selfsup::step::train_step;
+
+/// Two SGD steps of a tiny convnet on `device`, from the same initial weights and views.
+fn two_step_losses(objective: &ObjectiveConfig, device: &Device) -> Vec<f32> {
+    // The CPU model's weights (from a fixed seed), loaded into the same model on `device`.
+    let weights = common::tiny_model(objective, &Device::flex().autodiff()).into_record();
+    let mut model = common::tiny_model(objective, device).load_record(weights);
+    let mut state = common::sgd_state(objective, 2, 0.99);
+    let views = [
+        common::random([8, 3, 16, 16], 1, device),
+        common::random([8, 3, 16, 16], 2, device),
+    ];
+    let mut losses = Vec::new();
+    for _ in 0..2 {
+        let (next, report) = train_step(model, &views, 2, 0.05, &mut state).unwrap();
+        model = next;
+        losses.push(report.loss);
+    }
+    losses
+}
+
+#[test]
+fn two_training_steps_match_the_cpu_within_1e_3() {
+    let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
+    for objective in [
+        ObjectiveConfig::Byol,
+        ObjectiveConfig::SimSiam,
+        ObjectiveConfig::barlow_twins(),
+        ObjectiveConfig::vicreg(),
+        ObjectiveConfig::swav(),
+        ObjectiveConfig::ntxent(),
+    ] {
+        let cpu = two_step_losses(&objective, &Device::flex().autodiff());
+        let gpu = two_step_losses(&objective, &wgpu);
+        for (c, g) in cpu.iter().zip(&gpu) {
+            assert!(
+                (c - g).abs() <= 1e-3 * c.abs().max(1.0),
+                "{}: cpu {cpu:?} vs wgpu {gpu:?}",
+                objective.name()
+            );
+        }
+    }
+}
