@@ -52,3 +52,57 @@ fn two_training_steps_match_the_cpu_within_1e_3() {
         }
     }
 }
+
+#[test]
+fn pretraining_knn_and_the_linear_probe_run_on_wgpu() {
+    use std::sync::Arc;
+
+    use selfsup::augment::ViewTransform;
+    use selfsup::backbone::{BackboneConfig, ConvNetConfig};
+    use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
+    use selfsup::eval::{LinearProbeConfig, linear_probe};
+    use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, pretrain_with};
+
+    let device = select_device(DeviceChoice::Wgpu).unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
+    let data: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap().with_cache(true));
+    let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(8).with_stages(2));
+    let mut config = PretrainConfig::cifar(ObjectiveConfig::SimSiam, backbone, 1);
+    config.head_width = 1.0 / 64.0;
+    config.loader = LoaderConfig {
+        batch_size: 10,
+        workers: 2,
+        ..LoaderConfig::default()
+    };
+    config.monitor.every_steps = 1;
+    config.progress = false;
+    let eval_view = ViewTransform::eval(None, 32);
+    let options = PretrainOptions {
+        knn: Some(KnnEvaluation {
+            bank: data.clone(),
+            queries: data.clone(),
+            transform: eval_view.clone(),
+            batch_size: 10,
+        }),
+        ..Default::default()
+    };
+    let trained = pretrain_with(&config, data.clone(), &device, options).unwrap();
+    let epoch = &trained.history[0];
+    assert!(epoch.loss.is_finite());
+    assert!(epoch.effective_rank.unwrap() >= 1.0);
+    assert!((0.0..=1.0).contains(&epoch.knn_top1.unwrap()));
+    let probe = LinearProbeConfig {
+        epochs: 2,
+        ..LinearProbeConfig::default()
+    };
+    let report = linear_probe(
+        &trained.backbone(),
+        data.clone(),
+        data,
+        &eval_view,
+        &probe,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(report.num_samples, 20);
+}
