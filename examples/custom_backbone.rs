@@ -83,7 +83,7 @@ impl Encoder for SeparableNet {
 
 fn main() -> selfsup::Result<()> {
     let (train, _) = common::sample()?;
-    let config = common::short_recipe(ObjectiveConfig::vicreg(), 2);
+    let config = common::short_recipe(ObjectiveConfig::SimSiam, 2);
     let device = Device::flex();
     let train_device = device.clone().autodiff();
     train_device.seed(0);

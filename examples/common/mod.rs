@@ -24,7 +24,8 @@ pub fn sample() -> selfsup::Result<(Arc<dyn ImageDataset>, Arc<dyn ImageDataset>
 }
 
 /// A short CPU recipe for `objective`: the tiny convnet, 32-pixel views, batch 128, the
-/// method's CIFAR views and lightly's CIFAR optimisation, heads at a quarter of paper size.
+/// method's CIFAR views and lightly's CIFAR optimisation with one warmup epoch, heads at a
+/// quarter of paper size.
 pub fn short_recipe(objective: ObjectiveConfig, epochs: usize) -> PretrainConfig {
     let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(32));
     let mut config = PretrainConfig::cifar(objective, backbone, epochs);
@@ -33,6 +34,8 @@ pub fn short_recipe(objective: ObjectiveConfig, epochs: usize) -> PretrainConfig
         batch_size: 128,
         ..LoaderConfig::default()
     };
+    // One epoch of linear warmup: VICReg and Barlow Twins diverge without it at this rate.
+    config.lr.warmup_epochs = 1;
     config.knn.k = 20;
     config.knn_every_epochs = epochs;
     config

@@ -255,8 +255,8 @@ fn train_model<E: Encoder>(
         bar
     });
     let warn = |message: String| match &progress {
-        Some(bar) => bar.println(format!("warning: {message}")),
-        None => eprintln!("warning: {message}"),
+        Some(bar) if !bar.is_hidden() => bar.println(format!("warning: {message}")),
+        _ => eprintln!("warning: {message}"),
     };
     let embedding_dim = model.embedding.online.projector.output_dim().max(1);
     let mut checkpoint_path = None;
