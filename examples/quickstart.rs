@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use selfsup::augment::ViewTransform;
-use selfsup::backbone::{BackboneConfig, ConvNetConfig};
+use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
 use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
 use selfsup::eval::{LinearProbeConfig, linear_probe};
 use selfsup::objective::ObjectiveConfig;
@@ -84,19 +84,22 @@ fn main() -> selfsup::Result<()> {
         transform: ViewTransform::eval(None, 32),
         batch_size: 500,
     };
-    let probe = LinearProbeConfig::default();
+    // kNN and linear-probe top-1 of an encoder on the held-out images.
+    let evaluate = |encoder: &Backbone| -> selfsup::Result<(f64, f64)> {
+        let knn = knn_accuracy(encoder, &eval, &config, &device)?;
+        let probe = linear_probe(
+            encoder,
+            train.clone(),
+            val.clone(),
+            &eval.transform,
+            &LinearProbeConfig::default(),
+            &device,
+        )?;
+        Ok((knn, probe.top1))
+    };
 
     // The same architecture, randomly initialised with the same seed.
-    let random = init_backbone(&config, &device)?.valid();
-    let random_knn = knn_accuracy(&random, &eval, &config, &device)?;
-    let random_probe = linear_probe(
-        &random,
-        train.clone(),
-        val.clone(),
-        &eval.transform,
-        &probe,
-        &device,
-    )?;
+    let (random_knn, random_probe) = evaluate(&init_backbone(&config, &device)?.valid())?;
 
     println!(
         "pretraining {} on {} images for {} epochs ({} steps of {})",
@@ -111,16 +114,7 @@ fn main() -> selfsup::Result<()> {
         ..Default::default()
     };
     let trained = pretrain_with(&config, train.clone(), &device, options)?;
-    let encoder = trained.backbone();
-    let trained_knn = knn_accuracy(&encoder, &eval, &config, &device)?;
-    let trained_probe = linear_probe(
-        &encoder,
-        train.clone(),
-        val.clone(),
-        &eval.transform,
-        &probe,
-        &device,
-    )?;
+    let (trained_knn, trained_probe) = evaluate(&trained.backbone())?;
 
     println!();
     println!(
@@ -130,19 +124,19 @@ fn main() -> selfsup::Result<()> {
     println!(
         "random-init encoder (same architecture)     {:>6.2}%      {:>6.2}%",
         100.0 * random_knn,
-        100.0 * random_probe.top1
+        100.0 * random_probe
     );
     println!(
         "after {:<2} epochs of {:<27} {:>6.2}%      {:>6.2}%",
         config.epochs,
         config.objective.name(),
         100.0 * trained_knn,
-        100.0 * trained_probe.top1
+        100.0 * trained_probe
     );
     println!(
         "gain                                        {:>+6.2}      {:>+6.2}  points",
         100.0 * (trained_knn - random_knn),
-        100.0 * (trained_probe.top1 - random_probe.top1)
+        100.0 * (trained_probe - random_probe)
     );
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -60,6 +60,20 @@ enum ExportFormat {
     Burn,
 }
 
+/// The inputs of the evaluation commands.
+#[derive(clap::Args)]
+struct EvalData {
+    /// A checkpoint written by `selfsup pretrain`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Labelled training images (the kNN bank, or what the probe / fine-tuning trains on).
+    #[arg(long)]
+    train: PathBuf,
+    /// Labelled validation images (what is scored).
+    #[arg(long)]
+    val: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Pretrain an encoder on unlabelled images (a folder, CIFAR binaries, or a .pack file).
@@ -116,60 +130,61 @@ enum Command {
     },
     /// kNN top-1 of a checkpoint's encoder (bank: --train, queries: --val).
     Knn {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long)]
-        train: PathBuf,
-        #[arg(long)]
-        val: PathBuf,
+        #[command(flatten)]
+        data: EvalData,
+        /// Neighbours.
         #[arg(long, default_value_t = 200)]
         k: usize,
+        /// Temperature of the weights exp(similarity / T).
         #[arg(long, default_value_t = 0.1)]
         temperature: f64,
     },
     /// Linear probe on frozen features: top-1 and confusion matrix on --val.
     Probe {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long)]
-        train: PathBuf,
-        #[arg(long)]
-        val: PathBuf,
+        #[command(flatten)]
+        data: EvalData,
+        /// Passes over the training features.
         #[arg(long, default_value_t = 30)]
         epochs: usize,
+        /// Adam learning rate.
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
     },
     /// Fine-tune the whole encoder with a linear head: top-1 and confusion matrix on --val.
     Finetune {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[arg(long)]
-        train: PathBuf,
-        #[arg(long)]
-        val: PathBuf,
+        #[command(flatten)]
+        data: EvalData,
+        /// Passes over the training images.
         #[arg(long, default_value_t = 10)]
         epochs: usize,
+        /// Peak SGD learning rate (cosine to 0).
         #[arg(long, default_value_t = 0.05)]
         lr: f64,
+        /// Images per step.
         #[arg(long, default_value_t = 128)]
         batch_size: usize,
     },
     /// Export the backbone (safetensors with torchvision names, or burn's format).
     Export {
+        /// A checkpoint written by `selfsup pretrain`.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The file to write.
         #[arg(long)]
         out: PathBuf,
+        /// safetensors (torchvision names) or burn (burnpack).
         #[arg(long, value_enum, default_value = "safetensors")]
         format: ExportFormat,
     },
     /// How compatible two images are under a trained encoder: the cosine energy
     /// 1 - cos(z_a, z_b) of their embeddings (low: views of the same thing).
     Energy {
+        /// A checkpoint written by `selfsup pretrain`.
         #[arg(long)]
         checkpoint: PathBuf,
+        /// The first image.
         a: PathBuf,
+        /// The second image.
         b: PathBuf,
     },
 }
@@ -350,9 +365,12 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Knn {
-            checkpoint,
-            train,
-            val,
+            data:
+                EvalData {
+                    checkpoint,
+                    train,
+                    val,
+                },
             k,
             temperature,
         } => {
@@ -388,9 +406,12 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", report.confusion_table(&classes));
         }
         Command::Probe {
-            checkpoint,
-            train,
-            val,
+            data:
+                EvalData {
+                    checkpoint,
+                    train,
+                    val,
+                },
             epochs,
             lr,
         } => {
@@ -421,9 +442,12 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", report.confusion_table(&classes));
         }
         Command::Finetune {
-            checkpoint,
-            train,
-            val,
+            data:
+                EvalData {
+                    checkpoint,
+                    train,
+                    val,
+                },
             epochs,
             lr,
             batch_size,
