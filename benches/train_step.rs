@@ -10,7 +10,9 @@
 //! backends need `--features wgpu` / `--features cuda`), `SELFSUP_BENCH_WIDTH` (first-stage
 //! channels, default 16),
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
-//! untimed warm-up step runs first). Prints the median and the spread of images/s.
+//! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU
+//! convolution, the default; `flex`: burn's own; `both`: one run each, for before/after).
+//! Prints the median and the spread of images/s.
 
 use std::time::Instant;
 
@@ -33,6 +35,27 @@ fn main() -> selfsup::Result<()> {
     let steps = env("SELFSUP_BENCH_STEPS", 5);
     let device_name = std::env::var("SELFSUP_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = selfsup::device::select_device(device_name.parse()?)?.autodiff();
+    let modes: &[(&str, bool)] = match std::env::var("SELFSUP_BENCH_CONV").as_deref() {
+        Ok("flex") => &[("burn flex conv", false)],
+        Ok("both") => &[("burn flex conv", false), ("selfsup fast conv", true)],
+        _ => &[("selfsup fast conv", true)],
+    };
+    for &(conv_label, fast) in modes {
+        selfsup::conv::set_fast_conv(fast);
+        measure(&device, &device_name, conv_label, width, batch, steps)?;
+    }
+    Ok(())
+}
+
+fn measure(
+    device: &Device,
+    device_name: &str,
+    conv_label: &str,
+    width: usize,
+    batch: usize,
+    steps: usize,
+) -> selfsup::Result<()> {
+    let device = device.clone();
     device.seed(0);
     let method = ObjectiveConfig::Byol;
     let backbone = BackboneConfig::ResNet(
@@ -71,7 +94,7 @@ fn main() -> selfsup::Result<()> {
     let median = rates[rates.len() / 2];
     println!(
         "BYOL train step, ResNet-18 CIFAR stem width {width}, batch {batch}, 32x32, device \
-         {device_name} ({} CPU threads): median {median:.1} images/s (min {:.1}, max {:.1}) over \
+         {device_name} ({} CPU threads, {conv_label}): median {median:.1} images/s (min {:.1}, max {:.1}) over \
          {steps} steps",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         rates[0],

@@ -48,6 +48,7 @@ pub mod augment;
 pub mod backbone;
 mod check;
 pub mod collapse;
+pub mod conv;
 pub mod data;
 pub mod device;
 pub mod ema;

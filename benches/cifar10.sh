@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# CIFAR-10 benchmark, side by side: for each method, selfsup (examples/cifar10_benchmark.rs)
+# then the PyTorch reference (benches/reference/cifar10_torch.py) with the same recipe, one
+# after the other on the same machine; then a markdown table of kNN / linear-probe top-1,
+# training images/s and peak RSS, with the ratios.
+# Usage: benches/cifar10.sh [EPOCHS] [METHODS...]   (default: 2 epochs, byol simsiam barlow swav vicreg)
+# Data: tar -xJf ../shared/data/cifar10-train.tar.xz -C target/data   (SELFSUP_CIFAR_DIR overrides)
+# PyTorch env: ../shared/tools/setup-pytorch-reference.sh (or SELFSUP_REF_PYTHON)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPOCHS=${1:-2}
+shift || true
+METHODS=${*:-byol simsiam barlow swav vicreg}
+DATA=${SELFSUP_CIFAR_DIR:-target/data/cifar10/train}
+PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
+OUT=${SELFSUP_BENCH_OUT:-target/bench/cifar10}
+mkdir -p "$OUT"
+date -u; nproc; lscpu | grep "Model name" || true
+cargo build --release --example cifar10_benchmark 2>&1 | grep -E "^(error|warning: unused)" || true
+for m in $METHODS; do
+    echo "== $m: selfsup"
+    "${CARGO_TARGET_DIR:-target}/release/examples/cifar10_benchmark" --method "$m" --epochs "$EPOCHS" --data "$DATA" \
+        --out "$OUT/$m-selfsup.json" 2>&1 | grep -vE "^\s*$" | tail -n 3
+    echo "== $m: pytorch"
+    "$PY" benches/reference/cifar10_torch.py --method "$m" --epochs "$EPOCHS" --data "$DATA" \
+        --out "$OUT/$m-torch.json" 2>&1 | grep -v -i warning | tail -n 2
+done
+"$PY" - "$OUT" $METHODS <<'PYEOF'
+import json, os, sys
+out, methods = sys.argv[1], sys.argv[2:]
+print("| method | tool | epochs | kNN top-1 | linear top-1 | random-init kNN / linear | raw-pixel kNN | train images/s | peak RSS (MiB) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for m in methods:
+    runs = {}
+    for tool in ("selfsup", "torch"):
+        path = os.path.join(out, f"{m}-{tool}.json")
+        if os.path.exists(path):
+            runs[tool] = json.load(open(path))
+    for tool, r in runs.items():
+        print(f"| {m} | {r['tool']} | {r['epochs']} | {100*r['knn_top1']:.2f}% | {100*r['probe_top1']:.2f}% | "
+              f"{100*r['random_knn_top1']:.2f}% / {100*r['random_probe_top1']:.2f}% | {100*r['raw_pixel_knn_top1']:.2f}% | "
+              f"{r['train_images_per_second']:.1f} | {r['peak_rss_mib_training']:.0f} |")
+    if len(runs) == 2:
+        s, t = runs["selfsup"], runs["torch"]
+        print(f"| {m} | selfsup vs PyTorch | | {100*(s['knn_top1']-t['knn_top1']):+.2f} points | "
+              f"{100*(s['probe_top1']-t['probe_top1']):+.2f} points | | | "
+              f"{s['train_images_per_second']/t['train_images_per_second']:.2f}x | "
+              f"{s['peak_rss_mib_training']/t['peak_rss_mib_training']:.2f}x |")
+PYEOF

@@ -1,0 +1,125 @@
+//! Convolution throughput per layer shape: this crate's fast CPU kernels against burn's flex
+//! convolution, both called the way a model calls them (a `Conv2d` module through
+//! `selfsup::conv::conv2d`, forward on the flex device, forward + backward on the flex
+//! autodiff device).
+//!
+//! ```text
+//! cargo bench --bench conv                       # all shapes of benches/conv_shapes.csv
+//! SELFSUP_BENCH_SHAPES=issue,r18 cargo bench --bench conv
+//! benches/conv.sh                                # with PyTorch side by side
+//! ```
+//!
+//! Environment: `SELFSUP_BENCH_BATCH` (default 128), `SELFSUP_BENCH_REPS` (timed repetitions,
+//! median reported, default 5; one untimed warm-up first), `SELFSUP_BENCH_SHAPES` (name
+//! prefixes, comma-separated; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`, `flex`; default
+//! both). Prints one CSV row per shape and implementation:
+//! `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts 3x the forward FLOPs).
+
+use std::time::Instant;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::{Device, Distribution, Tensor};
+use selfsup::conv::{ConvGeometry, conv2d, set_fast_conv, uses_fast_kernels};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median_seconds(reps: usize, mut run: impl FnMut()) -> f64 {
+    run();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let batch = env("SELFSUP_BENCH_BATCH", 128);
+    let reps = env("SELFSUP_BENCH_REPS", 5).max(1);
+    let filter: Vec<String> = std::env::var("SELFSUP_BENCH_SHAPES")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let impls: Vec<String> = std::env::var("SELFSUP_BENCH_IMPLS")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let shapes = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/conv_shapes.csv"
+    ))
+    .expect("benches/conv_shapes.csv");
+    eprintln!(
+        "conv bench: batch {batch}, median of {reps}, {} CPU threads",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("impl,name,fwd_gflops,fwdbwd_gflops");
+    for line in shapes
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split(',').collect();
+        let name = fields[0];
+        if !filter.is_empty() && !filter.iter().any(|f| name.starts_with(f.as_str())) {
+            continue;
+        }
+        let n: Vec<usize> = fields[1..]
+            .iter()
+            .map(|f| f.trim().parse().expect("shape field"))
+            .collect();
+        let (cin, h, w, cout, k, stride, pad) = (n[0], n[1], n[2], n[3], n[4], n[5], n[6]);
+        let geometry = ConvGeometry {
+            batch,
+            in_channels: cin,
+            in_height: h,
+            in_width: w,
+            out_channels: cout,
+            kernel_height: k,
+            kernel_width: k,
+            stride: [stride, stride],
+            padding: [pad, pad],
+        };
+        let gflop = geometry.forward_flops() / 1e9;
+        for (label, fast) in [("selfsup", true), ("flex", false)] {
+            if !impls.is_empty() && !impls.iter().any(|i| i == label) {
+                continue;
+            }
+            set_fast_conv(fast);
+            let device = Device::flex();
+            device.seed(1);
+            let config = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false);
+            let conv = config.init(&device);
+            let x =
+                Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            assert_eq!(uses_fast_kernels(&conv, &x), fast);
+            let forward = median_seconds(reps, || {
+                let y = conv2d(&conv, x.clone());
+                std::hint::black_box(y);
+            });
+            let ad = device.clone().autodiff();
+            let conv = config.init(&ad);
+            let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &ad)
+                .require_grad();
+            let both = median_seconds(reps, || {
+                let grads = conv2d(&conv, x.clone()).sum().backward();
+                std::hint::black_box(grads);
+            });
+            println!(
+                "{label},{name},{:.1},{:.1}",
+                gflop / forward,
+                3.0 * gflop / both
+            );
+        }
+    }
+    set_fast_conv(true);
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Side by side in one run: selfsup's fast conv and burn's flex conv (benches/conv.rs), then
+# PyTorch (benches/reference/conv_torch.py), on every shape of benches/conv_shapes.csv; prints
+# a markdown table of forward and forward+backward GFLOP/s with the ratios to PyTorch.
+# Usage: benches/conv.sh   (env: SELFSUP_BENCH_BATCH, SELFSUP_BENCH_REPS, SELFSUP_BENCH_SHAPES;
+# PyTorch env from ../shared/tools/setup-pytorch-reference.sh, or SELFSUP_REF_PYTHON)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
+OUT=$(mktemp -d)
+date -u; nproc; lscpu | grep "Model name" || true
+cargo bench --bench conv 2>&1 >"$OUT/rust.csv" | grep -vE "^ +(Compiling|Finished|Running)" || true
+"$PY" benches/reference/conv_torch.py >"$OUT/torch.csv"
+"$PY" - "$OUT/rust.csv" "$OUT/torch.csv" <<'PYEOF'
+import csv, statistics, sys
+rows = {}
+for path in sys.argv[1:]:
+    for r in csv.DictReader(open(path)):
+        rows.setdefault(r["name"], {})[r["impl"]] = (float(r["fwd_gflops"]), float(r["fwdbwd_gflops"]))
+print("| layer | selfsup fwd | flex fwd | torch fwd | selfsup fwd+bwd | flex fwd+bwd | torch fwd+bwd | selfsup/torch fwd+bwd | flex/torch fwd+bwd |")
+print("|---|---|---|---|---|---|---|---|---|")
+ratios = []
+for name, r in rows.items():
+    s, f, t = r.get("selfsup"), r.get("flex"), r.get("torch")
+    if not (s and f and t):
+        continue
+    ratios.append(s[1] / t[1])
+    print(f"| {name} | {s[0]:.0f} | {f[0]:.0f} | {t[0]:.0f} | {s[1]:.0f} | {f[1]:.0f} | {t[1]:.0f} | {s[1]/t[1]:.2f}x | {f[1]/t[1]:.2f}x |")
+if ratios:
+    print(f"\nselfsup/torch fwd+bwd: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
+          f"{sum(r >= 0.8 for r in ratios)}/{len(ratios)} shapes at >= 0.8x")
+PYEOF

@@ -1,0 +1,335 @@
+"""PyTorch side of benches/cifar10.sh: the CIFAR-10 benchmark recipe of
+examples/cifar10_benchmark.rs, written from the papers' formulas with torch and torchvision only.
+
+Same data split (the last 500 images of each class held out), network (ResNet-18, CIFAR stem,
+width 16), heads (the papers' at a quarter width), views (lightly's presets at 32 px, no blur),
+optimiser (SGD momentum 0.9, weight decay 5e-4, lr 0.12 x batch / 256, per-step cosine to 0),
+BYOL EMA (0.99 -> 1, cosine), evaluation (kNN k=200 T=0.1 with the training images as the bank,
+linear probe with Adam on standardised frozen features, raw-pixel kNN, random-init encoder).
+Loader: torchvision ImageFolder + DataLoader with 2 worker processes, decoding JPEGs every epoch,
+as a PyTorch user runs it.
+
+    python benches/reference/cifar10_torch.py --method byol --epochs 2 [--data DIR] [--out FILE]
+"""
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from torchvision.models.resnet import BasicBlock, ResNet
+
+p = argparse.ArgumentParser()
+p.add_argument("--method", default="byol", choices=["byol", "simsiam", "barlow", "swav", "vicreg"])
+p.add_argument("--epochs", type=int, default=2)
+p.add_argument("--data", default="target/data/cifar10/train")
+p.add_argument("--out")
+p.add_argument("--limit", type=int)
+p.add_argument("--width", type=int, default=16)
+p.add_argument("--batch", type=int, default=256)
+p.add_argument("--workers", type=int, default=2)
+a = p.parse_args()
+torch.manual_seed(0)
+started = time.perf_counter()
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def view(scale, jitter, solarize):
+    steps = [
+        T.RandomResizedCrop(32, scale=scale),
+        T.RandomHorizontalFlip(0.5),
+        T.RandomApply([T.ColorJitter(*jitter)], p=0.8),
+        T.RandomGrayscale(0.2),
+    ]
+    if solarize > 0:
+        steps.append(T.RandomSolarize(128, p=solarize))
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+BYOL_JITTER, MOCO_JITTER, SIMCLR_JITTER = (0.4, 0.4, 0.2, 0.1), (0.4, 0.4, 0.4, 0.1), (0.8, 0.8, 0.8, 0.2)
+VIEWS = {
+    "byol": [view((0.08, 1), BYOL_JITTER, 0.0), view((0.08, 1), BYOL_JITTER, 0.2)],
+    "barlow": [view((0.08, 1), BYOL_JITTER, 0.0), view((0.08, 1), BYOL_JITTER, 0.2)],
+    "simsiam": [view((0.2, 1), MOCO_JITTER, 0.0)] * 2,
+    "vicreg": [view((0.08, 1), BYOL_JITTER, 0.1)] * 2,
+    "swav": [view((0.14, 1), SIMCLR_JITTER, 0.0)] * 2,
+}[a.method]
+EVAL = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+class Views(torch.utils.data.Dataset):
+    def __init__(self, base, indices, transforms):
+        self.base, self.indices, self.transforms = base, indices, transforms
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        image, label = self.base[self.indices[i]]
+        return [t(image) for t in self.transforms], label
+
+
+base = torchvision.datasets.ImageFolder(a.data)
+by_class = {}
+for i, label in enumerate(base.targets):
+    by_class.setdefault(label, []).append(i)
+train_idx = [i for c in sorted(by_class) for i in by_class[c][:-500][: a.limit]]
+val_idx = [i for c in sorted(by_class) for i in by_class[c][-500:]]
+print(f"CIFAR-10 from {a.data}: {len(train_idx)} training images, {len(val_idx)} validation images", flush=True)
+
+
+class CifarResNet18(ResNet):
+    """torchvision's ResNet-18 at width w with the CIFAR stem (3x3 conv, no max-pool)."""
+
+    def __init__(self, w):
+        nn.Module.__init__(self)
+        self.inplanes, self.dilation, self.groups, self.base_width = w, 1, 1, 64
+        self._norm_layer = nn.BatchNorm2d
+        self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity()
+        self.layer1 = self._make_layer(BasicBlock, w, 2)
+        self.layer2 = self._make_layer(BasicBlock, 2 * w, 2, stride=2)
+        self.layer3 = self._make_layer(BasicBlock, 4 * w, 2, stride=2)
+        self.layer4 = self._make_layer(BasicBlock, 8 * w, 2, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def block(i, o, bias, norm="bn", act=True):
+    layers = [nn.Linear(i, o, bias=bias)]
+    if norm == "bn":
+        layers.append(nn.BatchNorm1d(o))
+    elif norm == "bn-noaffine":
+        layers.append(nn.BatchNorm1d(o, affine=False))
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+def s(d):
+    return max(1, round(d * 0.25))
+
+
+dim = 8 * a.width
+projector, predictor = {
+    "byol": (block(dim, s(4096), True) + block(s(4096), s(256), True, None, False),
+             block(s(256), s(4096), True) + block(s(4096), s(256), True, None, False)),
+    "simsiam": (block(dim, s(2048), False) + block(s(2048), s(2048), False)
+                + block(s(2048), s(2048), False, "bn-noaffine", False),
+                block(s(2048), s(512), False) + block(s(512), s(2048), True, None, False)),
+    "barlow": (block(dim, s(8192), False) + block(s(8192), s(8192), False)
+               + block(s(8192), s(8192), False, None, False), None),
+    "vicreg": (block(dim, s(8192), True) + block(s(8192), s(8192), True)
+               + block(s(8192), s(8192), False, None, False), None),
+    "swav": (block(dim, s(2048), True) + block(s(2048), s(128), True, None, False), None),
+}[a.method]
+backbone = CifarResNet18(a.width)
+online = nn.Sequential(backbone, nn.Sequential(*projector))
+predictor = nn.Sequential(*predictor) if predictor else None
+prototypes = nn.Linear(s(128), 3000, bias=False) if a.method == "swav" else None
+target = None
+if a.method == "byol":
+    import copy
+
+    target = copy.deepcopy(online)
+    for q in target.parameters():
+        q.requires_grad = False
+
+
+def cos(x, y):
+    return F.cosine_similarity(x, y, dim=-1).mean()
+
+
+def standardise(z):
+    """Per-feature normalisation over the batch: BatchNorm1d(affine=False), biased variance."""
+    return F.batch_norm(z, None, None, training=True, eps=1e-5)
+
+
+def barlow(z1, z2, lam=0.0051):
+    c = standardise(z1).T @ standardise(z2) / z1.shape[0]
+    on = (torch.diagonal(c) - 1).pow(2).sum()
+    off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on + lam * off
+
+
+def vicreg(z1, z2):
+    inv = F.mse_loss(z1, z2)
+
+    def var(z):
+        return F.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
+
+    def cov(z):
+        n, d = z.shape
+        z = z - z.mean(0)
+        c = z.T @ z / (n - 1)
+        return (c.pow(2).sum() - torch.diagonal(c).pow(2).sum()) / d
+
+    return 25 * inv + 25 * (var(z1) + var(z2)) / 2 + (cov(z1) + cov(z2))
+
+
+@torch.no_grad()
+def sinkhorn(scores, iterations=3, eps=0.05):
+    q = torch.exp(scores / eps).T
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).T
+
+
+def swav(z1, z2, temperature=0.1):
+    with torch.no_grad():
+        prototypes.weight.copy_(F.normalize(prototypes.weight, dim=1))
+    s1, s2 = prototypes(F.normalize(z1, dim=1)), prototypes(F.normalize(z2, dim=1))
+    q1, q2 = sinkhorn(s1.detach()), sinkhorn(s2.detach())
+    loss1 = -(q1 * F.log_softmax(s2 / temperature, dim=1)).sum(1).mean()
+    loss2 = -(q2 * F.log_softmax(s1 / temperature, dim=1)).sum(1).mean()
+    return (loss1 + loss2) / 2
+
+
+def loss_of(x1, x2, tau):
+    z1, z2 = online(x1), online(x2)
+    if a.method == "byol":
+        p1, p2 = predictor(z1), predictor(z2)
+        with torch.no_grad():
+            t1, t2 = target(x1), target(x2)
+        return (2 - 2 * cos(p1, t2)) + (2 - 2 * cos(p2, t1))
+    if a.method == "simsiam":
+        p1, p2 = predictor(z1), predictor(z2)
+        return -(cos(p1, z2.detach()) + cos(p2, z1.detach())) / 2
+    if a.method == "barlow":
+        return barlow(z1, z2)
+    if a.method == "vicreg":
+        return vicreg(z1, z2)
+    return swav(z1, z2)
+
+
+params = list(online.parameters())
+params += list(predictor.parameters()) if predictor else []
+params += list(prototypes.parameters()) if prototypes else []
+lr = 0.12 * a.batch / 256
+opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+loader = torch.utils.data.DataLoader(Views(base, train_idx, VIEWS), batch_size=a.batch, shuffle=True,
+                                     drop_last=True, num_workers=a.workers)
+total = a.epochs * len(loader)
+step = 0
+train_start = time.perf_counter()
+epoch_rates = []
+for epoch in range(a.epochs):
+    online.train()
+    epoch_start, seen = time.perf_counter(), 0
+    for (x1, x2), _ in loader:
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        tau = 1 - (1 - 0.99) * (math.cos(math.pi * step / total) + 1) / 2
+        loss = loss_of(x1, x2, tau)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if target is not None:
+            with torch.no_grad():
+                for o, t in zip(online.parameters(), target.parameters()):
+                    t.mul_(tau).add_(o, alpha=1 - tau)
+                for o, t in zip(online.buffers(), target.buffers()):
+                    t.copy_(o)
+        step += 1
+        seen += x1.shape[0]
+        if step % 20 == 0:
+            print(f"epoch {epoch} step {step}/{total} loss {loss.item():.4f} "
+                  f"{seen / (time.perf_counter() - epoch_start):.1f} img/s", flush=True)
+    epoch_rates.append(seen / (time.perf_counter() - epoch_start))
+train_seconds = time.perf_counter() - train_start
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+@torch.no_grad()
+def features(encoder, indices, raw=False):
+    if encoder is not None:
+        encoder.eval()
+    data = Views(base, indices, [EVAL])
+    xs, ys = [], []
+    for (x,), y in torch.utils.data.DataLoader(data, batch_size=500, num_workers=a.workers):
+        xs.append(x.flatten(1) if raw else encoder(x))
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def knn(bank, bank_y, queries, query_y, k=200, t=0.1):
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    correct = 0
+    for q, y in zip(queries.split(256), query_y.split(256)):
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        weights = (sim / t).exp()
+        votes = torch.zeros(q.shape[0], 10).scatter_add_(1, bank_y[idx], weights)
+        correct += (votes.argmax(1) == y).sum().item()
+    return correct / len(query_y)
+
+
+def probe(train_x, train_y, val_x, val_y, epochs=30, batch=256):
+    mean, std = train_x.mean(0), train_x.std(0, unbiased=False) + 1e-6
+    train_x, val_x = (train_x - mean) / std, (val_x - mean) / std
+    torch.manual_seed(0)
+    linear = nn.Linear(train_x.shape[1], 10)
+    opt = torch.optim.Adam(linear.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train_x)).split(batch):
+            loss = F.cross_entropy(linear(train_x[idx]), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return (linear(val_x).argmax(1) == val_y).float().mean().item()
+
+
+def evaluate(encoder):
+    tx, ty = features(encoder, train_idx)
+    vx, vy = features(encoder, val_idx)
+    with torch.enable_grad():
+        return knn(tx, ty, vx, vy), probe(tx, ty, vx, vy)
+
+
+knn_top1, probe_top1 = evaluate(backbone)
+torch.manual_seed(0)
+random_knn, random_probe = evaluate(CifarResNet18(a.width))
+rx, ry = features(None, train_idx, raw=True)
+qx, qy = features(None, val_idx, raw=True)
+summary = {
+    "tool": f"pytorch {torch.__version__}",
+    "method": a.method,
+    "epochs": a.epochs,
+    "width": a.width,
+    "batch": a.batch,
+    "train_images": len(train_idx),
+    "val_images": len(val_idx),
+    "train_seconds": train_seconds,
+    "train_images_per_second": step * a.batch / train_seconds,
+    "epoch_images_per_second": epoch_rates,
+    "knn_top1": knn_top1,
+    "probe_top1": probe_top1,
+    "random_knn_top1": random_knn,
+    "random_probe_top1": random_probe,
+    "raw_pixel_knn_top1": knn(rx, ry, qx, qy),
+    "peak_rss_mib_training_main": own,
+    "peak_rss_mib_training_one_worker": workers,
+    "peak_rss_mib_training": own + a.workers * workers,
+    "total_seconds": time.perf_counter() - started,
+}
+print(json.dumps(summary), flush=True)
+if a.out:
+    with open(a.out, "w") as f:
+        f.write(json.dumps(summary) + "\n")

@@ -1,0 +1,239 @@
+//! CIFAR-10 benchmark: pretrain one method on the CIFAR-10 training images minus the validation
+//! split (the last 500 images of each class), then report kNN and linear-probe top-1 on that
+//! split, next to a random-init encoder of the same architecture and raw-pixel kNN, with the
+//! training images/s and the peak memory of the run. `benches/cifar10.sh` runs it next to the
+//! PyTorch reference (`benches/reference/cifar10_torch.py`, same recipe) for each method.
+//!
+//! ```text
+//! tar -xJf ../shared/data/cifar10-train.tar.xz -C target/data
+//! cargo run --release --example cifar10_benchmark -- --method byol --epochs 1
+//! ```
+//!
+//! The recipe (CPU scale, one method's run in about 20 minutes on 2 cores at 2 epochs):
+//! - ResNet-18 with the CIFAR stem (3x3 conv, no max-pool) at width 16 (16-32-64-128 channels,
+//!   128-d features);
+//! - the method's paper heads at a quarter width (`head_width = 0.25`: BYOL 1024/64 with a
+//!   1024-wide predictor, SimSiam 512/512 with a 128-wide predictor, Barlow Twins and VICReg
+//!   2048-2048-2048, SwAV 512/32 with 3,000 prototypes);
+//! - the method's views from lightly's presets at 32 px, no blur;
+//! - batch 256, SGD momentum 0.9, weight decay 5e-4, lr 0.12 x batch / 256, cosine to 0, no
+//!   warmup; BYOL's EMA 0.99 -> 1 (cosine);
+//! - evaluation: features of the eval view (the whole 32 px image, normalised), kNN k = 200, T = 0.1,
+//!   bank = the 45,000 training images, queries = the 5,000 validation images; linear probe
+//!   (Adam, 30 epochs on standardised frozen features).
+//!
+//! Options: `--method byol|simsiam|barlow|swav|vicreg`, `--epochs`, `--data DIR`, `--out FILE`
+//! (JSON summary), `--limit N` (use only the first N training images per class, for a quick
+//! check), `--knn-every` (kNN on the validation split after every epoch).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use selfsup::augment::ViewTransform;
+use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem};
+use selfsup::data::{
+    ImageDataset, LoaderConfig, Subset, ViewLoader, holdout_last_per_class, open_dataset,
+};
+use selfsup::eval::{KnnClassifier, KnnConfig, LinearProbeConfig, linear_probe};
+use selfsup::objective::ObjectiveConfig;
+use selfsup::prelude::*;
+use selfsup::train::{
+    KnnEvaluation, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy, pretrain_with,
+};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// byol, simsiam, barlow, swav or vicreg.
+    #[arg(long, default_value = "byol")]
+    method: String,
+    /// Pretraining epochs.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// The CIFAR-10 training images in class folders.
+    #[arg(long, default_value = "target/data/cifar10/train")]
+    data: PathBuf,
+    /// Where to write the JSON summary.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Training images per class to keep (all when absent); the validation split is unchanged.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Evaluate kNN after every epoch (costs a pass over the bank each time).
+    #[arg(long)]
+    knn_every: bool,
+    /// ResNet-18 width (first-stage channels).
+    #[arg(long, default_value_t = 16)]
+    width: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn objective(name: &str) -> selfsup::Result<ObjectiveConfig> {
+    Ok(match name {
+        "byol" => ObjectiveConfig::Byol,
+        "simsiam" => ObjectiveConfig::SimSiam,
+        "barlow" | "barlow_twins" => ObjectiveConfig::barlow_twins(),
+        "swav" => ObjectiveConfig::swav(),
+        "vicreg" => ObjectiveConfig::vicreg(),
+        other => {
+            return Err(selfsup::Error::invalid_config(
+                "--method",
+                other,
+                "byol, simsiam, barlow, swav or vicreg",
+            ));
+        }
+    })
+}
+
+/// Raw-pixel kNN: the normalised 32x32 eval view, flattened, as the feature.
+fn raw_pixel_knn(
+    bank: Arc<dyn ImageDataset>,
+    queries: Arc<dyn ImageDataset>,
+    transform: &ViewTransform,
+    device: &Device,
+) -> selfsup::Result<f64> {
+    let flatten = |dataset: Arc<dyn ImageDataset>| -> selfsup::Result<(Tensor<2>, Vec<usize>)> {
+        let loader = ViewLoader::new(
+            dataset,
+            transform.clone(),
+            LoaderConfig::in_order(500),
+            device,
+        )?;
+        let (mut parts, mut labels) = (Vec::new(), Vec::new());
+        for batch in loader.epoch(0) {
+            let batch = batch?;
+            let images = batch.views.into_iter().next().expect("one view");
+            let [b, c, h, w] = images.dims();
+            parts.push(images.reshape([b, c * h * w]));
+            labels.extend(batch.labels.unwrap_or_default());
+        }
+        Ok((Tensor::cat(parts, 0), labels))
+    };
+    let (bank_x, bank_y) = flatten(bank)?;
+    let (query_x, query_y) = flatten(queries)?;
+    let knn = KnnClassifier::new(bank_x, bank_y, 10, KnnConfig::default())?;
+    Ok(knn.evaluate(query_x, &query_y)?.top1)
+}
+
+fn main() -> selfsup::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let all = open_dataset(&args.data, true)?;
+    let (mut train_idx, val_idx) = holdout_last_per_class(all.as_ref(), 500)?;
+    if let Some(limit) = args.limit {
+        let mut per_class = vec![0usize; all.classes().len()];
+        train_idx.retain(|&i| {
+            let label = all.label(i).unwrap_or(0);
+            per_class[label] += 1;
+            per_class[label] <= limit
+        });
+    }
+    let train: Arc<dyn ImageDataset> = Arc::new(Subset::new(all.clone(), train_idx)?);
+    let val: Arc<dyn ImageDataset> = Arc::new(Subset::new(all.clone(), val_idx)?);
+    println!(
+        "CIFAR-10 from {}: {} training images, {} validation images",
+        args.data.display(),
+        train.len(),
+        val.len()
+    );
+
+    let method = objective(&args.method)?;
+    let backbone = BackboneConfig::ResNet(
+        ResNetConfig::resnet18()
+            .with_stem(Stem::Cifar)
+            .with_width(args.width),
+    );
+    let mut config = PretrainConfig::cifar(method, backbone, args.epochs);
+    config.head_width = 0.25;
+    config.loader = LoaderConfig {
+        batch_size: args.batch,
+        seed: 0,
+        ..LoaderConfig::default()
+    };
+    config.knn_every_epochs = usize::from(args.knn_every);
+    config.checkpoint_every_epochs = 0;
+    config.monitor.every_steps = 0;
+
+    let device = Device::flex();
+    let eval = KnnEvaluation {
+        bank: train.clone(),
+        queries: val.clone(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 500,
+    };
+    let options = PretrainOptions {
+        knn: args.knn_every.then(|| eval.clone()),
+        ..Default::default()
+    };
+    let train_start = Instant::now();
+    let trained = pretrain_with(&config, train.clone(), &device, options)?;
+    let train_seconds = train_start.elapsed().as_secs_f64();
+    let peak_rss_training = peak_rss_mib();
+    let images_per_second: Vec<f64> = trained
+        .history
+        .iter()
+        .map(|e| e.images_per_second)
+        .collect();
+    let epoch_knn: Vec<Option<f64>> = trained.history.iter().map(|e| e.knn_top1).collect();
+    let trained_images = (trained.steps * args.batch) as f64;
+
+    let evaluate = |encoder: &selfsup::backbone::Backbone| -> selfsup::Result<(f64, f64)> {
+        let knn = knn_accuracy(encoder, &eval, &config, &device)?;
+        let probe = linear_probe(
+            encoder,
+            train.clone(),
+            val.clone(),
+            &eval.transform,
+            &LinearProbeConfig::default(),
+            &device,
+        )?;
+        Ok((knn, probe.top1))
+    };
+    let (knn, probe) = evaluate(&trained.backbone())?;
+    let (random_knn, random_probe) = evaluate(&init_backbone(&config, &device)?.valid())?;
+    let pixels = raw_pixel_knn(train.clone(), val.clone(), &eval.transform, &device)?;
+
+    let summary = serde_json::json!({
+        "tool": "selfsup",
+        "method": args.method,
+        "epochs": args.epochs,
+        "width": args.width,
+        "batch": args.batch,
+        "train_images": train.len(),
+        "val_images": val.len(),
+        "train_seconds": train_seconds,
+        "train_images_per_second": trained_images / train_seconds,
+        "epoch_images_per_second": images_per_second,
+        "epoch_knn_top1": epoch_knn,
+        "knn_top1": knn,
+        "probe_top1": probe,
+        "random_knn_top1": random_knn,
+        "random_probe_top1": random_probe,
+        "raw_pixel_knn_top1": pixels,
+        "peak_rss_mib_training": peak_rss_training,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    println!("{summary}");
+    if let Some(out) = &args.out {
+        let io = |source| selfsup::Error::Io {
+            path: out.clone(),
+            source,
+        };
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(out, format!("{summary}\n")).map_err(io)?;
+    }
+    Ok(())
+}

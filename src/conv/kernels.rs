@@ -1,0 +1,436 @@
+//! f32 convolution kernels on contiguous NCHW slices: forward, input gradient, weight gradient.
+//!
+//! Each is a matrix product over unfolded patches (im2col), computed by the `gemm` crate, whose
+//! micro-kernels are chosen at run time (AVX-512, AVX2 + FMA, SSE, NEON, scalar). What this
+//! module adds around it:
+//! - images are processed in groups of at least ~1024 output pixels, so that late ResNet stages
+//!   (8x8 or 4x4 feature maps) still give one large product instead of many thin ones;
+//! - groups run in parallel on rayon's pool, each product single-threaded, with thread-local
+//!   scratch buffers reused from call to call (no allocation per step);
+//! - 1x1 stride-1 convolutions read the input directly (no unfolding);
+//! - the input gradient is `Wᵀ · dY` folded back (col2im); the weight gradient is
+//!   `Σ_n dY_n · cols_nᵀ`, accumulated per thread and summed once.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::geometry::ConvGeometry;
+use super::im2col::{col2im_add, im2col, im2row};
+
+/// Output pixels a group of images should reach before it is multiplied as one matrix.
+const GROUP_COLUMNS: usize = 1024;
+
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    gathered: Vec<f32>,
+    nhwc: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| f(&mut cell.borrow_mut()))
+}
+
+/// `buffer[..len]`, growing `buffer` when needed; contents are unspecified.
+fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn transposed(self) -> Self {
+        Self {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+        assert!(
+            last < self.data.len(),
+            "conv kernel: {what} view out of bounds"
+        );
+    }
+}
+
+/// `dst (m x n, row-major) = lhs (m x k) · rhs (k x n)`, or `dst += ...` when `accumulate`.
+fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, accumulate: bool) {
+    matmul_strided(dst, n, 1, m, n, k, lhs, rhs, accumulate);
+}
+
+/// [`matmul`] with destination element `(i, j)` at `dst[i * dst_rs + j * dst_cs]`. The `gemm`
+/// crate's micro-kernels are column-major: `dst_rs = 1` with `lhs.row_stride = 1` avoids a
+/// transposing pack.
+#[allow(clippy::too_many_arguments)]
+fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    dst_cs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let dst_view = Mat {
+        data: dst,
+        row_stride: dst_rs,
+        col_stride: dst_cs,
+    };
+    dst_view.check(m, n, "destination");
+    assert!(k > 0, "conv kernel: empty reduction");
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    // SAFETY: the bounds of all three views were checked above; `dst` is exclusively borrowed and
+    // does not alias `lhs` or `rhs` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Images per group: enough for [`GROUP_COLUMNS`] output pixels, but no fewer groups than
+/// threads when the batch allows.
+fn group_size(g: &ConvGeometry) -> usize {
+    let by_columns = GROUP_COLUMNS.div_ceil(g.out_pixels().max(1));
+    let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
+    by_columns.min(by_threads).max(1)
+}
+
+/// Unfolds images `[first, first + count)` of `x` into `cols` (`patch_len x count*pixels`).
+fn unfold_group(g: &ConvGeometry, x: &[f32], first: usize, count: usize, cols: &mut [f32]) {
+    let image_len = g.in_channels * g.in_pixels();
+    let pixels = g.out_pixels();
+    let ld = count * pixels;
+    for i in 0..count {
+        let image = &x[(first + i) * image_len..][..image_len];
+        if g.is_pointwise() {
+            for c in 0..g.in_channels {
+                cols[c * ld + i * pixels..][..pixels]
+                    .copy_from_slice(&image[c * pixels..][..pixels]);
+            }
+        } else {
+            im2col(g, image, cols, ld, i * pixels);
+        }
+    }
+}
+
+/// Copies the per-image `[channels, pixels]` blocks of `count` images starting at `first` into
+/// one `[channels, count*pixels]` matrix.
+fn gather(
+    src: &[f32],
+    channels: usize,
+    pixels: usize,
+    first: usize,
+    count: usize,
+    dst: &mut [f32],
+) {
+    let ld = count * pixels;
+    for i in 0..count {
+        let image = &src[(first + i) * channels * pixels..][..channels * pixels];
+        for c in 0..channels {
+            dst[c * ld + i * pixels..][..pixels].copy_from_slice(&image[c * pixels..][..pixels]);
+        }
+    }
+}
+
+/// The inverse of [`gather`] for a chunk of consecutive images: `[channels, count*pixels]` back
+/// to `count` blocks of `[channels, pixels]`.
+fn scatter(src: &[f32], channels: usize, pixels: usize, count: usize, dst: &mut [f32]) {
+    let ld = count * pixels;
+    for i in 0..count {
+        for c in 0..channels {
+            dst[(i * channels + c) * pixels..][..pixels]
+                .copy_from_slice(&src[c * ld + i * pixels..][..pixels]);
+        }
+    }
+}
+
+fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
+    assert!(g.is_valid(), "conv kernel: invalid geometry {g:?}");
+    assert_eq!(x, g.input_len(), "conv kernel: input length");
+    assert_eq!(w, g.weight_len(), "conv kernel: weight length");
+    assert_eq!(y, g.output_len(), "conv kernel: output length");
+}
+
+/// Forward convolution: `y[n, o, p] = Σ_{c,ki,kj} w[o, c, ki, kj] · x[n, c, p·s + k - pad]`.
+///
+/// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
+/// all contiguous. Every element of `y` is written.
+pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    check_lengths(g, x.len(), w.len(), y.len());
+    let pixels = g.out_pixels();
+    let patch = g.patch_len();
+    let image_in = g.in_channels * g.in_pixels();
+    let image_out = g.out_channels * pixels;
+    let per_group = group_size(g);
+    let weight = Mat::row_major(w, patch);
+    y.par_chunks_mut(per_group * image_out)
+        .enumerate()
+        .for_each(|(index, out)| {
+            let first = index * per_group;
+            let count = out.len() / image_out;
+            let columns = count * pixels;
+            with_scratch(|s| {
+                if count == 1 && g.is_pointwise() {
+                    let image = Mat::row_major(&x[first * image_in..][..image_in], pixels);
+                    matmul(out, g.out_channels, pixels, patch, weight, image, false);
+                    return;
+                }
+                let cols = prefix(&mut s.cols, patch * columns);
+                unfold_group(g, x, first, count, cols);
+                let cols = Mat::row_major(cols, columns);
+                if count == 1 {
+                    matmul(out, g.out_channels, pixels, patch, weight, cols, false);
+                } else {
+                    let product = prefix(&mut s.gathered, g.out_channels * columns);
+                    matmul(product, g.out_channels, columns, patch, weight, cols, false);
+                    scatter(product, g.out_channels, pixels, count, out);
+                }
+            });
+        });
+}
+
+/// Gradient of the input, written over `dx` (`[N, C_in, H, W]`).
+///
+/// Stride 1 (and `padding < kernel`): a forward convolution of `dy` with the kernel flipped
+/// spatially and transposed (`w'[c, o, a, b] = w[o, c, kh-1-a, kw-1-b]`) and padding
+/// `kernel - 1 - padding`, which needs no scatter. Otherwise `dx = col2im(wᵀ · dy)`.
+pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    check_lengths(g, dx.len(), w.len(), dy.len());
+    let transposed_is_forward = g.stride == [1, 1]
+        && !g.is_pointwise()
+        && g.padding[0] < g.kernel_height
+        && g.padding[1] < g.kernel_width;
+    if transposed_is_forward {
+        let flipped = ConvGeometry {
+            batch: g.batch,
+            in_channels: g.out_channels,
+            in_height: g.out_height(),
+            in_width: g.out_width(),
+            out_channels: g.in_channels,
+            kernel_height: g.kernel_height,
+            kernel_width: g.kernel_width,
+            stride: [1, 1],
+            padding: [
+                g.kernel_height - 1 - g.padding[0],
+                g.kernel_width - 1 - g.padding[1],
+            ],
+        };
+        let (kh, kw) = (g.kernel_height, g.kernel_width);
+        let mut w_flipped = vec![0.0f32; w.len()];
+        for o in 0..g.out_channels {
+            for c in 0..g.in_channels {
+                for a in 0..kh {
+                    for b in 0..kw {
+                        w_flipped[((c * g.out_channels + o) * kh + a) * kw + b] =
+                            w[((o * g.in_channels + c) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)];
+                    }
+                }
+            }
+        }
+        conv2d_forward(&flipped, dy, &w_flipped, dx);
+        return;
+    }
+    let pixels = g.out_pixels();
+    let patch = g.patch_len();
+    let image_in = g.in_channels * g.in_pixels();
+    let image_out = g.out_channels * pixels;
+    let per_group = group_size(g);
+    let weight_t = Mat::row_major(w, patch).transposed();
+    dx.par_chunks_mut(per_group * image_in)
+        .enumerate()
+        .for_each(|(index, grad_in)| {
+            let first = index * per_group;
+            let count = grad_in.len() / image_in;
+            let columns = count * pixels;
+            with_scratch(|s| {
+                let grad_out: &[f32] = if count == 1 {
+                    &dy[first * image_out..][..image_out]
+                } else {
+                    let buffer = prefix(&mut s.gathered, image_out * count);
+                    gather(dy, g.out_channels, pixels, first, count, buffer);
+                    buffer
+                };
+                let grad_out = Mat::row_major(grad_out, columns);
+                if count == 1 && g.is_pointwise() {
+                    matmul(
+                        grad_in,
+                        patch,
+                        pixels,
+                        g.out_channels,
+                        weight_t,
+                        grad_out,
+                        false,
+                    );
+                    return;
+                }
+                let cols = prefix(&mut s.cols, patch * columns);
+                matmul(
+                    cols,
+                    patch,
+                    columns,
+                    g.out_channels,
+                    weight_t,
+                    grad_out,
+                    false,
+                );
+                if g.is_pointwise() {
+                    scatter(cols, g.in_channels, pixels, count, grad_in);
+                } else {
+                    grad_in.fill(0.0);
+                    for i in 0..count {
+                        let image = &mut grad_in[i * image_in..][..image_in];
+                        col2im_add(g, cols, columns, i * pixels, image);
+                    }
+                }
+            });
+        });
+}
+
+/// Gradient of the weight: `dw = Σ_n dy_n · cols(x_n)ᵀ`, written over `dw`
+/// (`[C_out, C_in, kh, kw]`).
+///
+/// The patches are unfolded pixel-major (im2row, `(ki, kj, c)` order), so the product runs in
+/// the gemm micro-kernel's native column-major orientation (`m = C_in·kh·kw` contiguous, `k` =
+/// pixels); the result, accumulated as `[C_out, kh, kw, C_in]`, is permuted once at the end.
+pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    check_lengths(g, x.len(), dw.len(), dy.len());
+    let pixels = g.out_pixels();
+    let patch = g.patch_len();
+    let image_in = g.in_channels * g.in_pixels();
+    let image_out = g.out_channels * pixels;
+    let per_group = group_size(g);
+    let groups = g.batch.div_ceil(per_group);
+    let weight_len = g.weight_len();
+    let total = (0..groups)
+        .into_par_iter()
+        .fold(
+            || vec![0.0f32; weight_len],
+            |mut acc, index| {
+                let first = index * per_group;
+                let count = per_group.min(g.batch - first);
+                let columns = count * pixels;
+                with_scratch(|s| {
+                    let Scratch {
+                        cols,
+                        gathered,
+                        nhwc,
+                    } = s;
+                    let grad_out: &[f32] = if count == 1 {
+                        &dy[first * image_out..][..image_out]
+                    } else {
+                        let buffer = prefix(gathered, image_out * count);
+                        gather(dy, g.out_channels, pixels, first, count, buffer);
+                        buffer
+                    };
+                    let rows = prefix(cols, columns * patch);
+                    let nhwc = prefix(nhwc, image_in);
+                    for i in 0..count {
+                        let image = &x[(first + i) * image_in..][..image_in];
+                        im2row(
+                            g,
+                            image,
+                            nhwc,
+                            &mut rows[i * pixels * patch..][..pixels * patch],
+                        );
+                    }
+                    // lhs[kk, p] = rows[p * patch + kk]; rhs[p, o] = grad_out[o * columns + p];
+                    // dst[kk, o] = acc[o * patch + kk].
+                    let lhs = Mat {
+                        data: rows,
+                        row_stride: 1,
+                        col_stride: patch,
+                    };
+                    let rhs = Mat {
+                        data: grad_out,
+                        row_stride: 1,
+                        col_stride: columns,
+                    };
+                    matmul_strided(
+                        &mut acc,
+                        1,
+                        patch,
+                        patch,
+                        g.out_channels,
+                        columns,
+                        lhs,
+                        rhs,
+                        true,
+                    );
+                });
+                acc
+            },
+        )
+        .reduce_with(|mut a, b| {
+            for (x, y) in a.iter_mut().zip(&b) {
+                *x += *y;
+            }
+            a
+        });
+    let Some(total) = total else {
+        dw.fill(0.0);
+        return;
+    };
+    // [C_out, kh, kw, C_in] -> [C_out, C_in, kh, kw].
+    let (kh, kw, channels) = (g.kernel_height, g.kernel_width, g.in_channels);
+    for o in 0..g.out_channels {
+        for a in 0..kh {
+            for b in 0..kw {
+                for c in 0..channels {
+                    dw[((o * channels + c) * kh + a) * kw + b] =
+                        total[((o * kh + a) * kw + b) * channels + c];
+                }
+            }
+        }
+    }
+}

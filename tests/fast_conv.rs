@@ -1,0 +1,253 @@
+//! The fast CPU convolution (`selfsup::conv`) against a float64 reference and burn's own conv:
+//! forward, input gradient and weight gradient, on fresh random inputs of every shape the
+//! backbones use plus odd sizes, batch 1 and channel counts that are not a multiple of the
+//! vector width. Tolerance: 1e-4 relative Frobenius error.
+#![cfg(feature = "flex")]
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use selfsup::conv::{
+    ConvGeometry, conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, uses_fast_kernels,
+};
+
+/// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
+type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const SHAPES: &[Shape] = &[
+    // ResNet CIFAR stem and basic blocks, reduced sizes.
+    (4, 3, 32, 32, 16, 3, 1, 1),
+    (3, 16, 16, 16, 16, 3, 1, 1),
+    (2, 16, 16, 16, 32, 3, 2, 1),
+    (2, 16, 16, 16, 32, 1, 2, 0),
+    (5, 24, 8, 8, 40, 1, 1, 0),
+    // ImageNet stem 7x7 stride 2 padding 3.
+    (2, 3, 29, 31, 8, 7, 2, 3),
+    // Odd sizes, batch 1, channels not a multiple of 8 or 16.
+    (1, 5, 7, 9, 3, 3, 1, 1),
+    (1, 13, 11, 5, 17, 3, 2, 1),
+    (1, 7, 9, 9, 11, 1, 2, 0),
+    (3, 1, 6, 6, 1, 3, 1, 1),
+    // Late stages: tiny maps, many images (groups of images per product).
+    (37, 20, 4, 4, 24, 3, 1, 1),
+    (9, 33, 3, 3, 19, 3, 2, 1),
+    (70, 12, 2, 2, 10, 1, 1, 0),
+];
+
+fn geometry(shape: Shape) -> ConvGeometry {
+    let (batch, in_channels, in_height, in_width, out_channels, kernel, stride, padding) = shape;
+    ConvGeometry {
+        batch,
+        in_channels,
+        in_height,
+        in_width,
+        out_channels,
+        kernel_height: kernel,
+        kernel_width: kernel,
+        stride: [stride, stride],
+        padding: [padding, padding],
+    }
+}
+
+fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Float64 direct convolution: forward, input gradient and weight gradient for output
+/// gradient `dy`.
+fn reference(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (g.out_height(), g.out_width());
+    let mut y = vec![0.0f64; g.output_len()];
+    let mut dx = vec![0.0f64; g.input_len()];
+    let mut dw = vec![0.0f64; g.weight_len()];
+    let x_index = |n: usize, c: usize, h: usize, w_: usize| {
+        ((n * g.in_channels + c) * g.in_height + h) * g.in_width + w_
+    };
+    let w_index = |o: usize, c: usize, a: usize, b: usize| {
+        ((o * g.in_channels + c) * g.kernel_height + a) * g.kernel_width + b
+    };
+    for n in 0..g.batch {
+        for o in 0..g.out_channels {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let y_index = ((n * g.out_channels + o) * oh + i) * ow + j;
+                    let mut sum = 0.0f64;
+                    for c in 0..g.in_channels {
+                        for a in 0..g.kernel_height {
+                            let h = (i * g.stride[0] + a) as isize - g.padding[0] as isize;
+                            if h < 0 || h >= g.in_height as isize {
+                                continue;
+                            }
+                            for b in 0..g.kernel_width {
+                                let v = (j * g.stride[1] + b) as isize - g.padding[1] as isize;
+                                if v < 0 || v >= g.in_width as isize {
+                                    continue;
+                                }
+                                let xi = x_index(n, c, h as usize, v as usize);
+                                let wi = w_index(o, c, a, b);
+                                sum += x[xi] as f64 * w[wi] as f64;
+                                dx[xi] += dy[y_index] as f64 * w[wi] as f64;
+                                dw[wi] += dy[y_index] as f64 * x[xi] as f64;
+                            }
+                        }
+                    }
+                    y[y_index] = sum;
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
+    assert_eq!(actual.len(), expected.len());
+    let diff: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (*a as f64 - e).powi(2))
+        .sum();
+    let norm: f64 = expected.iter().map(|e| e * e).sum();
+    assert!(norm > 0.0, "reference is all zeros");
+    (diff / norm).sqrt()
+}
+
+#[test]
+fn kernels_match_float64_reference_on_every_shape() {
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for &shape in SHAPES {
+        let g = geometry(shape);
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let dy = random(&mut rng, g.output_len());
+        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+
+        // Garbage in the outputs: every element must be overwritten.
+        let mut y = vec![f32::NAN; g.output_len()];
+        let mut dx = vec![f32::NAN; g.input_len()];
+        let mut dw = vec![f32::NAN; g.weight_len()];
+        conv2d_forward(&g, &x, &w, &mut y);
+        conv2d_input_grad(&g, &dy, &w, &mut dx);
+        conv2d_weight_grad(&g, &x, &dy, &mut dw);
+        for (what, actual, expected) in [
+            ("forward", &y, &y_ref),
+            ("input grad", &dx, &dx_ref),
+            ("weight grad", &dw, &dw_ref),
+        ] {
+            let error = relative_error(actual, expected);
+            assert!(
+                error < 1e-4,
+                "{what} of {shape:?} (seed {seed}): relative error {error:e}"
+            );
+        }
+    }
+}
+
+/// burn's own conv and ours, both on the flex autodiff device, on the same `Conv2d` module.
+#[test]
+fn module_forward_and_gradients_match_burn_conv() {
+    let device = Device::flex().autodiff();
+    let seed: u64 = rand::random();
+    device.seed(seed);
+    for &(batch, cin, h, w, cout, kernel, stride, padding) in SHAPES {
+        for bias in [false, true] {
+            let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(
+                    padding, padding, padding, padding,
+                ))
+                .with_bias(bias)
+                .init(&device);
+            let x =
+                Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+            assert!(uses_fast_kernels(&conv, &x));
+            let ours = conv2d(&conv, x.clone());
+            let theirs = burn_conv2d(
+                x.clone(),
+                conv.weight.val(),
+                conv.bias.as_ref().map(|b| b.val()),
+                ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1),
+            );
+            let shape = theirs.dims();
+            assert_eq!(ours.dims(), shape);
+            // A random linear functional of the output, so every gradient entry is exercised.
+            let probe = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let grads_ours = (ours.clone() * probe.clone()).sum().backward();
+            let grads_theirs = (theirs.clone() * probe).sum().backward();
+            let pairs = [
+                ("forward", Some(ours.inner()), Some(theirs.inner())),
+                ("input grad", x.grad(&grads_ours), x.grad(&grads_theirs)),
+            ];
+            let context = format!(
+                "{:?} bias {bias} (seed {seed})",
+                (batch, cin, h, w, cout, kernel, stride, padding)
+            );
+            for (what, a, b) in pairs {
+                compare(
+                    what,
+                    &context,
+                    a.expect("missing").into_data(),
+                    b.expect("missing").into_data(),
+                );
+            }
+            let dw_ours = conv.weight.val().grad(&grads_ours).expect("weight grad");
+            let dw_theirs = conv.weight.val().grad(&grads_theirs).expect("weight grad");
+            compare(
+                "weight grad",
+                &context,
+                dw_ours.into_data(),
+                dw_theirs.into_data(),
+            );
+            if let Some(b) = &conv.bias {
+                let db_ours = b.val().grad(&grads_ours).expect("bias grad");
+                let db_theirs = b.val().grad(&grads_theirs).expect("bias grad");
+                compare(
+                    "bias grad",
+                    &context,
+                    db_ours.into_data(),
+                    db_theirs.into_data(),
+                );
+            }
+        }
+    }
+}
+
+fn compare(what: &str, context: &str, actual: TensorData, expected: TensorData) {
+    let actual = actual.try_to_vec::<f32>().unwrap();
+    let expected: Vec<f64> = expected
+        .try_to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let error = relative_error(&actual, &expected);
+    assert!(
+        error < 1e-4,
+        "{what} of {context}: relative error {error:e}"
+    );
+}
+
+#[test]
+fn other_devices_and_uncovered_convolutions_fall_back_to_burn() {
+    // Dilation 2 is not covered by the fast kernels: the result must still equal burn's conv.
+    let device = Device::flex();
+    let conv = Conv2dConfig::new([4, 6], [3, 3])
+        .with_dilation([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(&device);
+    let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+    assert!(!uses_fast_kernels(&conv, &x));
+    let ours = conv2d(&conv, x.clone());
+    let theirs = conv.forward(x);
+    compare(
+        "dilated forward",
+        "fallback",
+        ours.into_data(),
+        theirs.into_data(),
+    );
+}
