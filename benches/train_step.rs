@@ -11,7 +11,8 @@
 //! channels, default 16),
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU
-//! convolution, the default; `flex`: burn's own; `both`: one run each, for before/after).
+//! convolution and batch norm, the default; `flex`: burn's own; `both`: one run each, for
+//! before/after).
 //! Prints the median and the spread of images/s.
 
 use std::time::Instant;
@@ -36,12 +37,16 @@ fn main() -> selfsup::Result<()> {
     let device_name = std::env::var("SELFSUP_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = selfsup::device::select_device(device_name.parse()?)?.autodiff();
     let modes: &[(&str, bool)] = match std::env::var("SELFSUP_BENCH_CONV").as_deref() {
-        Ok("flex") => &[("burn flex conv", false)],
-        Ok("both") => &[("burn flex conv", false), ("selfsup fast conv", true)],
-        _ => &[("selfsup fast conv", true)],
+        Ok("flex") => &[("burn flex conv + batch norm", false)],
+        Ok("both") => &[
+            ("burn flex conv + batch norm", false),
+            ("selfsup fast conv + batch norm", true),
+        ],
+        _ => &[("selfsup fast conv + batch norm", true)],
     };
     for &(conv_label, fast) in modes {
         selfsup::conv::set_fast_conv(fast);
+        selfsup::batch_norm::set_fast_batch_norm(fast);
         measure(&device, &device_name, conv_label, width, batch, steps)?;
     }
     Ok(())

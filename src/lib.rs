@@ -46,6 +46,7 @@
 
 pub mod augment;
 pub mod backbone;
+pub mod batch_norm;
 mod check;
 pub mod collapse;
 pub mod conv;

@@ -93,7 +93,10 @@ impl ConvNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
-            x = relu(block.bn.forward(crate::conv::conv2d(&block.conv, x)));
+            x = relu(crate::batch_norm::batch_norm(
+                &block.bn,
+                crate::conv::conv2d(&block.conv, x),
+            ));
         }
         global_average_pool(x)
     }

@@ -265,13 +265,18 @@ impl ResidualBlock {
     /// Applies the block to `[B, C, H, W]`.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(crate::conv::conv2d(&d.conv, input.clone())),
+            Some(d) => {
+                crate::batch_norm::batch_norm(&d.bn, crate::conv::conv2d(&d.conv, input.clone()))
+            }
             None => input.clone(),
         };
-        let mut x = relu(self.bn1.forward(crate::conv::conv2d(&self.conv1, input)));
-        x = self.bn2.forward(crate::conv::conv2d(&self.conv2, x));
+        let mut x = relu(crate::batch_norm::batch_norm(
+            &self.bn1,
+            crate::conv::conv2d(&self.conv1, input),
+        ));
+        x = crate::batch_norm::batch_norm(&self.bn2, crate::conv::conv2d(&self.conv2, x));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            x = bn3.forward(crate::conv::conv2d(conv3, relu(x)));
+            x = crate::batch_norm::batch_norm(bn3, crate::conv::conv2d(conv3, relu(x)));
         }
         relu(x + identity)
     }
@@ -301,7 +306,10 @@ pub struct ResNet {
 impl ResNet {
     /// Pooled features `[B, feature_dim]` of images `[B, C, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(crate::conv::conv2d(&self.conv1, images)));
+        let mut x = relu(crate::batch_norm::batch_norm(
+            &self.bn1,
+            crate::conv::conv2d(&self.conv1, images),
+        ));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

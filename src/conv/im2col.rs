@@ -38,6 +38,9 @@ pub(crate) fn im2col(g: &ConvGeometry, image: &[f32], cols: &mut [f32], ld: usiz
     let [stride_h, stride_w] = g.stride;
     let [pad_h, pad_w] = g.padding;
     let pixels = out_h * out_w;
+    // Stride 1 with "same" width: each row of the unfolded matrix is the image plane shifted by
+    // a constant offset, so it is one copy plus zeroed borders instead of one copy per line.
+    let shifted = g.stride == [1, 1] && out_w == in_w;
     for c in 0..g.in_channels {
         let plane = &image[c * in_h * in_w..][..in_h * in_w];
         for ki in 0..g.kernel_height {
@@ -46,6 +49,18 @@ pub(crate) fn im2col(g: &ConvGeometry, image: &[f32], cols: &mut [f32], ld: usiz
                 let (ow_lo, ow_hi) = valid_range(out_w, in_w, stride_w, pad_w, kj);
                 let row = (c * g.kernel_height + ki) * g.kernel_width + kj;
                 let dst = &mut cols[row * ld + offset..][..pixels];
+                if shifted {
+                    copy_shifted(
+                        plane,
+                        dst,
+                        in_w,
+                        (oh_lo, oh_hi),
+                        (ow_lo, ow_hi),
+                        ki as isize - pad_h as isize,
+                        kj as isize - pad_w as isize,
+                    );
+                    continue;
+                }
                 dst[..oh_lo * out_w].fill(0.0);
                 dst[oh_hi * out_w..].fill(0.0);
                 for oh in oh_lo..oh_hi {
@@ -67,6 +82,45 @@ pub(crate) fn im2col(g: &ConvGeometry, image: &[f32], cols: &mut [f32], ld: usiz
                     }
                 }
             }
+        }
+    }
+}
+
+/// One row of the unfolded matrix for stride 1 and output width = input width: `dst[oh * w +
+/// ow] = plane[(oh + di) * w + ow + dj]` inside `rows x cols` (the valid output ranges), zero
+/// elsewhere.
+fn copy_shifted(
+    plane: &[f32],
+    dst: &mut [f32],
+    width: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    di: isize,
+    dj: isize,
+) {
+    let (oh_lo, oh_hi) = rows;
+    let (ow_lo, ow_hi) = cols;
+    let start = oh_lo * width;
+    let end = oh_hi * width;
+    dst[..start].fill(0.0);
+    dst[end..].fill(0.0);
+    if start >= end {
+        return;
+    }
+    let shift = di * width as isize + dj;
+    // The copy range, clipped to the plane; what is clipped is a border zeroed below.
+    let lo = (start as isize).max(-shift) as usize;
+    let hi = ((end as isize).min(plane.len() as isize - shift)).max(lo as isize) as usize;
+    let src_lo = (lo as isize + shift) as usize;
+    dst[lo..hi].copy_from_slice(&plane[src_lo..src_lo + (hi - lo)]);
+    dst[start..lo].fill(0.0);
+    dst[hi..end].fill(0.0);
+    // Columns whose input lies outside the row wrapped into the neighbouring row: zero them.
+    if ow_lo > 0 || ow_hi < width {
+        for oh in oh_lo..oh_hi {
+            let line = &mut dst[oh * width..][..width];
+            line[..ow_lo].fill(0.0);
+            line[ow_hi..].fill(0.0);
         }
     }
 }

@@ -1,0 +1,122 @@
+//! Fused training-mode batch normalisation for the CPU (`Device::flex()`), used by every
+//! backbone in this crate.
+//!
+//! burn's default `batch_norm_train` (and its backward) reshapes each activation `[N, C, H, W]`
+//! to `[C, N·H·W]` through a transposing copy four times per layer, plus about ten element-wise
+//! passes. [`batch_norm`] computes the same thing in four passes over the activation: the
+//! per-channel moments (two passes), the normalisation (one), and in the backward one pass for
+//! the two per-channel sums and one for the input gradient:
+//!
+//! - forward `y = γ · (x - μ) / sqrt(σ² + ε) + β`, with `μ`, `σ²` the batch mean and biased
+//!   variance per channel (Ioffe & Szegedy, 2015);
+//! - backward, with `x̂ = (x - μ) / sqrt(σ² + ε)` and `M = N·H·W`:
+//!   `∂L/∂β = Σ dy`, `∂L/∂γ = Σ dy·x̂`, `∂L/∂x = γ / sqrt(σ² + ε) · (dy - ∂L/∂β / M - x̂ · ∂L/∂γ / M)`.
+//!
+//! Running statistics are updated exactly as burn's `BatchNorm` does (`r ← (1 - m) r + m · stat`,
+//! biased variance). Only the training path on the flex autodiff device is replaced; inference,
+//! frozen layers and every other device run burn's own batch norm. [`set_fast_batch_norm`]
+//! turns the fast path off (for comparisons).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::nn::BatchNorm;
+use burn::tensor::Tensor;
+
+#[cfg(feature = "flex")]
+mod extension;
+#[cfg(feature = "flex")]
+mod kernels;
+
+#[cfg(feature = "flex")]
+pub use extension::FastBatchNorm;
+#[cfg(feature = "flex")]
+pub use kernels::{NormShape, channel_moments, normalize, normalize_backward};
+
+static FAST_BATCH_NORM: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU batch norm on (the default) or off for the whole process.
+pub fn set_fast_batch_norm(enabled: bool) {
+    FAST_BATCH_NORM.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`batch_norm`] may use the fused CPU kernels.
+pub fn fast_batch_norm_enabled() -> bool {
+    FAST_BATCH_NORM.load(Ordering::Relaxed)
+}
+
+/// Applies `bn` to `x` (`[N, C, H, W]`): the same result, gradients and running-statistics
+/// update as `bn.forward(x)`, computed by the fused kernels in training mode on the flex
+/// device.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if let Some(y) = fast_batch_norm(bn, &x) {
+        return y;
+    }
+    bn.forward(x)
+}
+
+/// Whether [`batch_norm`] runs `bn` on `x` with the fused kernels.
+pub fn uses_fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::DispatchDevice;
+        use burn::tensor::DType;
+
+        let device = x.device();
+        let gamma = bn.gamma.val();
+        fast_batch_norm_enabled()
+            && device.is_autodiff()
+            && bn.training.is_enabled()
+            && gamma.device().is_autodiff()
+            && matches!(
+                device.as_dispatch().clone().inner(),
+                DispatchDevice::Flex(_)
+            )
+            && x.dtype() == DType::F32
+            && gamma.dtype() == DType::F32
+            && x.dims()[1] == gamma.dims()[0]
+            && x.dims()[0] > 0
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (bn, x);
+        false
+    }
+}
+
+#[cfg(feature = "flex")]
+fn fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> Option<Tensor<4>> {
+    use burn::backend::Dispatch;
+
+    if !uses_fast_batch_norm(bn, x) {
+        return None;
+    }
+    let device = x.device();
+    let channels = x.dims()[1];
+    let moments = Tensor::<2>::from_dispatch(<Dispatch as FastBatchNorm>::fast_channel_moments(
+        x.clone().detach().into_dispatch(),
+    ));
+    let y = Tensor::<4>::from_dispatch(<Dispatch as FastBatchNorm>::fast_batch_norm_train(
+        x.clone().into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        moments.clone().into_dispatch(),
+        bn.epsilon,
+    ));
+    let mean = moments
+        .clone()
+        .slice([0..1, 0..channels])
+        .reshape([channels]);
+    let var = moments.slice([1..2, 0..channels]).reshape([channels]);
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - bn.momentum)
+        .add(mean.detach().mul_scalar(bn.momentum));
+    let running_var = running_var
+        .mul_scalar(1.0 - bn.momentum)
+        .add(var.detach().mul_scalar(bn.momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    Some(y)
+}

@@ -1,0 +1,113 @@
+//! The fused CPU batch norm (`selfsup::batch_norm`) against burn's `BatchNorm` on the flex
+//! autodiff device: output, gradients of the input, gamma and beta, and the running statistics,
+//! on fresh random inputs (odd sizes, batch 1, channel counts that are not a multiple of 16).
+#![cfg(feature = "flex")]
+
+use burn::module::Param;
+use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use selfsup::batch_norm::{batch_norm, uses_fast_batch_norm};
+
+fn relative_error(actual: TensorData, expected: TensorData) -> f64 {
+    let a = actual.try_to_vec::<f32>().unwrap();
+    let e = expected.try_to_vec::<f32>().unwrap();
+    assert_eq!(a.len(), e.len());
+    let diff: f64 = a
+        .iter()
+        .zip(&e)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let norm: f64 = e.iter().map(|y| (*y as f64).powi(2)).sum();
+    assert!(norm > 0.0);
+    (diff / norm).sqrt()
+}
+
+fn layer(channels: usize, gamma: &Tensor<1>, beta: &Tensor<1>, device: &Device) -> BatchNorm {
+    let bn = BatchNormConfig::new(channels).init(device);
+    BatchNorm {
+        gamma: Param::from_tensor(gamma.clone()),
+        beta: Param::from_tensor(beta.clone()),
+        ..bn
+    }
+}
+
+#[test]
+fn matches_burn_batch_norm_with_gradients_and_running_statistics() {
+    let device = Device::flex().autodiff();
+    device.seed(rand::random());
+    for [batch, channels, height, width] in [
+        [4, 16, 8, 8],
+        [1, 5, 7, 3],
+        [3, 33, 5, 9],
+        [7, 3, 1, 1],
+        [2, 40, 4, 4],
+    ] {
+        let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &device);
+        let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &device);
+        let ours = layer(channels, &gamma, &beta, &device);
+        let theirs = layer(channels, &gamma, &beta, &device);
+        let x = Tensor::<4>::random(
+            [batch, channels, height, width],
+            Distribution::Normal(0.5, 2.0),
+            &device,
+        )
+        .require_grad();
+        assert!(uses_fast_batch_norm(&ours, &x));
+        let y_ours = batch_norm(&ours, x.clone());
+        let y_theirs = theirs.forward(x.clone());
+        let probe = Tensor::<4>::random(y_ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let g_ours = (y_ours.clone() * probe.clone()).sum().backward();
+        let g_theirs = (y_theirs.clone() * probe).sum().backward();
+        let shape = format!("{:?}", [batch, channels, height, width]);
+        let checks = [
+            (
+                "output",
+                y_ours.inner().into_data(),
+                y_theirs.inner().into_data(),
+            ),
+            (
+                "input grad",
+                x.grad(&g_ours).unwrap().into_data(),
+                x.grad(&g_theirs).unwrap().into_data(),
+            ),
+            (
+                "gamma grad",
+                ours.gamma.val().grad(&g_ours).unwrap().into_data(),
+                theirs.gamma.val().grad(&g_theirs).unwrap().into_data(),
+            ),
+            (
+                "beta grad",
+                ours.beta.val().grad(&g_ours).unwrap().into_data(),
+                theirs.beta.val().grad(&g_theirs).unwrap().into_data(),
+            ),
+            (
+                "running mean",
+                ours.running_mean.value_sync().into_data(),
+                theirs.running_mean.value_sync().into_data(),
+            ),
+            (
+                "running var",
+                ours.running_var.value_sync().into_data(),
+                theirs.running_var.value_sync().into_data(),
+            ),
+        ];
+        for (what, a, b) in checks {
+            let error = relative_error(a, b);
+            assert!(error < 1e-4, "{what} of {shape}: relative error {error:e}");
+        }
+    }
+}
+
+#[test]
+fn inference_and_other_devices_use_burn() {
+    // Without autodiff (evaluation), the layer normalises with its running statistics: burn's path.
+    let device = Device::flex();
+    let bn = BatchNormConfig::new(3).init(&device);
+    let x = Tensor::<4>::random([2, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+    assert!(!uses_fast_batch_norm(&bn, &x));
+    let error = relative_error(
+        batch_norm(&bn, x.clone()).into_data(),
+        bn.forward(x).into_data(),
+    );
+    assert!(error < 1e-6);
+}
