@@ -33,6 +33,7 @@ p.add_argument("--limit", type=int)
 p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--workers", type=int, default=2)
+p.add_argument("--lr", type=float, default=0.12, help="base learning rate, scaled by batch / 256")
 a = p.parse_args()
 torch.manual_seed(0)
 started = time.perf_counter()
@@ -221,7 +222,7 @@ def loss_of(x1, x2, tau):
 params = list(online.parameters())
 params += list(predictor.parameters()) if predictor else []
 params += list(prototypes.parameters()) if prototypes else []
-lr = 0.12 * a.batch / 256
+lr = a.lr * a.batch / 256
 opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
 loader = torch.utils.data.DataLoader(Views(base, train_idx, VIEWS), batch_size=a.batch, shuffle=True,
                                      drop_last=True, num_workers=a.workers)
@@ -314,6 +315,7 @@ summary = {
     "epochs": a.epochs,
     "width": a.width,
     "batch": a.batch,
+    "base_lr": a.lr,
     "train_images": len(train_idx),
     "val_images": len(val_idx),
     "train_seconds": train_seconds,
