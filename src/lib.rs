@@ -57,6 +57,8 @@ pub mod energy;
 pub mod error;
 pub mod eval;
 pub mod export;
+#[cfg(feature = "flex")]
+mod flex_f32;
 pub mod head;
 pub mod norm;
 pub mod objective;

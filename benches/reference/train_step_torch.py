@@ -13,7 +13,8 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
+
+from cifar_resnet import CifarResNet18
 
 p = argparse.ArgumentParser()
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -23,30 +24,7 @@ p.add_argument("--steps", type=int, default=5)
 a = p.parse_args()
 dev = torch.device(a.device)
 
-resnet = torchvision.models.resnet18(num_classes=10)
-if a.width != 64:
-    from torchvision.models.resnet import BasicBlock, ResNet
-
-    class Narrow(ResNet):
-        def __init__(self, w):
-            nn.Module.__init__(self)
-            self.inplanes, self.dilation, self.groups, self.base_width = w, 1, 1, 64
-            self._norm_layer = nn.BatchNorm2d
-            self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(w)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(BasicBlock, w, 2)
-            self.layer2 = self._make_layer(BasicBlock, 2 * w, 2, stride=2)
-            self.layer3 = self._make_layer(BasicBlock, 4 * w, 2, stride=2)
-            self.layer4 = self._make_layer(BasicBlock, 8 * w, 2, stride=2)
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Identity()
-
-    resnet = Narrow(a.width)
-resnet.conv1 = nn.Conv2d(3, a.width, 3, 1, 1, bias=False)
-resnet.maxpool = nn.Identity()
-resnet.fc = nn.Identity()
+resnet = CifarResNet18(a.width)
 dim = 8 * a.width
 
 

@@ -5,10 +5,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
+
+use crate::flex_f32::{contiguous, f32_slice, f32_tensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
-use burn::tensor::{DType, Shape};
 
 use super::kernels::{NormShape, channel_moments, normalize, normalize_backward};
 
@@ -32,27 +33,6 @@ pub trait FastBatchNorm: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("fast batch norm: contiguous f32 tensor")
-}
-
-fn new_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(shape)),
-        DType::F32,
-    )
-}
-
 fn norm_shape(x: &FlexTensor) -> NormShape {
     let dims = x.layout().shape();
     NormShape {
@@ -65,9 +45,9 @@ fn norm_shape(x: &FlexTensor) -> NormShape {
 fn moments(x: FlexTensor) -> FlexTensor {
     let x = contiguous(x);
     let shape = norm_shape(&x);
-    let (mut mean, var) = channel_moments(shape, slice(&x));
+    let (mut mean, var) = channel_moments(shape, f32_slice(&x));
     mean.extend(var);
-    new_tensor(mean, vec![2, shape.channels])
+    f32_tensor(mean, vec![2, shape.channels])
 }
 
 fn forward(
@@ -78,19 +58,19 @@ fn forward(
     epsilon: f64,
 ) -> FlexTensor {
     let shape = norm_shape(x);
-    let (mean, var) = slice(moments).split_at(shape.channels);
+    let (mean, var) = f32_slice(moments).split_at(shape.channels);
     let mut y = vec![0.0f32; shape.batch * shape.channels * shape.pixels];
     normalize(
         shape,
-        slice(x),
-        slice(gamma),
-        slice(beta),
+        f32_slice(x),
+        f32_slice(gamma),
+        f32_slice(beta),
         mean,
         var,
         epsilon,
         &mut y,
     );
-    new_tensor(y, x.layout().shape().iter().copied().collect())
+    f32_tensor(y, x.layout().shape().iter().copied().collect())
 }
 
 impl FastBatchNorm for Flex {
@@ -148,27 +128,27 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (x, gamma, moments, epsilon) = ops.state;
         let shape = norm_shape(&x);
-        let (mean, var) = slice(&moments).split_at(shape.channels);
+        let (mean, var) = f32_slice(&moments).split_at(shape.channels);
         let (dx, dgamma, dbeta) = normalize_backward(
             shape,
-            slice(&x),
-            slice(&gamma),
+            f32_slice(&x),
+            f32_slice(&gamma),
             mean,
             var,
             epsilon,
-            slice(&grad),
+            f32_slice(&grad),
         );
         if let Some(node) = node_x {
             grads.register::<Flex>(
                 node.id,
-                new_tensor(dx, x.layout().shape().iter().copied().collect()),
+                f32_tensor(dx, x.layout().shape().iter().copied().collect()),
             );
         }
         if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, new_tensor(dgamma, vec![shape.channels]));
+            grads.register::<Flex>(node.id, f32_tensor(dgamma, vec![shape.channels]));
         }
         if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, new_tensor(dbeta, vec![shape.channels]));
+            grads.register::<Flex>(node.id, f32_tensor(dbeta, vec![shape.channels]));
         }
     }
 }

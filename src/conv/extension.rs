@@ -11,10 +11,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
+
+use crate::flex_f32::{contiguous, f32_slice, f32_tensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
-use burn::tensor::{DType, Shape};
 
 use super::geometry::ConvGeometry;
 use super::kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
@@ -55,27 +56,6 @@ fn geometry(
     }
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("fast conv: contiguous f32 tensor")
-}
-
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn new_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        burn::tensor::Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(shape)),
-        DType::F32,
-    )
-}
-
 fn forward(
     x: FlexTensor,
     weight: FlexTensor,
@@ -86,8 +66,8 @@ fn forward(
     let weight = contiguous(weight);
     let g = geometry(&x, &weight, stride, padding);
     let mut out = vec![0.0f32; g.output_len()];
-    conv2d_forward(&g, slice(&x), slice(&weight), &mut out);
-    new_tensor(
+    conv2d_forward(&g, f32_slice(&x), f32_slice(&weight), &mut out);
+    f32_tensor(
         out,
         vec![g.batch, g.out_channels, g.out_height(), g.out_width()],
     )
@@ -125,20 +105,20 @@ impl Backward<Flex, 2> for FastConv2dBackward {
         let g = geometry(&x, &weight, stride, padding);
         if let Some(node) = node_x {
             let mut dx = vec![0.0f32; g.input_len()];
-            conv2d_input_grad(&g, slice(&grad), slice(&weight), &mut dx);
+            conv2d_input_grad(&g, f32_slice(&grad), f32_slice(&weight), &mut dx);
             let shape = vec![g.batch, g.in_channels, g.in_height, g.in_width];
-            grads.register::<Flex>(node.id, new_tensor(dx, shape));
+            grads.register::<Flex>(node.id, f32_tensor(dx, shape));
         }
         if let Some(node) = node_weight {
             let mut dw = vec![0.0f32; g.weight_len()];
-            conv2d_weight_grad(&g, slice(&x), slice(&grad), &mut dw);
+            conv2d_weight_grad(&g, f32_slice(&x), f32_slice(&grad), &mut dw);
             let shape = vec![
                 g.out_channels,
                 g.in_channels,
                 g.kernel_height,
                 g.kernel_width,
             ];
-            grads.register::<Flex>(node.id, new_tensor(dw, shape));
+            grads.register::<Flex>(node.id, f32_tensor(dw, shape));
         }
     }
 }
