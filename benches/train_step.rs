@@ -1,5 +1,6 @@
-//! Training-step throughput: images per second of a full BYOL step (two views, forward,
-//! backward, optimiser, EMA update) on a ResNet-18 with the CIFAR stem.
+//! Training-step throughput: images per second of a full training step (two views, forward,
+//! backward, optimiser, and for BYOL the EMA update) of one method on a ResNet-18 with the
+//! CIFAR stem, without the loader (the views are random tensors already on the device).
 //!
 //! ```text
 //! cargo bench --bench train_step
@@ -12,7 +13,11 @@
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU
 //! convolution and batch norm, the default; `flex`: burn's own; `both`: one run each, for
-//! before/after).
+//! before/after), `SELFSUP_BENCH_METHOD` (`byol`, `simsiam`, `barlow`, `swav`, `vicreg`;
+//! default `byol`), `SELFSUP_BENCH_HEAD_WIDTH` (the heads' width multiplier, default 1.0: the
+//! papers' heads; `benches/cifar10.sh` uses 0.25), `SELFSUP_BENCH_MALLOC` (`default`: leave
+//! glibc's allocator settings alone instead of calling `allocator::retain_freed_memory` as
+//! `pretrain` does; for before/after).
 //! Prints the median and the spread of images/s.
 
 use std::time::Instant;
@@ -36,6 +41,12 @@ fn main() -> selfsup::Result<()> {
     let steps = env("SELFSUP_BENCH_STEPS", 5);
     let device_name = std::env::var("SELFSUP_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = selfsup::device::select_device(device_name.parse()?)?.autodiff();
+    // As `pretrain` does on the CPU (`SELFSUP_BENCH_MALLOC=default` keeps glibc's defaults).
+    if selfsup::device::is_cpu(&device)
+        && std::env::var("SELFSUP_BENCH_MALLOC").as_deref() != Ok("default")
+    {
+        selfsup::allocator::retain_freed_memory();
+    }
     let modes: &[(&str, bool)] = match std::env::var("SELFSUP_BENCH_CONV").as_deref() {
         Ok("flex") => &[("burn flex conv + batch norm", false)],
         Ok("both") => &[
@@ -44,41 +55,84 @@ fn main() -> selfsup::Result<()> {
         ],
         _ => &[("selfsup fast conv + batch norm", true)],
     };
+    let method = match std::env::var("SELFSUP_BENCH_METHOD").as_deref() {
+        Ok("simsiam") => ObjectiveConfig::SimSiam,
+        Ok("barlow") => ObjectiveConfig::barlow_twins(),
+        Ok("swav") => ObjectiveConfig::swav(),
+        Ok("vicreg") => ObjectiveConfig::vicreg(),
+        Ok("byol") | Err(_) => ObjectiveConfig::Byol,
+        Ok(other) => {
+            return Err(selfsup::Error::invalid_config(
+                "SELFSUP_BENCH_METHOD",
+                other,
+                "byol, simsiam, barlow, swav or vicreg",
+            ));
+        }
+    };
+    let head_width = std::env::var("SELFSUP_BENCH_HEAD_WIDTH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let shape = Shape {
+        width,
+        batch,
+        head_width,
+    };
     for &(conv_label, fast) in modes {
         selfsup::conv::set_fast_conv(fast);
         selfsup::batch_norm::set_fast_batch_norm(fast);
-        measure(&device, &device_name, conv_label, width, batch, steps)?;
+        measure(&device, &device_name, conv_label, &method, shape, steps)?;
     }
     Ok(())
+}
+
+/// The network and batch being timed.
+#[derive(Clone, Copy)]
+struct Shape {
+    width: usize,
+    batch: usize,
+    head_width: f64,
 }
 
 fn measure(
     device: &Device,
     device_name: &str,
     conv_label: &str,
-    width: usize,
-    batch: usize,
+    method: &ObjectiveConfig,
+    shape: Shape,
     steps: usize,
 ) -> selfsup::Result<()> {
+    let Shape {
+        width,
+        batch,
+        head_width,
+    } = shape;
     let device = device.clone();
     device.seed(0);
-    let method = ObjectiveConfig::Byol;
     let backbone = BackboneConfig::ResNet(
         ResNetConfig::resnet18()
             .with_stem(Stem::Cifar)
             .with_width(width),
     )
     .init(&device)?;
-    // lightly's BYOL heads: projector and predictor 4096 hidden, 256 out.
-    let arch = JointEmbeddingConfig::for_objective(&method, backbone.feature_dim(), 1.0);
-    let mut model = SelfSupervised::new(arch.init(backbone)?, method.init(256, &device)?)?;
+    // The papers' heads scaled by `head_width` (BYOL: projector and predictor 4096 hidden,
+    // 256 out at 1.0).
+    let arch = JointEmbeddingConfig::for_objective(method, backbone.feature_dim(), head_width);
+    let embedding_dim = arch.projector.output_dim();
+    let mut model =
+        SelfSupervised::new(arch.init(backbone)?, method.init(embedding_dim, &device)?)?;
     let mut state = StepState {
         optimizer: SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
             .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
             .init(),
         objective: method.initial_state(2)?,
-        ema: Some(EmaSchedule::new(0.99, steps + 1)?),
+        ema: model
+            .embedding
+            .target
+            .is_some()
+            .then(|| EmaSchedule::new(0.99, steps + 1))
+            .transpose()?,
     };
     let views = [
         Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device),
@@ -98,9 +152,10 @@ fn measure(
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     println!(
-        "BYOL train step, ResNet-18 CIFAR stem width {width}, batch {batch}, 32x32, device \
-         {device_name} ({} CPU threads, {conv_label}): median {median:.1} images/s (min {:.1}, max {:.1}) over \
+        "{} train step, ResNet-18 CIFAR stem width {width}, heads x{head_width}, batch {batch}, \
+         32x32, device {device_name} ({} CPU threads, {conv_label}): median {median:.1} images/s (min {:.1}, max {:.1}) over \
          {steps} steps",
+        method.name(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         rates[0],
         rates[rates.len() - 1]

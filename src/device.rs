@@ -147,3 +147,19 @@ fn cuda() -> Result<Device> {
 fn cuda() -> Result<Device> {
     Err(not_compiled("cuda", "cuda"))
 }
+
+/// Whether `device` (plain or autodiff) is the CPU, burn's flex backend.
+pub fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        matches!(
+            device.as_dispatch().clone().inner(),
+            burn::backend::DispatchDevice::Flex(_)
+        )
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}

@@ -43,7 +43,10 @@
 //! - [`eval`]: kNN, linear probe, fine-tuning, effective rank; [`export`]: safetensors with
 //!   torchvision names, burnpack; [`device`]: choosing the CPU, wgpu or CUDA.
 //! - [`error`]: the error type; bad input is an [`Error`], never a panic.
+//! - [`allocator`]: keeping freed tensor memory in the process (glibc), called by the
+//!   pretraining loop on the CPU.
 
+pub mod allocator;
 pub mod augment;
 pub mod backbone;
 pub mod batch_norm;

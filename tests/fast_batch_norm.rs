@@ -1,12 +1,14 @@
 //! The fused CPU batch norm (`selfsup::batch_norm`) against burn's `BatchNorm` on the flex
-//! autodiff device: output, gradients of the input, gamma and beta, and the running statistics,
-//! on fresh random inputs (odd sizes, batch 1, channel counts that are not a multiple of 16).
+//! autodiff device: output, gradients of the input, gamma and beta (and of the residual), and the
+//! running statistics, on fresh random inputs (odd sizes, batch 1, channel counts that are not a
+//! multiple of 16), alone and fused with a ReLU or a residual add + ReLU.
 #![cfg(feature = "flex")]
 
 use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use selfsup::batch_norm::{batch_norm, uses_fast_batch_norm};
+use selfsup::batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, uses_fast_batch_norm};
 
 fn relative_error(actual: TensorData, expected: TensorData) -> f64 {
     let a = actual.try_to_vec::<f32>().unwrap();
@@ -31,10 +33,18 @@ fn layer(channels: usize, gamma: &Tensor<1>, beta: &Tensor<1>, device: &Device) 
     }
 }
 
-#[test]
-fn matches_burn_batch_norm_with_gradients_and_running_statistics() {
+/// What follows the normalisation.
+#[derive(Debug, Clone, Copy)]
+enum Fused {
+    Nothing,
+    Relu,
+    AddRelu,
+}
+
+fn check_against_burn(fused: Fused) {
     let device = Device::flex().autodiff();
-    device.seed(rand::random());
+    let seed = rand::random();
+    device.seed(seed);
     for [batch, channels, height, width] in [
         [4, 16, 8, 8],
         [1, 5, 7, 3],
@@ -42,24 +52,31 @@ fn matches_burn_batch_norm_with_gradients_and_running_statistics() {
         [7, 3, 1, 1],
         [2, 40, 4, 4],
     ] {
+        let dims = [batch, channels, height, width];
         let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &device);
         let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &device);
         let ours = layer(channels, &gamma, &beta, &device);
         let theirs = layer(channels, &gamma, &beta, &device);
-        let x = Tensor::<4>::random(
-            [batch, channels, height, width],
-            Distribution::Normal(0.5, 2.0),
-            &device,
-        )
-        .require_grad();
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device).require_grad();
+        let residual =
+            Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
         assert!(uses_fast_batch_norm(&ours, &x));
-        let y_ours = batch_norm(&ours, x.clone());
-        let y_theirs = theirs.forward(x.clone());
+        let (y_ours, y_theirs) = match fused {
+            Fused::Nothing => (batch_norm(&ours, x.clone()), theirs.forward(x.clone())),
+            Fused::Relu => (
+                batch_norm_relu(&ours, x.clone()),
+                relu(theirs.forward(x.clone())),
+            ),
+            Fused::AddRelu => (
+                batch_norm_add_relu(&ours, x.clone(), residual.clone()),
+                relu(theirs.forward(x.clone()) + residual.clone()),
+            ),
+        };
         let probe = Tensor::<4>::random(y_ours.dims(), Distribution::Normal(0.0, 1.0), &device);
         let g_ours = (y_ours.clone() * probe.clone()).sum().backward();
         let g_theirs = (y_theirs.clone() * probe).sum().backward();
-        let shape = format!("{:?}", [batch, channels, height, width]);
-        let checks = [
+        let case = format!("{fused:?} {dims:?} (seed {seed})");
+        let mut checks = vec![
             (
                 "output",
                 y_ours.inner().into_data(),
@@ -91,11 +108,33 @@ fn matches_burn_batch_norm_with_gradients_and_running_statistics() {
                 theirs.running_var.value_sync().into_data(),
             ),
         ];
+        if let Fused::AddRelu = fused {
+            checks.push((
+                "residual grad",
+                residual.grad(&g_ours).unwrap().into_data(),
+                residual.grad(&g_theirs).unwrap().into_data(),
+            ));
+        }
         for (what, a, b) in checks {
             let error = relative_error(a, b);
-            assert!(error < 1e-4, "{what} of {shape}: relative error {error:e}");
+            assert!(error < 1e-4, "{what} of {case}: relative error {error:e}");
         }
     }
+}
+
+#[test]
+fn matches_burn_batch_norm_with_gradients_and_running_statistics() {
+    check_against_burn(Fused::Nothing);
+}
+
+#[test]
+fn fused_relu_matches_burn_batch_norm_then_relu() {
+    check_against_burn(Fused::Relu);
+}
+
+#[test]
+fn fused_residual_add_relu_matches_burn() {
+    check_against_burn(Fused::AddRelu);
 }
 
 #[test]

@@ -35,6 +35,13 @@ p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--workers", type=int, default=2)
 p.add_argument("--lr", type=float, default=0.12, help="base learning rate, scaled by batch / 256")
+p.add_argument("--knn-every", action="store_true",
+               help="kNN on the validation split after every epoch (not counted as training time)")
+p.add_argument("--train-only", action="store_true",
+               help="skip the final evaluations (for throughput runs)")
+p.add_argument("--step-bench", type=int, metavar="STEPS",
+               help="only time STEPS training steps (after one warm-up step) on random 32x32 views, "
+                    "no loader, and print the median images/s (the PyTorch side of benches/train_step.sh)")
 a = p.parse_args()
 torch.manual_seed(0)
 started = time.perf_counter()
@@ -203,12 +210,57 @@ params += list(predictor.parameters()) if predictor else []
 params += list(prototypes.parameters()) if prototypes else []
 lr = a.lr * a.batch / 256
 opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+@torch.no_grad()
+def features(encoder, indices, raw=False):
+    if encoder is not None:
+        encoder.eval()
+    data = Views(base, indices, [EVAL])
+    xs, ys = [], []
+    for (x,), y in torch.utils.data.DataLoader(data, batch_size=500, num_workers=a.workers):
+        xs.append(x.flatten(1) if raw else encoder(x))
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def knn(bank, bank_y, queries, query_y, k=200, t=0.1):
+    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    correct = 0
+    for q, y in zip(queries.split(256), query_y.split(256)):
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        weights = (sim / t).exp()
+        votes = torch.zeros(q.shape[0], 10).scatter_add_(1, bank_y[idx], weights)
+        correct += (votes.argmax(1) == y).sum().item()
+    return correct / len(query_y)
+
+
+if a.step_bench:
+    import statistics
+
+    x1, x2 = torch.randn(a.batch, 3, 32, 32), torch.randn(a.batch, 3, 32, 32)
+    rates = []
+    for i in range(a.step_bench + 1):
+        t = time.perf_counter()
+        loss = loss_of(x1, x2, 0.99)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if target is not None:
+            with torch.no_grad():
+                for o, q in zip(online.parameters(), target.parameters()):
+                    q.mul_(0.99).add_(o, alpha=0.01)
+        loss.item()
+        if i > 0:
+            rates.append(a.batch / (time.perf_counter() - t))
+    print(f"PyTorch {torch.__version__} {a.method} train step, ResNet-18 CIFAR stem width {a.width}, heads x0.25, "
+          f"batch {a.batch}, 32x32, {torch.get_num_threads()} threads: median {statistics.median(rates):.1f} images/s "
+          f"(min {min(rates):.1f}, max {max(rates):.1f}) over {a.step_bench} steps")
+    raise SystemExit(0)
 loader = torch.utils.data.DataLoader(Views(base, train_idx, VIEWS), batch_size=a.batch, shuffle=True,
                                      drop_last=True, num_workers=a.workers)
 total = a.epochs * len(loader)
 step = 0
 train_start = time.perf_counter()
-epoch_rates = []
+epoch_rates, epoch_seconds, epoch_knn = [], [], []
 for epoch in range(a.epochs):
     online.train()
     epoch_start, seen = time.perf_counter(), 0
@@ -232,32 +284,15 @@ for epoch in range(a.epochs):
             print(f"epoch {epoch} step {step}/{total} loss {loss.item():.4f} "
                   f"{seen / (time.perf_counter() - epoch_start):.1f} img/s", flush=True)
     epoch_rates.append(seen / (time.perf_counter() - epoch_start))
-train_seconds = time.perf_counter() - train_start
+    epoch_seconds.append(time.perf_counter() - epoch_start)
+    if a.knn_every:
+        tx, ty = features(backbone, train_idx)
+        vx, vy = features(backbone, val_idx)
+        epoch_knn.append(knn(tx, ty, vx, vy))
+        print(f"epoch {epoch} kNN top-1 {epoch_knn[-1]:.4f}", flush=True)
+train_seconds = sum(epoch_seconds)
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-@torch.no_grad()
-def features(encoder, indices, raw=False):
-    if encoder is not None:
-        encoder.eval()
-    data = Views(base, indices, [EVAL])
-    xs, ys = [], []
-    for (x,), y in torch.utils.data.DataLoader(data, batch_size=500, num_workers=a.workers):
-        xs.append(x.flatten(1) if raw else encoder(x))
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
-
-
-def knn(bank, bank_y, queries, query_y, k=200, t=0.1):
-    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
-    correct = 0
-    for q, y in zip(queries.split(256), query_y.split(256)):
-        sim, idx = (q @ bank.T).topk(k, dim=1)
-        weights = (sim / t).exp()
-        votes = torch.zeros(q.shape[0], 10).scatter_add_(1, bank_y[idx], weights)
-        correct += (votes.argmax(1) == y).sum().item()
-    return correct / len(query_y)
 
 
 def probe(train_x, train_y, val_x, val_y, epochs=30, batch=256):
@@ -283,11 +318,15 @@ def evaluate(encoder):
         return knn(tx, ty, vx, vy), probe(tx, ty, vx, vy)
 
 
-knn_top1, probe_top1 = evaluate(backbone)
-torch.manual_seed(0)
-random_knn, random_probe = evaluate(CifarResNet18(a.width))
-rx, ry = features(None, train_idx, raw=True)
-qx, qy = features(None, val_idx, raw=True)
+if a.train_only:
+    knn_top1 = probe_top1 = random_knn = random_probe = raw_knn = None
+else:
+    knn_top1, probe_top1 = evaluate(backbone)
+    torch.manual_seed(0)
+    random_knn, random_probe = evaluate(CifarResNet18(a.width))
+    rx, ry = features(None, train_idx, raw=True)
+    qx, qy = features(None, val_idx, raw=True)
+    raw_knn = knn(rx, ry, qx, qy)
 summary = {
     "tool": f"pytorch {torch.__version__}",
     "method": a.method,
@@ -300,11 +339,13 @@ summary = {
     "train_seconds": train_seconds,
     "train_images_per_second": step * a.batch / train_seconds,
     "epoch_images_per_second": epoch_rates,
+    "epoch_train_seconds": epoch_seconds,
+    "epoch_knn_top1": epoch_knn,
     "knn_top1": knn_top1,
     "probe_top1": probe_top1,
     "random_knn_top1": random_knn,
     "random_probe_top1": random_probe,
-    "raw_pixel_knn_top1": knn(rx, ry, qx, qy),
+    "raw_pixel_knn_top1": raw_knn,
     "peak_rss_mib_training_main": own,
     "peak_rss_mib_training_one_worker": workers,
     "peak_rss_mib_training": own + a.workers * workers,

@@ -4,7 +4,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::resnet::global_average_pool;
@@ -93,10 +92,7 @@ impl ConvNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
-            x = relu(crate::batch_norm::batch_norm(
-                &block.bn,
-                crate::conv::conv2d(&block.conv, x),
-            ));
+            x = crate::batch_norm::batch_norm_relu(&block.bn, crate::conv::conv2d(&block.conv, x));
         }
         global_average_pool(x)
     }

@@ -7,10 +7,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::batch_norm::{batch_norm_add_relu, batch_norm_relu};
+use crate::conv::conv2d;
 use crate::error::Error;
 
 /// Depth of a ResNet.
@@ -265,20 +266,17 @@ impl ResidualBlock {
     /// Applies the block to `[B, C, H, W]`.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => {
-                crate::batch_norm::batch_norm(&d.bn, crate::conv::conv2d(&d.conv, input.clone()))
-            }
+            Some(d) => crate::batch_norm::batch_norm(&d.bn, conv2d(&d.conv, input.clone())),
             None => input.clone(),
         };
-        let mut x = relu(crate::batch_norm::batch_norm(
-            &self.bn1,
-            crate::conv::conv2d(&self.conv1, input),
-        ));
-        x = crate::batch_norm::batch_norm(&self.bn2, crate::conv::conv2d(&self.conv2, x));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            x = crate::batch_norm::batch_norm(bn3, crate::conv::conv2d(conv3, relu(x)));
+        let x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, input));
+        match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let x = batch_norm_relu(&self.bn2, conv2d(&self.conv2, x));
+                batch_norm_add_relu(bn3, conv2d(conv3, x), identity)
+            }
+            _ => batch_norm_add_relu(&self.bn2, conv2d(&self.conv2, x), identity),
         }
-        relu(x + identity)
     }
 }
 
@@ -306,10 +304,7 @@ pub struct ResNet {
 impl ResNet {
     /// Pooled features `[B, feature_dim]` of images `[B, C, H, W]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(crate::batch_norm::batch_norm(
-            &self.bn1,
-            crate::conv::conv2d(&self.conv1, images),
-        ));
+        let mut x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

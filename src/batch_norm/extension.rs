@@ -1,34 +1,48 @@
 //! The batch-norm kernels as a burn backend extension on `Flex`, with an autodiff backward.
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 
 use crate::flex_f32::{contiguous, f32_slice, f32_tensor};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
-use super::kernels::{NormShape, channel_moments, normalize, normalize_backward};
+use super::kernels::{
+    Epilogue, NormShape, channel_moments, normalize, normalize_backward, relu_backward,
+};
 
 /// Training-mode batch normalisation of `[N, C, ...]` activations computed by this crate's
-/// kernels.
+/// kernels, optionally followed in the same pass by a ReLU, or by a residual add and a ReLU.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastBatchNorm: Backend {
     /// Per-channel batch mean and biased variance of `x`, as a `[2, C]` tensor (row 0 the
     /// means). Not differentiable: call it on a detached tensor.
     fn fast_channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` where `moments` (`[2, C]`) must be
-    /// [`fast_channel_moments`](FastBatchNorm::fast_channel_moments) of `x`; the gradient
-    /// accounts for the statistics' dependence on `x` (training mode).
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta`, then `max(·, 0)` when `relu`, where
+    /// `moments` (`[2, C]`) must be [`fast_channel_moments`](FastBatchNorm::fast_channel_moments)
+    /// of `x`; the gradient accounts for the statistics' dependence on `x` (training mode).
     fn fast_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         moments: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `max((x - mean) / sqrt(var + epsilon) * gamma + beta + residual, 0)`: the end of a
+    /// ResNet block, differentiable in `x`, `gamma`, `beta` and `residual`.
+    fn fast_batch_norm_add_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        moments: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
 }
@@ -50,27 +64,37 @@ fn moments(x: FlexTensor) -> FlexTensor {
     f32_tensor(mean, vec![2, shape.channels])
 }
 
-fn forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    moments: &FlexTensor,
+/// The normalisation's inputs other than `x`, contiguous.
+struct Affine {
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    moments: FlexTensor,
     epsilon: f64,
-) -> FlexTensor {
+}
+
+fn forward(x: &FlexTensor, affine: &Affine, epilogue: Epilogue) -> FlexTensor {
     let shape = norm_shape(x);
-    let (mean, var) = f32_slice(moments).split_at(shape.channels);
-    let mut y = vec![0.0f32; shape.batch * shape.channels * shape.pixels];
-    normalize(
+    let (mean, var) = f32_slice(&affine.moments).split_at(shape.channels);
+    let y = normalize(
         shape,
         f32_slice(x),
-        f32_slice(gamma),
-        f32_slice(beta),
+        f32_slice(&affine.gamma),
+        f32_slice(&affine.beta),
         mean,
         var,
-        epsilon,
-        &mut y,
+        affine.epsilon,
+        epilogue,
     );
     f32_tensor(y, x.layout().shape().iter().copied().collect())
+}
+
+fn affine(gamma: FlexTensor, beta: FlexTensor, moments: FlexTensor, epsilon: f64) -> Affine {
+    Affine {
+        gamma: contiguous(gamma),
+        beta: contiguous(beta),
+        moments: contiguous(moments),
+        epsilon,
+    }
 }
 
 impl FastBatchNorm for Flex {
@@ -84,13 +108,33 @@ impl FastBatchNorm for Flex {
         beta: FloatTensor<Self>,
         moments: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<Self> {
+        let epilogue = if relu {
+            Epilogue::Relu
+        } else {
+            Epilogue::Identity
+        };
         forward(
             &contiguous(x),
-            &contiguous(gamma),
-            &contiguous(beta),
-            &contiguous(moments),
-            epsilon,
+            &affine(gamma, beta, moments, epsilon),
+            epilogue,
+        )
+    }
+
+    fn fast_batch_norm_add_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        moments: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let residual = contiguous(residual);
+        forward(
+            &contiguous(x),
+            &affine(gamma, beta, moments, epsilon),
+            Epilogue::AddRelu(f32_slice(&residual)),
         )
     }
 }
@@ -111,12 +155,65 @@ impl Backward<Flex, 1> for MomentsBackward {
     }
 }
 
-/// The backward step of the normalisation: gradients of `x`, `gamma` and `beta`.
+/// What the backward pass needs from the forward pass.
+#[derive(Debug, Clone)]
+struct SavedForward {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    moments: FlexTensor,
+    epsilon: f64,
+    /// The output, when a ReLU ended the forward pass (its gradient mask).
+    relu_output: Option<FlexTensor>,
+}
+
+/// Registers the gradients of `x`, `gamma` and `beta` for the output gradient `grad` (taken
+/// through the ReLU's mask when one ended the forward pass).
+fn normalization_backward(
+    saved: SavedForward,
+    grad: &FlexTensor,
+    nodes: [Option<NodeId>; 3],
+    grads: &mut Gradients,
+) {
+    let SavedForward {
+        x,
+        gamma,
+        moments,
+        epsilon,
+        relu_output,
+    } = saved;
+    let shape = norm_shape(&x);
+    let (mean, var) = f32_slice(&moments).split_at(shape.channels);
+    let (dx, dgamma, dbeta) = normalize_backward(
+        shape,
+        f32_slice(&x),
+        f32_slice(&gamma),
+        mean,
+        var,
+        epsilon,
+        f32_slice(grad),
+        relu_output.as_ref().map(f32_slice),
+    );
+    let [node_x, node_gamma, node_beta] = nodes;
+    if let Some(node) = node_x {
+        grads.register::<Flex>(
+            node,
+            f32_tensor(dx, x.layout().shape().iter().copied().collect()),
+        );
+    }
+    if let Some(node) = node_gamma {
+        grads.register::<Flex>(node, f32_tensor(dgamma, vec![shape.channels]));
+    }
+    if let Some(node) = node_beta {
+        grads.register::<Flex>(node, f32_tensor(dbeta, vec![shape.channels]));
+    }
+}
+
+/// The backward step of the normalisation (and its ReLU): gradients of `x`, `gamma`, `beta`.
 #[derive(Debug)]
 struct BatchNormBackward;
 
 impl Backward<Flex, 3> for BatchNormBackward {
-    type State = (FlexTensor, FlexTensor, FlexTensor, f64);
+    type State = SavedForward;
 
     fn backward(
         self,
@@ -124,32 +221,35 @@ impl Backward<Flex, 3> for BatchNormBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, gamma, moments, epsilon) = ops.state;
-        let shape = norm_shape(&x);
-        let (mean, var) = f32_slice(&moments).split_at(shape.channels);
-        let (dx, dgamma, dbeta) = normalize_backward(
-            shape,
-            f32_slice(&x),
-            f32_slice(&gamma),
-            mean,
-            var,
-            epsilon,
-            f32_slice(&grad),
-        );
-        if let Some(node) = node_x {
-            grads.register::<Flex>(
-                node.id,
-                f32_tensor(dx, x.layout().shape().iter().copied().collect()),
-            );
+        let nodes = ops.parents.map(|node| node.map(|node| node.id));
+        normalization_backward(ops.state, &grad, nodes, grads);
+    }
+}
+
+/// The backward step of normalisation + residual add + ReLU: gradients of `x`, `gamma`,
+/// `beta` and the residual.
+#[derive(Debug)]
+struct BatchNormAddReluBackward;
+
+impl Backward<Flex, 4> for BatchNormAddReluBackward {
+    type State = SavedForward;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_x, node_gamma, node_beta, node_residual] =
+            ops.parents.map(|node| node.map(|node| node.id));
+        if let (Some(node), Some(y)) = (node_residual, &ops.state.relu_output) {
+            let shape = y.layout().shape().iter().copied().collect();
+            let masked = relu_backward(f32_slice(y), f32_slice(&grad));
+            grads.register::<Flex>(node, f32_tensor(masked, shape));
         }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, f32_tensor(dgamma, vec![shape.channels]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, f32_tensor(dbeta, vec![shape.channels]));
-        }
+        normalization_backward(ops.state, &grad, [node_x, node_gamma, node_beta], grads);
     }
 }
 
@@ -171,35 +271,76 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         moments: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> FloatTensor<Self> {
-        let stats = contiguous(moments.into_primitive());
+        let epilogue = if relu {
+            Epilogue::Relu
+        } else {
+            Epilogue::Identity
+        };
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let x = contiguous(x.into_primitive());
+        let affine = affine(
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            moments.into_primitive(),
+            epsilon,
+        );
+        let output = forward(&x, &affine, epilogue);
         match BatchNormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let x = contiguous(x.primitive().clone());
-                let gamma = contiguous(gamma.primitive().clone());
-                let output = forward(
-                    &x,
-                    &gamma,
-                    &contiguous(beta.into_primitive()),
-                    &stats,
+                let saved = SavedForward {
+                    x,
+                    gamma: affine.gamma,
+                    moments: affine.moments,
                     epsilon,
-                );
-                prep.finish((x, gamma, stats, epsilon), output)
+                    relu_output: relu.then(|| output.clone()),
+                };
+                prep.finish(saved, output)
             }
-            OpsKind::UnTracked(prep) => {
-                let output = forward(
-                    &contiguous(x.into_primitive()),
-                    &contiguous(gamma.into_primitive()),
-                    &contiguous(beta.into_primitive()),
-                    &stats,
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn fast_batch_norm_add_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        moments: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node(), residual.node()];
+        let x = contiguous(x.into_primitive());
+        let residual = contiguous(residual.into_primitive());
+        let affine = affine(
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            moments.into_primitive(),
+            epsilon,
+        );
+        let output = forward(&x, &affine, Epilogue::AddRelu(f32_slice(&residual)));
+        drop(residual);
+        match BatchNormAddReluBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = SavedForward {
+                    x,
+                    gamma: affine.gamma,
+                    moments: affine.moments,
                     epsilon,
-                );
-                prep.finish(output)
+                    relu_output: Some(output.clone()),
+                };
+                prep.finish(saved, output)
             }
+            OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
 }

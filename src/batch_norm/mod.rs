@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 
 #[cfg(feature = "flex")]
 mod extension;
@@ -30,7 +31,9 @@ mod kernels;
 #[cfg(feature = "flex")]
 pub use extension::FastBatchNorm;
 #[cfg(feature = "flex")]
-pub use kernels::{NormShape, channel_moments, normalize, normalize_backward};
+pub use kernels::{
+    Epilogue, NormShape, channel_moments, normalize, normalize_backward, relu_backward,
+};
 
 static FAST_BATCH_NORM: AtomicBool = AtomicBool::new(true);
 
@@ -49,10 +52,34 @@ pub fn fast_batch_norm_enabled() -> bool {
 /// device.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if let Some(y) = fast_batch_norm(bn, &x) {
-        return y;
+    if uses_fast_batch_norm(bn, &x) {
+        return fast_batch_norm(bn, x, After::Nothing);
     }
     bn.forward(x)
+}
+
+/// `relu(batch_norm(bn, x))`, with the ReLU applied in the normalisation's pass (and its mask in
+/// the backward pass) when the fused kernels run.
+pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if uses_fast_batch_norm(bn, &x) {
+        return fast_batch_norm(bn, x, After::Relu);
+    }
+    relu(bn.forward(x))
+}
+
+/// `relu(batch_norm(bn, x) + residual)`, the end of a ResNet block, in one pass when the fused
+/// kernels run; `residual` must have the shape of `x`.
+pub fn batch_norm_add_relu(bn: &BatchNorm, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if uses_fast_batch_norm(bn, &x)
+        && residual.dims() == x.dims()
+        && residual.dtype() == x.dtype()
+        && residual.device() == x.device()
+    {
+        return fast_batch_norm(bn, x, After::AddRelu(Box::new(residual)));
+    }
+    relu(bn.forward(x) + residual)
 }
 
 /// Whether [`batch_norm`] runs `bn` on `x` with the fused kernels.
@@ -84,25 +111,46 @@ pub fn uses_fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> bool {
     }
 }
 
+/// What the fused pass applies after the normalisation.
 #[cfg(feature = "flex")]
-fn fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> Option<Tensor<4>> {
+enum After {
+    Nothing,
+    Relu,
+    AddRelu(Box<Tensor<4>>),
+}
+
+/// The fused path; the caller checked [`uses_fast_batch_norm`].
+#[cfg(feature = "flex")]
+fn fast_batch_norm(bn: &BatchNorm, x: Tensor<4>, after: After) -> Tensor<4> {
     use burn::backend::Dispatch;
 
-    if !uses_fast_batch_norm(bn, x) {
-        return None;
-    }
     let device = x.device();
     let channels = x.dims()[1];
     let moments = Tensor::<2>::from_dispatch(<Dispatch as FastBatchNorm>::fast_channel_moments(
         x.clone().detach().into_dispatch(),
     ));
-    let y = Tensor::<4>::from_dispatch(<Dispatch as FastBatchNorm>::fast_batch_norm_train(
-        x.clone().into_dispatch(),
+    let (x, gamma, beta) = (
+        x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
-        moments.clone().into_dispatch(),
-        bn.epsilon,
-    ));
+    );
+    let stats = moments.clone().into_dispatch();
+    let y = Tensor::<4>::from_dispatch(match after {
+        After::Nothing => <Dispatch as FastBatchNorm>::fast_batch_norm_train(
+            x, gamma, beta, stats, bn.epsilon, false,
+        ),
+        After::Relu => <Dispatch as FastBatchNorm>::fast_batch_norm_train(
+            x, gamma, beta, stats, bn.epsilon, true,
+        ),
+        After::AddRelu(residual) => <Dispatch as FastBatchNorm>::fast_batch_norm_add_relu_train(
+            x,
+            gamma,
+            beta,
+            stats,
+            residual.into_dispatch(),
+            bn.epsilon,
+        ),
+    });
     let mean = moments
         .clone()
         .slice([0..1, 0..channels])
@@ -118,5 +166,5 @@ fn fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> Option<Tensor<4>> {
         .add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    Some(y)
+    y
 }

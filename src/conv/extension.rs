@@ -13,7 +13,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 
-use crate::flex_f32::{contiguous, f32_slice, f32_tensor};
+use crate::flex_f32::{contiguous, f32_slice, f32_tensor, zeroed};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
@@ -65,7 +65,7 @@ fn forward(
     let x = contiguous(x);
     let weight = contiguous(weight);
     let g = geometry(&x, &weight, stride, padding);
-    let mut out = vec![0.0f32; g.output_len()];
+    let mut out = zeroed(g.output_len());
     conv2d_forward(&g, f32_slice(&x), f32_slice(&weight), &mut out);
     f32_tensor(
         out,
@@ -104,7 +104,7 @@ impl Backward<Flex, 2> for FastConv2dBackward {
         let (x, weight, stride, padding) = ops.state;
         let g = geometry(&x, &weight, stride, padding);
         if let Some(node) = node_x {
-            let mut dx = vec![0.0f32; g.input_len()];
+            let mut dx = zeroed(g.input_len());
             conv2d_input_grad(&g, f32_slice(&grad), f32_slice(&weight), &mut dx);
             let shape = vec![g.batch, g.in_channels, g.in_height, g.in_width];
             grads.register::<Flex>(node.id, f32_tensor(dx, shape));

@@ -89,6 +89,9 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.ckpt";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Pretrains the built-in backbone of `config` on `dataset` (see [`pretrain_encoder`]).
+///
+/// On the CPU this also calls [`crate::allocator::retain_freed_memory`] once for the process, so
+/// every step reuses the memory of the previous one.
 pub fn pretrain(
     config: &PretrainConfig,
     dataset: Arc<dyn ImageDataset>,
@@ -179,6 +182,10 @@ fn train_model<E: Encoder>(
     mut options: PretrainOptions,
 ) -> Result<Pretrained<E>> {
     let train_device = device.clone().autodiff();
+    if crate::device::is_cpu(device) {
+        // Reuse freed activations instead of faulting in fresh pages every step.
+        crate::allocator::retain_freed_memory();
+    }
     let loader = ViewLoader::new(dataset, config.views.clone(), config.loader.clone(), device)?;
     let num_global = config.views.num_global();
     let steps_per_epoch = loader.batches_per_epoch();
