@@ -7,7 +7,7 @@
 //! top of the heap is returned with `brk`. The next step then touches fresh pages: each one is
 //! a page fault plus zeroing in the kernel. On the CIFAR-10 benchmark's step (ResNet-18 width
 //! 16, batch 256, 2 cores) that was 13% of the CPU time in the kernel; with
-//! [`retain_freed_memory`] the step runs about 17% faster (`BENCHMARKS.md`). Peak memory is
+//! [`retain_freed_memory`] the step ran 17-23% faster (`BENCHMARKS.md`). Peak memory is
 //! unchanged: what is kept is what the previous step had already used.
 //!
 //! [`crate::train::pretrain_with`] calls it for you on the CPU device. Call it yourself at the

@@ -248,12 +248,11 @@ impl ProjectionHead {
         let mut x = input;
         for block in &self.blocks {
             x = block.linear.forward(x);
-            if let Some(norm) = &block.norm {
-                x = norm.forward(x)?;
-            }
-            if block.activation {
-                x = relu(x);
-            }
+            x = match &block.norm {
+                Some(norm) => norm.forward_activated(x, block.activation)?,
+                None if block.activation => relu(x),
+                None => x,
+            };
         }
         Ok(x)
     }

@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, activation};
 
 use crate::check;
 
@@ -82,6 +82,12 @@ impl FeatureBatchNorm {
 
     /// Normalises `[B, D]`. With batch statistics the batch must hold at least 2 samples.
     pub fn forward(&self, input: Tensor<2>) -> crate::Result<Tensor<2>> {
+        self.forward_activated(input, false)
+    }
+
+    /// [`forward`](Self::forward), then a ReLU when `relu`; in training on the CPU both run in
+    /// one pass of this crate's fused kernels (`crate::batch_norm`).
+    pub fn forward_activated(&self, input: Tensor<2>, relu: bool) -> crate::Result<Tensor<2>> {
         let [batch, features] = input.dims();
         let device = input.device();
         let gamma = match &self.gamma {
@@ -92,26 +98,57 @@ impl FeatureBatchNorm {
             Some(b) => b.val(),
             None => Tensor::zeros([features], &device),
         };
+        let activate = |x: Tensor<2>| if relu { activation::relu(x) } else { x };
         if !self.uses_batch_statistics(&input) {
             let mean = self.running_mean.value().to_device(&device);
             let var = self.running_var.value().to_device(&device);
-            return Ok(batch_norm(input, gamma, beta, mean, var, self.epsilon));
+            return Ok(activate(batch_norm(
+                input,
+                gamma,
+                beta,
+                mean,
+                var,
+                self.epsilon,
+            )));
         }
         check::min_batch(|| "batch normalisation".into(), &input, 2)?;
+        #[cfg(feature = "flex")]
+        if crate::batch_norm::fused_kernels_apply(&input, &gamma) {
+            use crate::batch_norm::{After, fused_batch_norm_train};
+
+            let after = if relu { After::Relu } else { After::Nothing };
+            let fused = fused_batch_norm_train(input, gamma, beta, self.epsilon, after);
+            self.update_running(batch, fused.mean, fused.variance, &device);
+            return Ok(fused.output);
+        }
         let result = batch_norm_train(input, gamma, beta, self.epsilon);
-        let unbiased = result
-            .variance
-            .mul_scalar(batch as f64 / (batch as f64 - 1.0));
+        self.update_running(batch, result.mean, result.variance, &device);
+        Ok(activate(result.output))
+    }
+
+    /// `r <- (1 - m) r + m stat`, with the unbiased variance (PyTorch's `BatchNorm1d`).
+    fn update_running(
+        &self,
+        batch: usize,
+        mean: Tensor<1>,
+        biased_variance: Tensor<1>,
+        device: &Device,
+    ) {
+        let unbiased = biased_variance.mul_scalar(batch as f64 / (batch as f64 - 1.0));
         let m = self.momentum;
-        let mean = self.running_mean.value_sync().to_device(&device);
-        let var = self.running_var.value_sync().to_device(&device);
+        let running_mean = self.running_mean.value_sync().to_device(device);
+        let running_var = self.running_var.value_sync().to_device(device);
         self.running_mean.update(
-            mean.mul_scalar(1.0 - m)
-                .add(result.mean.mul_scalar(m))
+            running_mean
+                .mul_scalar(1.0 - m)
+                .add(mean.mul_scalar(m))
                 .detach(),
         );
-        self.running_var
-            .update(var.mul_scalar(1.0 - m).add(unbiased.mul_scalar(m)).detach());
-        Ok(result.output)
+        self.running_var.update(
+            running_var
+                .mul_scalar(1.0 - m)
+                .add(unbiased.mul_scalar(m))
+                .detach(),
+        );
     }
 }

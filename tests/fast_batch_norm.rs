@@ -150,3 +150,87 @@ fn inference_and_other_devices_use_burn() {
     );
     assert!(error < 1e-6);
 }
+
+/// The heads' `FeatureBatchNorm` (`[N, D]`, PyTorch's `BatchNorm1d` semantics) on the fused
+/// kernels, with and without the affine weights and the ReLU, against burn's `batch_norm_train`
+/// (+ `relu`) and the unbiased running-variance update.
+#[test]
+fn feature_batch_norm_matches_burn_with_gradients_and_running_statistics() {
+    use burn::tensor::module::batch_norm_train;
+    use selfsup::norm::FeatureBatchNormConfig;
+
+    let device = Device::flex().autodiff();
+    let seed = rand::random();
+    device.seed(seed);
+    for (affine, activate, [batch, features]) in [
+        (true, true, [8, 37]),
+        (true, false, [3, 5]),
+        (false, true, [5, 64]),
+        (false, false, [16, 3]),
+    ] {
+        let case = format!("affine {affine}, relu {activate}, {batch}x{features} (seed {seed})");
+        let norm = FeatureBatchNormConfig::new(features)
+            .with_affine(affine)
+            .init(&device);
+        let x = Tensor::<2>::random([batch, features], Distribution::Normal(0.5, 2.0), &device)
+            .require_grad();
+        let y = norm.forward_activated(x.clone(), activate).unwrap();
+        let (gamma, beta) = match (&norm.gamma, &norm.beta) {
+            (Some(g), Some(b)) => (g.val(), b.val()),
+            _ => (
+                Tensor::ones([features], &device),
+                Tensor::zeros([features], &device),
+            ),
+        };
+        let reference = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        let expected = if activate {
+            relu(reference.output)
+        } else {
+            reference.output
+        };
+        let probe = Tensor::<2>::random([batch, features], Distribution::Normal(0.0, 1.0), &device);
+        let g_ours = (y.clone() * probe.clone()).sum().backward();
+        let g_ref = (expected.clone() * probe).sum().backward();
+        let unbiased = reference
+            .variance
+            .mul_scalar(batch as f64 / (batch as f64 - 1.0));
+        let mut checks = vec![
+            (
+                "output",
+                y.inner().into_data(),
+                expected.inner().into_data(),
+            ),
+            (
+                "input grad",
+                x.grad(&g_ours).unwrap().into_data(),
+                x.grad(&g_ref).unwrap().into_data(),
+            ),
+            (
+                "running mean",
+                norm.running_mean.value_sync().into_data(),
+                reference.mean.mul_scalar(0.1).inner().into_data(),
+            ),
+            (
+                "running var",
+                norm.running_var.value_sync().into_data(),
+                unbiased.mul_scalar(0.1).add_scalar(0.9).inner().into_data(),
+            ),
+        ];
+        if let (Some(g), Some(b)) = (&norm.gamma, &norm.beta) {
+            checks.push((
+                "gamma grad",
+                g.val().grad(&g_ours).unwrap().into_data(),
+                gamma.grad(&g_ref).unwrap().into_data(),
+            ));
+            checks.push((
+                "beta grad",
+                b.val().grad(&g_ours).unwrap().into_data(),
+                beta.grad(&g_ref).unwrap().into_data(),
+            ));
+        }
+        for (what, a, b) in checks {
+            let error = relative_error(a, b);
+            assert!(error < 1e-4, "{what} of {case}: relative error {error:e}");
+        }
+    }
+}

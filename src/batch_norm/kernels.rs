@@ -24,6 +24,17 @@ impl NormShape {
         self.batch * self.pixels
     }
 
+    /// Whole planes per parallel task of the element-wise passes: at least [`FLUSH`] values,
+    /// so the 1-pixel "planes" of `[N, D]` features are not one task each.
+    fn planes_per_chunk(&self) -> usize {
+        FLUSH.div_ceil(self.pixels.max(1))
+    }
+
+    /// Values per parallel task of the element-wise passes.
+    fn chunk_len(&self) -> usize {
+        self.planes_per_chunk() * self.pixels.max(1)
+    }
+
     fn plane<'a>(&self, data: &'a [f32], n: usize, c: usize) -> &'a [f32] {
         &data[(n * self.channels + c) * self.pixels..][..self.pixels]
     }
@@ -31,65 +42,88 @@ impl NormShape {
 
 const LANES: usize = 16;
 
-/// `Σ f(a_i, b_i)` over two equal slices, with 16 independent f32 accumulators (vectorised),
-/// returned in f64.
-fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += f(x[i], y[i]);
-        }
-    }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| f(*x, *y)).sum();
-    acc.iter().map(|v| *v as f64).sum::<f64>() + tail as f64
+/// Values summed in f32 lanes before the lanes are added into the f64 totals: keeps the sums
+/// accurate while planes of a few pixels (the 4x4 maps of a ResNet's last stage) cost no
+/// reduction each.
+const FLUSH: usize = 4096;
+
+/// Lane-wise partial sums of `K` quantities over one channel, flushed into f64.
+struct ChannelSums<const K: usize> {
+    lanes: [[f32; LANES]; K],
+    totals: [f64; K],
+    pending: usize,
 }
 
-/// `Σ f(a_i, b_i, c_i)` over three equal slices, like [`sum_pairs`].
-fn sum_triples(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32) -> f64 {
-    let mut acc = [0.0f32; LANES];
-    let (a_chunks, b_chunks, c_chunks) = (
-        a.chunks_exact(LANES),
-        b.chunks_exact(LANES),
-        c.chunks_exact(LANES),
-    );
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .zip(c_chunks.remainder())
-        .map(|((x, y), z)| f(*x, *y, *z))
-        .sum();
-    for ((x, y), z) in a_chunks.zip(b_chunks).zip(c_chunks) {
-        for i in 0..LANES {
-            acc[i] += f(x[i], y[i], z[i]);
+impl<const K: usize> ChannelSums<K> {
+    fn new() -> Self {
+        Self {
+            lanes: [[0.0; LANES]; K],
+            totals: [0.0; K],
+            pending: 0,
         }
     }
-    acc.iter().map(|v| *v as f64).sum::<f64>() + tail as f64
+
+    /// Adds `f(i)` for `i` in `0..len` (one plane); `f` reads the plane's values by index.
+    #[inline(always)]
+    fn add(&mut self, len: usize, f: impl Fn(usize) -> [f32; K]) {
+        let full = len - len % LANES;
+        for base in (0..full).step_by(LANES) {
+            for i in 0..LANES {
+                let values = f(base + i);
+                for k in 0..K {
+                    self.lanes[k][i] += values[k];
+                }
+            }
+        }
+        for i in full..len {
+            let values = f(i);
+            for k in 0..K {
+                self.totals[k] += values[k] as f64;
+            }
+        }
+        self.pending += full;
+        if self.pending >= FLUSH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for k in 0..K {
+            self.totals[k] += self.lanes[k].iter().map(|v| *v as f64).sum::<f64>();
+            self.lanes[k] = [0.0; LANES];
+        }
+        self.pending = 0;
+    }
+
+    fn totals(mut self) -> [f64; K] {
+        self.flush();
+        self.totals
+    }
 }
 
 /// Per-channel mean and biased variance (`Σ (x - mean)² / count`), two passes per channel.
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     let count = shape.count() as f64;
+    let pixels = shape.pixels;
     let moments: Vec<(f32, f32)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = (0..shape.batch)
-                .map(|n| {
-                    let plane = shape.plane(x, n, c);
-                    sum_pairs(plane, plane, |v, _| v)
-                })
-                .sum();
-            let mean = (sum / count) as f32;
-            let squares: f64 = (0..shape.batch)
-                .map(|n| {
-                    let plane = shape.plane(x, n, c);
-                    sum_pairs(plane, plane, |v, _| (v - mean) * (v - mean))
-                })
-                .sum();
-            (mean, (squares / count) as f32)
+            let mut sums = ChannelSums::<1>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                sums.add(pixels, |i| [plane[i]]);
+            }
+            let mean = (sums.totals()[0] / count) as f32;
+            let mut squares = ChannelSums::<1>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                squares.add(pixels, |i| {
+                    let d = plane[i] - mean;
+                    [d * d]
+                });
+            }
+            (mean, (squares.totals()[0] / count) as f32)
         })
         .collect();
     moments.into_iter().unzip()
@@ -131,25 +165,28 @@ pub fn normalize(
     let pixels = shape.pixels;
     // SAFETY: every plane (chunk) is written in full below.
     unsafe {
-        crate::flex_f32::par_filled(shape.len(), pixels, |plane, out| {
-            let c = plane % shape.channels;
-            let input = &x[plane * pixels..][..pixels];
-            let (a, b) = (scale[c], shift[c]);
-            match epilogue {
-                Epilogue::Identity => {
-                    for i in 0..pixels {
-                        out[i].write(input[i] * a + b);
+        crate::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                let plane = chunk * shape.planes_per_chunk() + j;
+                let c = plane % shape.channels;
+                let input = &x[plane * pixels..][..pixels];
+                let (a, b) = (scale[c], shift[c]);
+                match epilogue {
+                    Epilogue::Identity => {
+                        for i in 0..pixels {
+                            out[i].write(input[i] * a + b);
+                        }
                     }
-                }
-                Epilogue::Relu => {
-                    for i in 0..pixels {
-                        out[i].write((input[i] * a + b).max(0.0));
+                    Epilogue::Relu => {
+                        for i in 0..pixels {
+                            out[i].write((input[i] * a + b).max(0.0));
+                        }
                     }
-                }
-                Epilogue::AddRelu(residual) => {
-                    let residual = &residual[plane * pixels..][..pixels];
-                    for i in 0..pixels {
-                        out[i].write((input[i] * a + b + residual[i]).max(0.0));
+                    Epilogue::AddRelu(residual) => {
+                        let residual = &residual[plane * pixels..][..pixels];
+                        for i in 0..pixels {
+                            out[i].write((input[i] * a + b + residual[i]).max(0.0));
+                        }
                     }
                 }
             }
@@ -208,52 +245,56 @@ pub fn normalize_backward(
     let inv_std: Vec<f32> = (0..shape.channels)
         .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
         .collect();
+    let pixels = shape.pixels;
     let sums: Vec<(f32, f32)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
             let (m, s) = (mean[c], inv_std[c]);
-            let (mut dbeta, mut dgamma) = (0.0f64, 0.0f64);
+            // [Σ dy, Σ dy · x̂], with dy masked by the ReLU's output when there is one.
+            let mut sums = ChannelSums::<2>::new();
             for n in 0..shape.batch {
                 let (xp, gp) = (shape.plane(x, n, c), shape.plane(dy, n, c));
                 match relu_output {
-                    None => {
-                        dbeta += sum_pairs(gp, gp, |g, _| g);
-                        dgamma += sum_pairs(xp, gp, |v, g| (v - m) * s * g);
-                    }
+                    None => sums.add(pixels, |i| [gp[i], (xp[i] - m) * s * gp[i]]),
                     Some(y) => {
                         let yp = shape.plane(y, n, c);
-                        dbeta += sum_pairs(yp, gp, relu_mask);
-                        dgamma += sum_triples(xp, gp, yp, |v, g, y| (v - m) * s * relu_mask(y, g));
+                        sums.add(pixels, |i| {
+                            let g = relu_mask(yp[i], gp[i]);
+                            [g, (xp[i] - m) * s * g]
+                        });
                     }
                 }
             }
+            let [dbeta, dgamma] = sums.totals();
             (dgamma as f32, dbeta as f32)
         })
         .collect();
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     let count = shape.count() as f32;
-    let pixels = shape.pixels;
     // SAFETY: every plane (chunk) is written in full below.
     let dx = unsafe {
-        crate::flex_f32::par_filled(shape.len(), pixels, |plane, out| {
-            let c = plane % shape.channels;
-            let xp = &x[plane * pixels..][..pixels];
-            let gp = &dy[plane * pixels..][..pixels];
-            let (m, s) = (mean[c], inv_std[c]);
-            let factor = gamma[c] * s;
-            let mean_dy = dbeta[c] / count;
-            let mean_dy_xhat = dgamma[c] / count;
-            let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
-            match relu_output {
-                None => {
-                    for i in 0..pixels {
-                        out[i].write(grad(xp[i], gp[i]));
+        crate::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                let plane = chunk * shape.planes_per_chunk() + j;
+                let c = plane % shape.channels;
+                let xp = &x[plane * pixels..][..pixels];
+                let gp = &dy[plane * pixels..][..pixels];
+                let (m, s) = (mean[c], inv_std[c]);
+                let factor = gamma[c] * s;
+                let mean_dy = dbeta[c] / count;
+                let mean_dy_xhat = dgamma[c] / count;
+                let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
+                match relu_output {
+                    None => {
+                        for i in 0..pixels {
+                            out[i].write(grad(xp[i], gp[i]));
+                        }
                     }
-                }
-                Some(y) => {
-                    let yp = &y[plane * pixels..][..pixels];
-                    for i in 0..pixels {
-                        out[i].write(grad(xp[i], relu_mask(yp[i], gp[i])));
+                    Some(y) => {
+                        let yp = &y[plane * pixels..][..pixels];
+                        for i in 0..pixels {
+                            out[i].write(grad(xp[i], relu_mask(yp[i], gp[i])));
+                        }
                     }
                 }
             }

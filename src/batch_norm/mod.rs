@@ -16,6 +16,12 @@
 //! biased variance). Only the training path on the flex autodiff device is replaced; inference,
 //! frozen layers and every other device run burn's own batch norm. [`set_fast_batch_norm`]
 //! turns the fast path off (for comparisons).
+//!
+//! What follows a batch norm in a ResNet runs in the same pass: [`batch_norm_relu`] computes
+//! `max(y, 0)` and [`batch_norm_add_relu`] `max(y + residual, 0)` while writing `y`, and their
+//! backward applies the ReLU's mask (`∂L/∂y · [out > 0]`, the convention of PyTorch and burn)
+//! inside the batch-norm backward instead of in separate passes. The projection heads' feature
+//! batch norm (`[N, D]`, [`crate::norm::FeatureBatchNorm`]) uses the same kernels, with its ReLU.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -84,16 +90,23 @@ pub fn batch_norm_add_relu(bn: &BatchNorm, x: Tensor<4>, residual: Tensor<4>) ->
 
 /// Whether [`batch_norm`] runs `bn` on `x` with the fused kernels.
 pub fn uses_fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    bn.training.is_enabled()
+        && x.dims()[1] == bn.gamma.val().dims()[0]
+        && fused_kernels_apply(x, &bn.gamma.val())
+}
+
+/// Whether the fused training kernels can normalise `x` (`[N, C, ...]`, `N > 0`) with the
+/// affine weight `gamma`: enabled, flex autodiff device for both, f32.
+pub(crate) fn fused_kernels_apply<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>) -> bool {
     #[cfg(feature = "flex")]
     {
         use burn::backend::DispatchDevice;
         use burn::tensor::DType;
 
         let device = x.device();
-        let gamma = bn.gamma.val();
         fast_batch_norm_enabled()
+            && D >= 2
             && device.is_autodiff()
-            && bn.training.is_enabled()
             && gamma.device().is_autodiff()
             && matches!(
                 device.as_dispatch().clone().inner(),
@@ -101,70 +114,107 @@ pub fn uses_fast_batch_norm(bn: &BatchNorm, x: &Tensor<4>) -> bool {
             )
             && x.dtype() == DType::F32
             && gamma.dtype() == DType::F32
-            && x.dims()[1] == gamma.dims()[0]
             && x.dims()[0] > 0
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (bn, x);
+        let _ = (x, gamma);
         false
     }
 }
 
 /// What the fused pass applies after the normalisation.
 #[cfg(feature = "flex")]
-enum After {
+pub(crate) enum After<const D: usize> {
+    /// Nothing.
     Nothing,
+    /// A ReLU.
     Relu,
-    AddRelu(Box<Tensor<4>>),
+    /// A residual add (shaped like the input), then a ReLU.
+    AddRelu(Box<Tensor<D>>),
 }
 
-/// The fused path; the caller checked [`uses_fast_batch_norm`].
+/// The output of [`fused_batch_norm_train`].
 #[cfg(feature = "flex")]
-fn fast_batch_norm(bn: &BatchNorm, x: Tensor<4>, after: After) -> Tensor<4> {
+pub(crate) struct FusedOutput<const D: usize> {
+    /// The normalised (and activated) activations.
+    pub output: Tensor<D>,
+    /// Batch mean per channel (detached).
+    pub mean: Tensor<1>,
+    /// Biased batch variance per channel (detached).
+    pub variance: Tensor<1>,
+}
+
+/// Training-mode batch normalisation of `x` (`[N, C, ...]`) by the fused kernels, with `after`
+/// in the same pass; the caller checked [`fused_kernels_apply`] and updates its running
+/// statistics from the returned moments.
+#[cfg(feature = "flex")]
+pub(crate) fn fused_batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    after: After<D>,
+) -> FusedOutput<D> {
     use burn::backend::Dispatch;
 
-    let device = x.device();
     let channels = x.dims()[1];
     let moments = Tensor::<2>::from_dispatch(<Dispatch as FastBatchNorm>::fast_channel_moments(
         x.clone().detach().into_dispatch(),
     ));
     let (x, gamma, beta) = (
         x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
     );
     let stats = moments.clone().into_dispatch();
-    let y = Tensor::<4>::from_dispatch(match after {
+    let output = Tensor::<D>::from_dispatch(match after {
         After::Nothing => <Dispatch as FastBatchNorm>::fast_batch_norm_train(
-            x, gamma, beta, stats, bn.epsilon, false,
+            x, gamma, beta, stats, epsilon, false,
         ),
-        After::Relu => <Dispatch as FastBatchNorm>::fast_batch_norm_train(
-            x, gamma, beta, stats, bn.epsilon, true,
-        ),
+        After::Relu => {
+            <Dispatch as FastBatchNorm>::fast_batch_norm_train(x, gamma, beta, stats, epsilon, true)
+        }
         After::AddRelu(residual) => <Dispatch as FastBatchNorm>::fast_batch_norm_add_relu_train(
             x,
             gamma,
             beta,
             stats,
             residual.into_dispatch(),
-            bn.epsilon,
+            epsilon,
         ),
     });
     let mean = moments
         .clone()
         .slice([0..1, 0..channels])
-        .reshape([channels]);
-    let var = moments.slice([1..2, 0..channels]).reshape([channels]);
+        .reshape([channels])
+        .detach();
+    let variance = moments
+        .slice([1..2, 0..channels])
+        .reshape([channels])
+        .detach();
+    FusedOutput {
+        output,
+        mean,
+        variance,
+    }
+}
+
+/// The fused path for a `BatchNorm` layer; the caller checked [`uses_fast_batch_norm`].
+#[cfg(feature = "flex")]
+fn fast_batch_norm(bn: &BatchNorm, x: Tensor<4>, after: After<4>) -> Tensor<4> {
+    let device = x.device();
+    let fused = fused_batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, after);
+    // burn's BatchNorm update: r <- (1 - m) r + m stat, with the biased variance.
     let running_mean = bn.running_mean.value_sync().to_device(&device);
     let running_var = bn.running_var.value_sync().to_device(&device);
     let running_mean = running_mean
         .mul_scalar(1.0 - bn.momentum)
-        .add(mean.detach().mul_scalar(bn.momentum));
+        .add(fused.mean.mul_scalar(bn.momentum));
     let running_var = running_var
         .mul_scalar(1.0 - bn.momentum)
-        .add(var.detach().mul_scalar(bn.momentum));
+        .add(fused.variance.mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    y
+    fused.output
 }
