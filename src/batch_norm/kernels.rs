@@ -69,16 +69,14 @@ impl<const K: usize> ChannelSums<K> {
         let full = len - len % LANES;
         for base in (0..full).step_by(LANES) {
             for i in 0..LANES {
-                let values = f(base + i);
-                for k in 0..K {
-                    self.lanes[k][i] += values[k];
+                for (lanes, value) in self.lanes.iter_mut().zip(f(base + i)) {
+                    lanes[i] += value;
                 }
             }
         }
         for i in full..len {
-            let values = f(i);
-            for k in 0..K {
-                self.totals[k] += values[k] as f64;
+            for (total, value) in self.totals.iter_mut().zip(f(i)) {
+                *total += value as f64;
             }
         }
         self.pending += full;
