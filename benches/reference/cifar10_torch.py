@@ -233,6 +233,22 @@ def knn(bank, bank_y, queries, query_y, k=200, t=0.1):
     return correct / len(query_y)
 
 
+def train_step(x1, x2, tau):
+    """One step: loss, backward, SGD, and for BYOL the EMA update of the target (weights with
+    rate tau, buffers copied). Returns the loss."""
+    loss = loss_of(x1, x2, tau)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if target is not None:
+        with torch.no_grad():
+            for o, t in zip(online.parameters(), target.parameters()):
+                t.mul_(tau).add_(o, alpha=1 - tau)
+            for o, t in zip(online.buffers(), target.buffers()):
+                t.copy_(o)
+    return loss
+
+
 if a.step_bench:
     import statistics
 
@@ -240,15 +256,7 @@ if a.step_bench:
     rates = []
     for i in range(a.step_bench + 1):
         t = time.perf_counter()
-        loss = loss_of(x1, x2, 0.99)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if target is not None:
-            with torch.no_grad():
-                for o, q in zip(online.parameters(), target.parameters()):
-                    q.mul_(0.99).add_(o, alpha=0.01)
-        loss.item()
+        train_step(x1, x2, 0.99).item()
         if i > 0:
             rates.append(a.batch / (time.perf_counter() - t))
     print(f"PyTorch {torch.__version__} {a.method} train step, ResNet-18 CIFAR stem width {a.width}, heads x0.25, "
@@ -268,16 +276,7 @@ for epoch in range(a.epochs):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
         tau = 1 - (1 - 0.99) * (math.cos(math.pi * step / total) + 1) / 2
-        loss = loss_of(x1, x2, tau)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if target is not None:
-            with torch.no_grad():
-                for o, t in zip(online.parameters(), target.parameters()):
-                    t.mul_(tau).add_(o, alpha=1 - tau)
-                for o, t in zip(online.buffers(), target.buffers()):
-                    t.copy_(o)
+        loss = train_step(x1, x2, tau)
         step += 1
         seen += x1.shape[0]
         if step % 20 == 0:

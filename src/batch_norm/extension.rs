@@ -97,6 +97,15 @@ fn affine(gamma: FlexTensor, beta: FlexTensor, moments: FlexTensor, epsilon: f64
     }
 }
 
+/// The epilogue of [`FastBatchNorm::fast_batch_norm_train`]: a ReLU or nothing.
+fn relu_epilogue(relu: bool) -> Epilogue<'static> {
+    if relu {
+        Epilogue::Relu
+    } else {
+        Epilogue::Identity
+    }
+}
+
 impl FastBatchNorm for Flex {
     fn fast_channel_moments(x: FloatTensor<Self>) -> FloatTensor<Self> {
         moments(x)
@@ -110,15 +119,10 @@ impl FastBatchNorm for Flex {
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let epilogue = if relu {
-            Epilogue::Relu
-        } else {
-            Epilogue::Identity
-        };
         forward(
             &contiguous(x),
             &affine(gamma, beta, moments, epsilon),
-            epilogue,
+            relu_epilogue(relu),
         )
     }
 
@@ -273,11 +277,6 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
         epsilon: f64,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let epilogue = if relu {
-            Epilogue::Relu
-        } else {
-            Epilogue::Identity
-        };
         let nodes = [x.node(), gamma.node(), beta.node()];
         let x = contiguous(x.into_primitive());
         let affine = affine(
@@ -286,7 +285,7 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
             moments.into_primitive(),
             epsilon,
         );
-        let output = forward(&x, &affine, epilogue);
+        let output = forward(&x, &affine, relu_epilogue(relu));
         match BatchNormBackward
             .prepare::<C>(nodes)
             .compute_bound()
