@@ -248,12 +248,18 @@ impl Backward<Flex, 4> for BatchNormAddReluBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let [node_x, node_gamma, node_beta, node_residual] =
             ops.parents.map(|node| node.map(|node| node.id));
-        if let (Some(node), Some(y)) = (node_residual, &ops.state.relu_output) {
-            let shape = y.layout().shape().iter().copied().collect();
-            let masked = relu_backward(f32_slice(y), f32_slice(&grad));
-            grads.register::<Flex>(node, f32_tensor(masked, shape));
-        }
-        normalization_backward(ops.state, &grad, [node_x, node_gamma, node_beta], grads);
+        let mut saved = ops.state;
+        let (Some(node), Some(y)) = (node_residual, &saved.relu_output) else {
+            normalization_backward(saved, &grad, [node_x, node_gamma, node_beta], grads);
+            return;
+        };
+        // The residual's gradient is the masked gradient itself: mask once, and normalise
+        // backward from it without masking again.
+        let shape = y.layout().shape().iter().copied().collect();
+        let masked = f32_tensor(relu_backward(f32_slice(y), f32_slice(&grad)), shape);
+        grads.register::<Flex>(node, masked.clone());
+        saved.relu_output = None;
+        normalization_backward(saved, &masked, [node_x, node_gamma, node_beta], grads);
     }
 }
 
