@@ -21,11 +21,13 @@ date -u; nproc; lscpu | grep "Model name" || true
 cargo build --release --example cifar10_benchmark 2>&1 | grep -E "^error" || true
 for r in $(seq "$ROUNDS"); do
     for m in $METHODS; do
-        LR=0.12
-        [ "$m" = vicreg ] && LR=0.01
+        # Each method's preset in both tools (VICReg: LARS lr 0.3; the others: SGD lr 0.12), plus
+        # SELFSUP_BENCH_ARGS (e.g. "--optimizer sgd --lr 0.01").
+        # shellcheck disable=SC2086
+        set -- ${SELFSUP_BENCH_ARGS:-}
         "${CARGO_TARGET_DIR:-target}/release/examples/cifar10_benchmark" --method "$m" --epochs 1 \
-            --limit "$LIMIT" --lr "$LR" --data "$DATA" --train-only --out "$OUT/$m-selfsup-$r.json" >/dev/null
-        "$PY" benches/reference/cifar10_torch.py --method "$m" --epochs 1 --limit "$LIMIT" --lr "$LR" \
+            --limit "$LIMIT" "$@" --data "$DATA" --train-only --out "$OUT/$m-selfsup-$r.json" >/dev/null
+        "$PY" benches/reference/cifar10_torch.py --method "$m" --epochs 1 --limit "$LIMIT" "$@" \
             --data "$DATA" --train-only --out "$OUT/$m-torch-$r.json" >/dev/null 2>&1
         echo "round $r $m done"
     done

@@ -17,7 +17,9 @@
 //! default `byol`), `SELFSUP_BENCH_HEAD_WIDTH` (the heads' width multiplier, default 1.0: the
 //! papers' heads; `benches/cifar10.sh` uses 0.25), `SELFSUP_BENCH_MALLOC` (`default`: leave
 //! glibc's allocator settings alone instead of calling `allocator::retain_freed_memory` as
-//! `pretrain` does; for before/after).
+//! `pretrain` does; for before/after), `SELFSUP_BENCH_OPTIMIZER` (`sgd`: momentum 0.9, weight
+//! decay 5e-4, lr 0.06, the default; `lars`: VICReg's CIFAR LARS at lr 0.3; `lars-tensor-ops`:
+//! the same with the update composed of tensor operations instead of the fused CPU step).
 //! Prints the median and the spread of images/s.
 
 use std::time::Instant;
@@ -27,6 +29,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Distribution;
 use selfsup::prelude::*;
+use selfsup::train::OptimizerConfig;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -121,11 +124,28 @@ fn measure(
     let embedding_dim = arch.projector.output_dim();
     let mut model =
         SelfSupervised::new(arch.init(backbone)?, method.init(embedding_dim, &device)?)?;
+    let (optimizer, lr) = match std::env::var("SELFSUP_BENCH_OPTIMIZER").as_deref() {
+        Ok("sgd") | Err(_) => (
+            SgdConfig::new()
+                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+                .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+                .init(),
+            0.06,
+        ),
+        Ok(lars @ ("lars" | "lars-tensor-ops")) => {
+            selfsup::optim::lars::set_fused_cpu_step(lars == "lars");
+            (OptimizerConfig::vicreg_lars().init()?, 0.3)
+        }
+        Ok(other) => {
+            return Err(selfsup::Error::invalid_config(
+                "SELFSUP_BENCH_OPTIMIZER",
+                other,
+                "sgd, lars or lars-tensor-ops",
+            ));
+        }
+    };
     let mut state = StepState {
-        optimizer: SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-            .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-            .init(),
+        optimizer,
         objective: method.initial_state(2)?,
         ema: model
             .embedding
@@ -141,7 +161,7 @@ fn measure(
     let mut rates = Vec::with_capacity(steps);
     for step in 0..=steps {
         let start = Instant::now();
-        let (next, report) = train_step(model, &views, 2, 0.06, &mut state)?;
+        let (next, report) = train_step(model, &views, 2, lr, &mut state)?;
         model = next;
         let seconds = start.elapsed().as_secs_f64();
         if step > 0 {

@@ -3,7 +3,9 @@ examples/cifar10_benchmark.rs, written from the papers' formulas with torch and 
 
 Same data split (the last 500 images of each class held out), network (ResNet-18, CIFAR stem,
 width 16), heads (the papers' at a quarter width), views (lightly's presets at 32 px, no blur),
-optimiser (SGD momentum 0.9, weight decay 5e-4, lr 0.12 x batch / 256, per-step cosine to 0),
+optimiser (SGD momentum 0.9, weight decay 5e-4, lr 0.12 x batch / 256; VICReg: LARS momentum 0.9,
+weight decay 1e-4, eta 0.02, biases and norms excluded, lr 0.3 x batch / 256; optional linear
+warmup, then per-step cosine to 0),
 BYOL EMA (0.99 -> 1, cosine), evaluation (kNN k=200 T=0.1 with the training images as the bank,
 linear probe with Adam on standardised frozen features, raw-pixel kNN, random-init encoder).
 Loader: torchvision ImageFolder + DataLoader with 2 worker processes, decoding JPEGs every epoch,
@@ -34,7 +36,11 @@ p.add_argument("--limit", type=int)
 p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--workers", type=int, default=2)
-p.add_argument("--lr", type=float, default=0.12, help="base learning rate, scaled by batch / 256")
+p.add_argument("--lr", type=float, help="base learning rate, scaled by batch / 256 (default 0.3 for VICReg, 0.12 otherwise)")
+p.add_argument("--warmup", type=int, default=0, help="epochs of linear warmup before the cosine")
+p.add_argument("--optimizer", choices=["sgd", "lars"], help="default lars for VICReg, sgd otherwise")
+p.add_argument("--weight-decay", type=float, help="default 5e-4 (SGD), 1e-4 (LARS)")
+p.add_argument("--lars-eta", type=float, default=0.02, help="LARS trust coefficient")
 p.add_argument("--knn-every", action="store_true",
                help="kNN on the validation split after every epoch (not counted as training time)")
 p.add_argument("--train-only", action="store_true",
@@ -43,6 +49,8 @@ p.add_argument("--step-bench", type=int, metavar="STEPS",
                help="only time STEPS training steps (after one warm-up step) on random 32x32 views, "
                     "no loader, and print the median images/s (the PyTorch side of benches/train_step.sh)")
 a = p.parse_args()
+a.optimizer = a.optimizer or ("lars" if a.method == "vicreg" else "sgd")
+a.lr = a.lr if a.lr is not None else (0.3 if a.method == "vicreg" else 0.12)
 torch.manual_seed(0)
 started = time.perf_counter()
 
@@ -209,7 +217,41 @@ params = list(online.parameters())
 params += list(predictor.parameters()) if predictor else []
 params += list(prototypes.parameters()) if prototypes else []
 lr = a.lr * a.batch / 256
-opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+
+
+class Lars(torch.optim.Optimizer):
+    """LARS (You et al. 2017), as the BYOL / Barlow Twins / VICReg papers use it: for a weight
+    matrix or kernel w with gradient g, d = (g + wd w) * eta ||w|| / (||g|| + wd ||w||) (1 when
+    a norm is 0); biases and norm parameters (1-D) take d = g, no decay, no adaptation; then
+    momentum buf = m buf + d and w -= lr buf."""
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=1e-4, eta=0.02, eps=1e-8):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, eps=eps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                d = w.grad
+                if w.ndim > 1:
+                    wd, w_norm, g_norm = group["weight_decay"], w.norm(), d.norm()
+                    ratio = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+                    ratio = torch.where((w_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
+                    d = (d + wd * w) * ratio
+                state = self.state[w]
+                if "buf" not in state:
+                    state["buf"] = d.clone()
+                else:
+                    state["buf"].mul_(group["momentum"]).add_(d)
+                w.add_(state["buf"], alpha=-group["lr"])
+
+
+if a.optimizer == "lars":
+    opt = Lars(params, lr=lr, weight_decay=1e-4 if a.weight_decay is None else a.weight_decay, eta=a.lars_eta)
+else:
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4 if a.weight_decay is None else a.weight_decay)
 @torch.no_grad()
 def features(encoder, indices, raw=False):
     if encoder is not None:
@@ -266,6 +308,15 @@ if a.step_bench:
 loader = torch.utils.data.DataLoader(Views(base, train_idx, VIEWS), batch_size=a.batch, shuffle=True,
                                      drop_last=True, num_workers=a.workers)
 total = a.epochs * len(loader)
+warmup = a.warmup * len(loader)
+
+
+def lr_at(step):
+    """Linear warmup from 0 over `warmup` steps, then cosine to 0 (selfsup's WarmupCosine)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
 step = 0
 train_start = time.perf_counter()
 epoch_rates, epoch_seconds, epoch_knn = [], [], []
@@ -274,7 +325,7 @@ for epoch in range(a.epochs):
     epoch_start, seen = time.perf_counter(), 0
     for (x1, x2), _ in loader:
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            g["lr"] = lr_at(step)
         tau = 1 - (1 - 0.99) * (math.cos(math.pi * step / total) + 1) / 2
         loss = train_step(x1, x2, tau)
         step += 1
@@ -333,6 +384,8 @@ summary = {
     "width": a.width,
     "batch": a.batch,
     "base_lr": a.lr,
+    "optimizer": a.optimizer,
+    "warmup_epochs": a.warmup,
     "train_images": len(train_idx),
     "val_images": len(val_idx),
     "train_seconds": train_seconds,

@@ -352,11 +352,15 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
     let per_group = group_size(g);
     let groups = g.batch.div_ceil(per_group);
     let weight_len = g.weight_len();
-    let total = (0..groups)
+    // A fixed split of the groups into one contiguous range per thread, each summed in order,
+    // and the partial sums added in range order: the result does not depend on how rayon
+    // scheduled the work, so training runs are reproducible.
+    let parts = rayon::current_num_threads().clamp(1, groups.max(1));
+    let partials: Vec<Vec<f32>> = (0..parts)
         .into_par_iter()
-        .fold(
-            || vec![0.0f32; weight_len],
-            |mut acc, index| {
+        .map(|part| {
+            let mut acc = vec![0.0f32; weight_len];
+            for index in (part * groups / parts)..((part + 1) * groups / parts) {
                 let first = index * per_group;
                 let count = per_group.min(g.batch - first);
                 let columns = count * pixels;
@@ -408,15 +412,16 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
                         true,
                     );
                 });
-                acc
-            },
-        )
-        .reduce_with(|mut a, b| {
-            for (x, y) in a.iter_mut().zip(&b) {
-                *x += *y;
             }
-            a
-        });
+            acc
+        })
+        .collect();
+    let total = partials.into_iter().reduce(|mut a, b| {
+        for (x, y) in a.iter_mut().zip(&b) {
+            *x += *y;
+        }
+        a
+    });
     let Some(total) = total else {
         dw.fill(0.0);
         return;

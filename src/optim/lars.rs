@@ -12,10 +12,26 @@
 //! decay and adaptation, `d = g`, as in BYOL and Barlow Twins. burn's own schedulers reject
 //! learning rates above 1, which LARS recipes use: pair it with
 //! [`WarmupCosine`](crate::optim::WarmupCosine).
+//!
+//! On `Device::flex()` each f32 parameter's update runs fused, in two passes over its memory
+//! (the two norms, then the new buffer and weights) instead of about ten tensor operations;
+//! [`set_fused_cpu_step`] turns that off for comparisons. Other devices compose the update
+//! from tensor operations.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::config::Config;
 use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor};
+
+static FUSED_CPU_STEP: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU update (two passes over each parameter on `Device::flex()`, the
+/// default) on or off for the whole process; off, every device composes the update from
+/// tensor operations (for comparisons).
+pub fn set_fused_cpu_step(enabled: bool) {
+    FUSED_CPU_STEP.store(enabled, Ordering::Relaxed);
+}
 
 /// Configuration of [`Lars`].
 #[derive(Config, Debug)]
@@ -128,6 +144,75 @@ impl Lars {
         };
         decayed * ratio.reshape([1; D])
     }
+
+    /// The update composed of tensor operations (any device).
+    pub(crate) fn step_with_tensor_ops<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<LarsState<D>>,
+    ) -> (Tensor<D>, Option<LarsState<D>>) {
+        let direction = self.direction(tensor.clone(), grad);
+        let buffer = match state {
+            Some(state) if self.momentum != 0.0 => {
+                state.momentum.mul_scalar(self.momentum) + direction
+            }
+            _ => direction,
+        };
+        let updated = tensor - buffer.clone().mul_scalar(lr);
+        (updated, Some(LarsState { momentum: buffer }))
+    }
+
+    /// The update by [`FastLars`](super::lars_cpu::FastLars) in two passes when the weights,
+    /// gradient and buffer are f32 on the flex device (`None` otherwise).
+    #[cfg(feature = "flex")]
+    pub(crate) fn step_on_cpu<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&LarsState<D>>,
+    ) -> Option<(Tensor<D>, Tensor<D>)> {
+        use burn::backend::{Dispatch, DispatchDevice};
+        use burn::tensor::DType;
+
+        use super::lars_cpu::FastLars;
+
+        let device = tensor.device();
+        let on_cpu = FUSED_CPU_STEP.load(Ordering::Relaxed)
+            && !device.is_autodiff()
+            && matches!(
+                device.as_dispatch().clone().inner(),
+                DispatchDevice::Flex(_)
+            );
+        let f32_on = |t: &Tensor<D>| t.dtype() == DType::F32 && t.device() == device;
+        let buffer = state.map(|s| &s.momentum);
+        if !(on_cpu
+            && f32_on(tensor)
+            && f32_on(grad)
+            && grad.dims() == tensor.dims()
+            && buffer.is_none_or(|b| f32_on(b) && b.dims() == tensor.dims()))
+        {
+            return None;
+        }
+        let (updated, buffer) = <Dispatch as FastLars>::fast_lars_step(
+            tensor.clone().into_dispatch(),
+            grad.clone().into_dispatch(),
+            buffer.unwrap_or(grad).clone().into_dispatch(),
+            lr,
+            self.momentum,
+            self.weight_decay,
+            self.eta,
+            self.eps,
+            !(D == 1 && self.exclude_bias_and_norm),
+            buffer.is_none(),
+        );
+        Some((
+            Tensor::from_dispatch(updated),
+            Tensor::from_dispatch(buffer),
+        ))
+    }
 }
 
 impl Optimizer for Lars {
@@ -140,15 +225,11 @@ impl Optimizer for Lars {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let direction = self.direction(tensor.clone(), grad);
-        let buffer = match state {
-            Some(state) if self.momentum != 0.0 => {
-                state.momentum.mul_scalar(self.momentum) + direction
-            }
-            _ => direction,
-        };
-        let updated = tensor - buffer.clone().mul_scalar(lr);
-        (updated, Some(LarsState { momentum: buffer }))
+        #[cfg(feature = "flex")]
+        if let Some((updated, buffer)) = self.step_on_cpu(lr, &tensor, &grad, state.as_ref()) {
+            return (updated, Some(LarsState { momentum: buffer }));
+        }
+        self.step_with_tensor_ops(lr, tensor, grad, state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -2,6 +2,8 @@
 //! BYOL's EMA schedule.
 
 pub mod lars;
+#[cfg(feature = "flex")]
+mod lars_cpu;
 pub mod schedule;
 
 pub use lars::{Lars, LarsConfig, LarsState};
