@@ -11,6 +11,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use selfsup::conv::{
     ConvGeometry, conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, uses_fast_kernels,
 };
@@ -142,6 +143,41 @@ fn kernels_match_float64_reference_on_every_shape() {
             assert!(
                 error < 1e-4,
                 "{what} of {shape:?} (seed {seed}): relative error {error:e}"
+            );
+        }
+    }
+}
+
+/// The weight gradient sums over the batch in parallel; its result must not depend on how the
+/// work was scheduled, or training runs stop being reproducible. Calls on the same input (many
+/// images, so the work is split across threads) must agree to the bit.
+#[test]
+fn weight_grad_is_bit_for_bit_reproducible() {
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    // 32x32 outputs: one image per task, so the batch is summed from many partial results.
+    for shape in [(24, 8, 32, 32, 16, 3, 1, 1), (16, 16, 16, 16, 16, 3, 2, 1)] {
+        let g = geometry(shape);
+        let x = random(&mut rng, g.input_len());
+        let dy = random(&mut rng, g.output_len());
+        let grad = || {
+            let mut dw = vec![0.0f32; g.weight_len()];
+            conv2d_weight_grad(&g, &x, &dy, &mut dw);
+            dw
+        };
+        let first = grad();
+        // Calls nested in parallel tasks, so that threads steal each other's work in varying
+        // order, as they do when a training step runs other work alongside.
+        let runs: Vec<Vec<f32>> = (0..24).into_par_iter().map(|_| grad()).collect();
+        for (run, dw) in runs.iter().enumerate() {
+            let differing = first
+                .iter()
+                .zip(dw)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differing, 0,
+                "{shape:?} (seed {seed}): parallel run {run} differs from the first in {differing} values"
             );
         }
     }
