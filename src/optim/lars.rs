@@ -177,7 +177,7 @@ impl Lars {
         use burn::backend::{Dispatch, DispatchDevice};
         use burn::tensor::DType;
 
-        use super::lars_cpu::FastLars;
+        use super::lars_cpu::{FastLars, LarsStep};
 
         let device = tensor.device();
         let on_cpu = FUSED_CPU_STEP.load(Ordering::Relaxed)
@@ -196,17 +196,20 @@ impl Lars {
         {
             return None;
         }
+        let step = LarsStep {
+            lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            eta: self.eta,
+            eps: self.eps,
+            adapt: !(D == 1 && self.exclude_bias_and_norm),
+            with_history: buffer.is_some(),
+        };
         let (updated, buffer) = <Dispatch as FastLars>::fast_lars_step(
             tensor.clone().into_dispatch(),
             grad.clone().into_dispatch(),
             buffer.unwrap_or(grad).clone().into_dispatch(),
-            lr,
-            self.momentum,
-            self.weight_decay,
-            self.eta,
-            self.eps,
-            !(D == 1 && self.exclude_bias_and_norm),
-            buffer.is_none(),
+            step,
         );
         Some((
             Tensor::from_dispatch(updated),

@@ -22,7 +22,7 @@ const CHUNK: usize = 1 << 15;
 
 /// The scalars of one LARS step.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LarsStep {
+pub struct LarsStep {
     /// Learning rate.
     pub lr: f64,
     /// Momentum `m`; 0 keeps no history.
@@ -36,6 +36,8 @@ pub(crate) struct LarsStep {
     /// Whether the parameter takes decay and the trust ratio (false: a bias or norm parameter
     /// excluded from both).
     pub adapt: bool,
+    /// Whether the previous momentum buffer counts (false on the first step).
+    pub with_history: bool,
 }
 
 /// `Σ x²` in f64: f32 lanes of 8 over runs of 4,096 values, each run flushed to f64.
@@ -127,19 +129,13 @@ pub(crate) fn lars_update(
 #[backend_extension(Flex)]
 pub trait FastLars: Backend {
     /// `(w', buf')` for weights `param`, gradient `grad` and the previous momentum buffer
-    /// `buffer` (ignored when `first` or when `momentum` is 0), all of one shape.
-    #[allow(clippy::too_many_arguments)]
+    /// `buffer` (ignored unless `step.with_history` and the momentum is non-zero), all of one
+    /// shape.
     fn fast_lars_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         buffer: FloatTensor<Self>,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
-        eta: f64,
-        eps: f64,
-        adapt: bool,
-        first: bool,
+        step: LarsStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -148,26 +144,11 @@ impl FastLars for Flex {
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         buffer: FloatTensor<Self>,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
-        eta: f64,
-        eps: f64,
-        adapt: bool,
-        first: bool,
+        step: LarsStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let shape: Vec<usize> = param.layout().shape().iter().copied().collect();
         let (param, grad) = (contiguous(param), contiguous(grad));
-        let history = !first && momentum != 0.0;
-        let buffer = history.then(|| contiguous(buffer));
-        let step = LarsStep {
-            lr,
-            momentum,
-            weight_decay,
-            eta,
-            eps,
-            adapt,
-        };
+        let buffer = (step.with_history && step.momentum != 0.0).then(|| contiguous(buffer));
         let (w, b) = lars_update(
             &step,
             f32_slice(&param),
