@@ -13,8 +13,8 @@
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU
 //! convolution and batch norm, the default; `flex`: burn's own; `both`: one run each, for
-//! before/after), `SELFSUP_BENCH_METHOD` (`byol`, `simsiam`, `barlow`, `swav`, `vicreg`;
-//! default `byol`), `SELFSUP_BENCH_HEAD_WIDTH` (the heads' width multiplier, default 1.0: the
+//! before/after), `SELFSUP_BENCH_METHOD` (any built-in method: `byol`, `simsiam`, `barlow`,
+//! `swav`, `vicreg`, `simclr`, `moco`, `dino`, `deepcluster`; default `byol`), `SELFSUP_BENCH_HEAD_WIDTH` (the heads' width multiplier, default 1.0: the
 //! papers' heads; `benches/cifar10.sh` uses 0.25), `SELFSUP_BENCH_MALLOC` (`default`: leave
 //! glibc's allocator settings alone instead of calling `allocator::retain_freed_memory` as
 //! `pretrain` does; for before/after), `SELFSUP_BENCH_OPTIMIZER` (`sgd`: momentum 0.9, weight
@@ -24,12 +24,11 @@
 
 use std::time::Instant;
 
-use burn::optim::SgdConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Distribution;
+use selfsup::method::{Progress, ScheduleValues, StepContext};
+use selfsup::optim::{GroupedOptimizer, ParamGroups};
 use selfsup::prelude::*;
-use selfsup::train::OptimizerConfig;
+use selfsup::train::build_model;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -48,7 +47,7 @@ fn main() -> selfsup::Result<()> {
     if selfsup::device::is_cpu(&device)
         && std::env::var("SELFSUP_BENCH_MALLOC").as_deref() != Ok("default")
     {
-        selfsup::allocator::retain_freed_memory();
+        selfsup::kernels::allocator::retain_freed_memory();
     }
     let modes: &[(&str, bool)] = match std::env::var("SELFSUP_BENCH_CONV").as_deref() {
         Ok("flex") => &[("burn flex conv + batch norm", false)],
@@ -58,20 +57,13 @@ fn main() -> selfsup::Result<()> {
         ],
         _ => &[("selfsup fast conv + batch norm", true)],
     };
-    let method = match std::env::var("SELFSUP_BENCH_METHOD").as_deref() {
-        Ok("simsiam") => ObjectiveConfig::SimSiam,
-        Ok("barlow") => ObjectiveConfig::barlow_twins(),
-        Ok("swav") => ObjectiveConfig::swav(),
-        Ok("vicreg") => ObjectiveConfig::vicreg(),
-        Ok("byol") | Err(_) => ObjectiveConfig::Byol,
-        Ok(other) => {
-            return Err(selfsup::Error::invalid_config(
-                "SELFSUP_BENCH_METHOD",
-                other,
-                "byol, simsiam, barlow, swav or vicreg",
-            ));
-        }
+    let name = std::env::var("SELFSUP_BENCH_METHOD").unwrap_or_else(|_| "byol".into());
+    let name = if name == "barlow" {
+        "barlow-twins"
+    } else {
+        &name
     };
+    let method = AnyMethodConfig::preset(name, Preset::Cifar)?;
     let head_width = std::env::var("SELFSUP_BENCH_HEAD_WIDTH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -101,7 +93,7 @@ fn measure(
     device: &Device,
     device_name: &str,
     conv_label: &str,
-    method: &ObjectiveConfig,
+    method: &AnyMethodConfig,
     shape: Shape,
     steps: usize,
 ) -> selfsup::Result<()> {
@@ -112,29 +104,22 @@ fn measure(
     } = shape;
     let device = device.clone();
     device.seed(0);
-    let backbone = BackboneConfig::ResNet(
+    let backbone_config = BackboneConfig::ResNet(
         ResNetConfig::resnet18()
             .with_stem(Stem::Cifar)
             .with_width(width),
-    )
-    .init(&device)?;
+    );
     // The papers' heads scaled by `head_width` (BYOL: projector and predictor 4096 hidden,
     // 256 out at 1.0).
-    let arch = JointEmbeddingConfig::for_objective(method, backbone.feature_dim(), head_width);
-    let embedding_dim = arch.projector.output_dim();
-    let mut model =
-        SelfSupervised::new(arch.init(backbone)?, method.init(embedding_dim, &device)?)?;
+    let mut config = PretrainConfig::cifar(method.clone(), backbone_config.clone(), 1);
+    config.head_width = head_width;
+    let mut model = build_model(&config, backbone_config.init(&device)?, batch, &device)?;
+    model.method = model.method.start_epoch(0, 0)?;
     let (optimizer, lr) = match std::env::var("SELFSUP_BENCH_OPTIMIZER").as_deref() {
-        Ok("sgd") | Err(_) => (
-            SgdConfig::new()
-                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-                .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-                .init(),
-            0.06,
-        ),
+        Ok("sgd") | Err(_) => (OptimizerConfig::cifar_sgd(), 0.06),
         Ok(lars @ ("lars" | "lars-tensor-ops")) => {
             selfsup::optim::lars::set_fused_cpu_step(lars == "lars");
-            (OptimizerConfig::vicreg_lars().init()?, 0.3)
+            (OptimizerConfig::lars(0.02, 1e-4), 0.3)
         }
         Ok(other) => {
             return Err(selfsup::Error::invalid_config(
@@ -144,16 +129,11 @@ fn measure(
             ));
         }
     };
-    let mut state = StepState {
-        optimizer,
-        objective: method.initial_state(2)?,
-        ema: model
-            .embedding
-            .target
-            .is_some()
-            .then(|| EmaSchedule::new(0.99, steps + 1))
-            .transpose()?,
-    };
+    let weight_decay = optimizer.weight_decay;
+    let mut optimizer =
+        GroupedOptimizer::new(&optimizer, &ParamGroups::rank_one_excluded(&model), lr)?;
+    let ema = EmaSchedule::new(0.99, steps + 1)?;
+    let indices: Vec<usize> = (0..batch).collect();
     let views = [
         Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device),
         Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device),
@@ -161,7 +141,29 @@ fn measure(
     let mut rates = Vec::with_capacity(steps);
     for step in 0..=steps {
         let start = Instant::now();
-        let (next, report) = train_step(model, &views, 2, lr, &mut state)?;
+        let progress = Progress {
+            step,
+            epoch: 0,
+            steps_per_epoch: steps + 1,
+            epochs: 1,
+        };
+        let values = ScheduleValues {
+            lr,
+            weight_decay,
+            ema_momentum: Some(ema.tau(step)),
+            method: model
+                .method
+                .schedule(&progress)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        let context = StepContext {
+            progress,
+            values: &values,
+            indices: &indices,
+        };
+        let (next, report) = train_step(model, &views, 2, &context, &mut optimizer)?;
         model = next;
         let seconds = start.elapsed().as_secs_f64();
         if step > 0 {

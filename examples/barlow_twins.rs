@@ -5,9 +5,9 @@
 
 mod common;
 
-use selfsup::objective::{BarlowTwinsConfig, ObjectiveConfig};
+use selfsup::method::{AnyMethodConfig, BarlowTwinsConfig};
 
 fn main() -> selfsup::Result<()> {
-    let objective = ObjectiveConfig::BarlowTwins(BarlowTwinsConfig::new().with_lambda(0.0051));
-    common::run(&common::short_recipe(objective, 3))
+    let method = AnyMethodConfig::BarlowTwins(BarlowTwinsConfig { lambda: 0.0051 });
+    common::run(&common::short_recipe(method, 3))
 }

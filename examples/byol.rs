@@ -1,17 +1,17 @@
 //! BYOL (Grill et al. 2020): an online network with a predictor regresses the output of an
-//! EMA target network; the EMA decay goes from `ema_tau` to 1 with a cosine.
+//! EMA target network; the EMA decay goes from `ema.tau_base` to 1 with a cosine.
 //!
 //! `cargo run --release --example byol`
 
 mod common;
 
 use selfsup::augment::{Scale, ViewTransform};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::train::EmaConfig;
 
 fn main() -> selfsup::Result<()> {
-    let mut config = common::short_recipe(ObjectiveConfig::Byol, 3);
+    let mut config = common::short_recipe(common::method("byol"), 3);
     // The asymmetric pair: blur 1.0 / 0.1 (none at CIFAR scale), solarise 0 / 0.2.
     config.views = ViewTransform::byol(Scale::Cifar);
-    config.ema_tau = 0.99;
+    config.ema = EmaConfig::to_one(0.99);
     common::run(&config)
 }

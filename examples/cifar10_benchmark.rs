@@ -45,7 +45,8 @@ use selfsup::data::{
     ImageDataset, LoaderConfig, Subset, ViewLoader, holdout_last_per_class, open_dataset,
 };
 use selfsup::eval::{KnnClassifier, KnnConfig, LinearProbeConfig, linear_probe};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::method::{AnyMethodConfig, Preset};
+use selfsup::optim::OptimizerKind;
 use selfsup::prelude::*;
 use selfsup::train::{
     KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy,
@@ -54,7 +55,8 @@ use selfsup::train::{
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// byol, simsiam, barlow, swav or vicreg.
+    /// Any built-in method (byol, simsiam, barlow-twins or barlow, swav, vicreg, simclr,
+    /// moco, dino, deepcluster).
     #[arg(long, default_value = "byol")]
     method: String,
     /// Pretraining epochs.
@@ -82,18 +84,18 @@ struct Args {
     /// (for before/after comparisons).
     #[arg(long)]
     burn_kernels: bool,
-    /// Base learning rate, scaled by batch / 256 (default: the method's CIFAR preset, 0.3 for
-    /// VICReg with LARS, 0.12 for the others with SGD).
+    /// Base learning rate, scaled by batch / 256 (default: the method's CIFAR preset).
     #[arg(long)]
     lr: Option<f64>,
     /// Warmup epochs of the learning rate (linear, then cosine).
     #[arg(long, default_value_t = 0)]
     warmup: usize,
     /// Optimiser: `sgd` (momentum 0.9) or `lars` (momentum 0.9, biases and norms excluded);
-    /// default: the method's CIFAR preset (LARS for VICReg, SGD for the others).
+    /// default: the method's CIFAR preset.
     #[arg(long)]
     optimizer: Option<String>,
-    /// Weight decay (default: 5e-4 for SGD, 1e-4 for LARS).
+    /// Weight decay (default: the preset's, or 5e-4 for SGD and 1e-4 for LARS when
+    /// --optimizer changes the kind).
     #[arg(long)]
     weight_decay: Option<f64>,
     /// LARS trust coefficient `eta`.
@@ -115,42 +117,46 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn objective(name: &str) -> selfsup::Result<ObjectiveConfig> {
-    Ok(match name {
-        "byol" => ObjectiveConfig::Byol,
-        "simsiam" => ObjectiveConfig::SimSiam,
-        "barlow" | "barlow_twins" => ObjectiveConfig::barlow_twins(),
-        "swav" => ObjectiveConfig::swav(),
-        "vicreg" => ObjectiveConfig::vicreg(),
-        other => {
-            return Err(selfsup::Error::invalid_config(
-                "--method",
-                other,
-                "byol, simsiam, barlow, swav or vicreg",
-            ));
-        }
-    })
+fn method(name: &str) -> selfsup::Result<AnyMethodConfig> {
+    let name = if name == "barlow" {
+        "barlow-twins"
+    } else {
+        name
+    };
+    AnyMethodConfig::preset(name, Preset::Cifar)
 }
 
-fn optimizer(name: &str, args: &Args) -> selfsup::Result<OptimizerConfig> {
-    Ok(match name {
-        "sgd" => OptimizerConfig::Sgd {
-            momentum: 0.9,
-            weight_decay: args.weight_decay.unwrap_or(5e-4),
+/// The method's optimiser, with the kind, weight decay and LARS eta the flags ask for.
+fn optimizer(preset: OptimizerConfig, args: &Args) -> selfsup::Result<OptimizerConfig> {
+    let mut c = match args.optimizer.as_deref() {
+        None => preset,
+        Some("sgd") if preset.kind != OptimizerKind::Sgd => OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            weight_decay: 5e-4,
+            ..preset
         },
-        "lars" => OptimizerConfig::Lars(
-            LarsConfig::new()
-                .with_weight_decay(args.weight_decay.unwrap_or(1e-4))
-                .with_eta(args.lars_eta),
-        ),
-        other => {
+        Some("lars") if preset.kind != OptimizerKind::Lars => OptimizerConfig {
+            kind: OptimizerKind::Lars,
+            weight_decay: 1e-4,
+            lars_eta: args.lars_eta,
+            ..preset
+        },
+        Some("sgd" | "lars") => preset,
+        Some(other) => {
             return Err(selfsup::Error::invalid_config(
                 "--optimizer",
                 other,
                 "sgd or lars",
             ));
         }
-    })
+    };
+    if let Some(wd) = args.weight_decay {
+        c.weight_decay = wd;
+    }
+    if args.optimizer.as_deref() == Some("lars") {
+        c.lars_eta = args.lars_eta;
+    }
+    Ok(c)
 }
 
 /// Raw-pixel kNN: the normalised 32x32 eval view, flattened, as the feature.
@@ -207,21 +213,14 @@ fn main() -> selfsup::Result<()> {
         val.len()
     );
 
-    let method = objective(&args.method)?;
+    let method = method(&args.method)?;
     let backbone = BackboneConfig::ResNet(
         ResNetConfig::resnet18()
             .with_stem(Stem::Cifar)
             .with_width(args.width),
     );
     let mut config = PretrainConfig::cifar(method, backbone, args.epochs);
-    let optimizer_name = args.optimizer.clone().unwrap_or_else(|| {
-        match config.optimizer {
-            OptimizerConfig::Lars(_) => "lars",
-            _ => "sgd",
-        }
-        .to_string()
-    });
-    config.optimizer = optimizer(&optimizer_name, &args)?;
+    config.optimizer = optimizer(config.optimizer.clone(), &args)?;
     config.head_width = 0.25;
     config.loader = LoaderConfig {
         batch_size: args.batch,
@@ -263,7 +262,7 @@ fn main() -> selfsup::Result<()> {
     let trained_images = (trained.steps * args.batch) as f64;
 
     let evaluate = |encoder: &selfsup::backbone::Backbone| -> selfsup::Result<(f64, f64)> {
-        let knn = knn_accuracy(encoder, &eval, &config, &device)?;
+        let knn = knn_accuracy(encoder, &eval, config.knn, &device)?;
         let probe = linear_probe(
             encoder,
             train.clone(),
@@ -297,9 +296,7 @@ fn main() -> selfsup::Result<()> {
         "batch": args.batch,
         "warmup_epochs": args.warmup,
         "base_lr": config.lr.base_lr,
-        "optimizer": optimizer_name,
-        "weight_decay": args.weight_decay,
-        "lars_eta": args.lars_eta,
+        "optimizer": config.optimizer,
         "kernels": if args.burn_kernels { "burn" } else { "selfsup" },
         "train_images": train.len(),
         "val_images": val.len(),

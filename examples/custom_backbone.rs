@@ -9,7 +9,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use selfsup::backbone::Encoder;
-use selfsup::objective::ObjectiveConfig;
 use selfsup::prelude::*;
 use selfsup::train::{PretrainOptions, pretrain_encoder};
 
@@ -83,7 +82,7 @@ impl Encoder for SeparableNet {
 
 fn main() -> selfsup::Result<()> {
     let (train, _) = common::sample()?;
-    let config = common::short_recipe(ObjectiveConfig::SimSiam, 2);
+    let config = common::short_recipe(common::method("simsiam"), 2);
     let device = Device::flex();
     let train_device = device.clone().autodiff();
     train_device.seed(0);

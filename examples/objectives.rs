@@ -1,4 +1,4 @@
-//! Trains every objective for a few dozen steps on synthetic images and prints the loss and the
+//! Trains every method for a few dozen steps on synthetic images and prints the loss and the
 //! collapse statistics: a two-minute tour of the crate on the CPU.
 //!
 //! ```text
@@ -9,14 +9,15 @@
 //! views of an image are a noisy copy and a mirrored noisy copy. Real data and the paper
 //! augmentations come with the data pipeline.
 
-use burn::optim::SgdConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup::backbone::{BackboneConfig, ConvNetConfig};
 use selfsup::energy::Energy;
-use selfsup::objective::{ObjectiveConfig, SwavConfig};
-use selfsup::optim::{EmaSchedule, WarmupCosine};
+use selfsup::method::{
+    DeepClusterConfig, MocoConfig, Progress, ScheduleValues, StepContext, SwavConfig,
+};
+use selfsup::optim::{EmaSchedule, GroupedOptimizer, ParamGroups, WarmupCosine};
 use selfsup::prelude::*;
+use selfsup::train::build_model;
 
 const STEPS: usize = 40;
 const BATCH: usize = 64;
@@ -38,43 +39,81 @@ fn view(images: &Tensor<4>, mirror: bool) -> Tensor<4> {
     if mirror { x.flip([3]) } else { x }
 }
 
+/// Every built-in method, with prototype counts and a queue that fit 64-image batches.
+fn methods() -> Vec<AnyMethodConfig> {
+    AnyMethodConfig::NAMES
+        .iter()
+        .map(|name| match AnyMethodConfig::preset(name, Preset::Cifar) {
+            Ok(AnyMethodConfig::Swav(c)) => AnyMethodConfig::Swav(SwavConfig {
+                num_prototypes: 32,
+                ..c
+            }),
+            Ok(AnyMethodConfig::Moco(c)) => AnyMethodConfig::Moco(MocoConfig {
+                queue_length: 512,
+                ..c
+            }),
+            Ok(AnyMethodConfig::DeepCluster(c)) => {
+                AnyMethodConfig::DeepCluster(DeepClusterConfig {
+                    num_prototypes: vec![16; 3],
+                    ..c
+                })
+            }
+            Ok(other) => other,
+            Err(e) => panic!("{e}"),
+        })
+        .collect()
+}
+
 fn main() -> selfsup::Result<()> {
     let device = Device::flex().autodiff();
     device.seed(0);
-    let methods = [
-        ObjectiveConfig::Byol,
-        ObjectiveConfig::SimSiam,
-        ObjectiveConfig::barlow_twins(),
-        ObjectiveConfig::Swav(SwavConfig::new().with_num_prototypes(32)),
-        ObjectiveConfig::vicreg(),
-        ObjectiveConfig::ntxent(),
-    ];
     let held_out = images(BATCH, &device);
     println!(
-        "{:<13} {:>10} {:>10} {:>13} {:>11} {:>12}",
+        "{:<15} {:>10} {:>10} {:>13} {:>11} {:>12}",
         "method", "loss[0]", "loss[end]", "embed. std", "1/sqrt(d)", "energy gap"
     );
-    for method in methods {
-        let backbone =
-            BackboneConfig::ConvNet(ConvNetConfig::new().with_width(16)).init(&device)?;
-        let arch = JointEmbeddingConfig::for_objective(&method, backbone.feature_dim(), 1.0 / 16.0);
-        let dim = arch.projector.output_dim();
-        let model = SelfSupervised::new(arch.init(backbone)?, method.init(dim, &device)?)?;
+    for method in methods() {
+        let backbone_config = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(16));
+        let mut config = PretrainConfig::cifar(method, backbone_config.clone(), 1);
+        config.head_width = 1.0 / 16.0;
+        let backbone = backbone_config.init(&device)?;
+        let mut model = build_model(&config, backbone, BATCH, &device)?;
+        // DeepCluster-v2 clusters its memory bank (random here) before the epoch.
+        model.method = model.method.start_epoch(0, 0)?;
+        let dim = model.embedding.online.projector.output_dim();
         let lr = WarmupCosine::new(0.1, 5, STEPS)?;
-        let mut state = StepState {
-            optimizer: SgdConfig::new()
-                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-                .init(),
-            objective: method.initial_state(2)?,
-            ema: Some(EmaSchedule::new(0.99, STEPS)?),
-        };
-        let mut model = model;
+        let ema = EmaSchedule::new(0.99, STEPS)?;
+        let groups = ParamGroups::rank_one_excluded(&model);
+        let mut optimizer = GroupedOptimizer::new(&OptimizerConfig::sgd(0.0), &groups, 0.1)?;
         let mut first = None;
         let mut last = None;
+        let indices: Vec<usize> = (0..BATCH).collect();
         for step in 0..STEPS {
             let batch = images(BATCH, &device);
             let views = [view(&batch, false), view(&batch, true)];
-            let (next, report) = train_step(model, &views, 2, lr.lr(step), &mut state)?;
+            let progress = Progress {
+                step,
+                epoch: 0,
+                steps_per_epoch: STEPS,
+                epochs: 1,
+            };
+            let values = ScheduleValues {
+                lr: lr.lr(step),
+                weight_decay: 0.0,
+                ema_momentum: Some(ema.tau(step)),
+                method: model
+                    .method
+                    .schedule(&progress)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            };
+            let context = StepContext {
+                progress,
+                values: &values,
+                indices: &indices,
+            };
+            let (next, report) = train_step(model, &views, 2, &context, &mut optimizer)?;
             model = next;
             first.get_or_insert(report.loss);
             last = Some(report);
@@ -86,8 +125,8 @@ fn main() -> selfsup::Result<()> {
         let b = encoder.embed(view(&held_out, true).without_autodiff())?;
         let gap = Energy::Cosine.energy_gap(a, b)?.into_scalar::<f32>();
         println!(
-            "{:<13} {:>10.4} {:>10.4} {:>13.4} {:>11.4} {:>12.4}",
-            model.objective.name(),
+            "{:<15} {:>10.4} {:>10.4} {:>13.4} {:>11.4} {:>12.4}",
+            model.method.name(),
             first.unwrap_or(f32::NAN),
             last.loss,
             last.collapse.embedding_std,

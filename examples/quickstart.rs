@@ -24,7 +24,7 @@ use selfsup::augment::ViewTransform;
 use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
 use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
 use selfsup::eval::{LinearProbeConfig, linear_probe};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, SimClrConfig};
 use selfsup::prelude::*;
 use selfsup::train::{
     KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy,
@@ -55,14 +55,11 @@ fn main() -> selfsup::Result<()> {
     );
 
     let method = match env("SELFSUP_QS_METHOD", "vicreg".to_string()).as_str() {
-        "byol" => ObjectiveConfig::Byol,
-        "barlow" => ObjectiveConfig::barlow_twins(),
-        "simsiam" => ObjectiveConfig::SimSiam,
-        "swav" => ObjectiveConfig::swav(),
-        "simclr" => ObjectiveConfig::NtXent(
-            selfsup::objective::NtXentConfig::new().with_temperature(env("SELFSUP_QS_TEMP", 0.5)),
-        ),
-        _ => ObjectiveConfig::vicreg(),
+        "simclr" => AnyMethodConfig::SimClr(SimClrConfig {
+            temperature: env("SELFSUP_QS_TEMP", 0.5),
+        }),
+        "barlow" => AnyMethodConfig::barlow_twins(Preset::Cifar),
+        name => AnyMethodConfig::preset(name, Preset::Cifar)?,
     };
     let backbone = BackboneConfig::ConvNet(
         ConvNetConfig::new()
@@ -79,8 +76,8 @@ fn main() -> selfsup::Result<()> {
     // The method's CIFAR preset (VICReg: LARS; the others: SGD) unless SELFSUP_QS_OPTIMIZER says.
     match std::env::var("SELFSUP_QS_OPTIMIZER").as_deref() {
         Err(_) => {}
-        Ok("lars") => config.optimizer = OptimizerConfig::vicreg_lars(),
-        Ok("sgd") => config.optimizer = OptimizerConfig::sgd(),
+        Ok("lars") => config.optimizer = OptimizerConfig::lars(0.02, 1e-4),
+        Ok("sgd") => config.optimizer = OptimizerConfig::cifar_sgd(),
         Ok(other) => {
             return Err(selfsup::Error::invalid_config(
                 "SELFSUP_QS_OPTIMIZER",
@@ -103,7 +100,7 @@ fn main() -> selfsup::Result<()> {
     };
     // kNN and linear-probe top-1 of an encoder on the held-out images.
     let evaluate = |encoder: &Backbone| -> selfsup::Result<(f64, f64)> {
-        let knn = knn_accuracy(encoder, &eval, &config, &device)?;
+        let knn = knn_accuracy(encoder, &eval, config.knn, &device)?;
         let probe = linear_probe(
             encoder,
             train.clone(),
@@ -120,7 +117,7 @@ fn main() -> selfsup::Result<()> {
 
     println!(
         "pretraining {} on {} images for {} epochs ({} steps of {})",
-        config.objective.name(),
+        config.method.name(),
         train.len(),
         config.epochs,
         config.epochs * (train.len() / config.loader.batch_size),
@@ -146,7 +143,7 @@ fn main() -> selfsup::Result<()> {
     println!(
         "after {:<2} epochs of {:<27} {:>6.2}%      {:>6.2}%",
         config.epochs,
-        config.objective.name(),
+        config.method.name(),
         100.0 * trained_knn,
         100.0 * trained_probe
     );

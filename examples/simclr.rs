@@ -4,9 +4,9 @@
 
 mod common;
 
-use selfsup::objective::{NtXentConfig, ObjectiveConfig};
+use selfsup::method::{AnyMethodConfig, SimClrConfig};
 
 fn main() -> selfsup::Result<()> {
-    let objective = ObjectiveConfig::NtXent(NtXentConfig::new().with_temperature(0.5));
-    common::run(&common::short_recipe(objective, 3))
+    let method = AnyMethodConfig::SimClr(SimClrConfig { temperature: 0.5 });
+    common::run(&common::short_recipe(method, 3))
 }

@@ -5,10 +5,8 @@
 
 mod common;
 
-use selfsup::objective::ObjectiveConfig;
-
 fn main() -> selfsup::Result<()> {
-    let mut config = common::short_recipe(ObjectiveConfig::SimSiam, 3);
+    let mut config = common::short_recipe(common::method("simsiam"), 3);
     // SimSiam is stated per 256 images with SGD (lr 0.05 x batch / 256 in the paper).
     config.lr.base_lr = 0.06;
     common::run(&config)

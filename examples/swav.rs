@@ -6,15 +6,15 @@
 mod common;
 
 use selfsup::augment::{Scale, ViewTransform};
-use selfsup::objective::{ObjectiveConfig, SwavConfig};
+use selfsup::method::{AnyMethodConfig, Preset, SwavConfig};
 
 fn main() -> selfsup::Result<()> {
-    let objective = ObjectiveConfig::Swav(
-        SwavConfig::new()
-            .with_num_prototypes(100)
-            .with_freeze_prototypes_steps(31),
-    );
-    let mut config = common::short_recipe(objective, 3);
+    let method = AnyMethodConfig::Swav(SwavConfig {
+        num_prototypes: 100,
+        freeze_prototypes_steps: 31,
+        ..SwavConfig::preset(Preset::Cifar)
+    });
+    let mut config = common::short_recipe(method, 3);
     // Multi-crop: 2 global 32-pixel crops and 2 local 16-pixel crops.
     config.views = ViewTransform::swav(Scale::Cifar, 2);
     common::run(&config)

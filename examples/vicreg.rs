@@ -5,14 +5,14 @@
 
 mod common;
 
-use selfsup::objective::{ObjectiveConfig, VicregConfig};
+use selfsup::method::{AnyMethodConfig, VicregConfig};
 
 fn main() -> selfsup::Result<()> {
-    let objective = ObjectiveConfig::Vicreg(
-        VicregConfig::new()
-            .with_lambda_invariance(25.0)
-            .with_mu_variance(25.0)
-            .with_nu_covariance(1.0),
-    );
-    common::run(&common::short_recipe(objective, 3))
+    let method = AnyMethodConfig::Vicreg(VicregConfig {
+        lambda_invariance: 25.0,
+        mu_variance: 25.0,
+        nu_covariance: 1.0,
+        eps: 1e-4,
+    });
+    common::run(&common::short_recipe(method, 3))
 }

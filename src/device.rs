@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
-    /// CUDA if compiled in, else wgpu if compiled in, else the CPU.
+    /// CUDA if compiled in and usable, else a real GPU through wgpu (discrete, integrated or
+    /// virtual; never a software Vulkan device such as lavapipe, which is slower than the
+    /// native CPU backend), else the CPU.
     #[default]
     Auto,
     /// The CPU (burn's `flex` backend).
@@ -68,16 +70,35 @@ fn not_compiled(name: &str, feature: &str) -> Error {
 }
 
 /// The plain (non-autodiff) device for `choice`. A GPU backend that was compiled in but finds
-/// no usable adapter is an error; `Auto` then falls back to the next choice (cuda, wgpu, cpu).
+/// no usable adapter is an error; `Auto` then falls back to the next choice (cuda, a wgpu
+/// GPU, the CPU; wgpu's software device only when the CPU backend was not compiled in).
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Auto => select_device(DeviceChoice::Cuda)
-            .or_else(|_| select_device(DeviceChoice::Wgpu))
-            .or_else(|_| select_device(DeviceChoice::Cpu)),
+            .or_else(|_| wgpu_gpu())
+            .or_else(|_| cpu())
+            .or_else(|_| select_device(DeviceChoice::Wgpu)),
         DeviceChoice::Cpu => cpu(),
-        DeviceChoice::Wgpu => usable(wgpu()?, "wgpu"),
+        DeviceChoice::Wgpu => usable(wgpu(burn::tensor::DeviceKind::DefaultDevice)?, "wgpu"),
         DeviceChoice::Cuda => usable(cuda()?, "cuda"),
     }
+}
+
+/// The first usable hardware GPU through wgpu: discrete, integrated, then virtual.
+fn wgpu_gpu() -> Result<Device> {
+    use burn::tensor::DeviceKind;
+    let mut last = not_compiled("wgpu", "wgpu");
+    for kind in [
+        DeviceKind::DiscreteGpu(0),
+        DeviceKind::IntegratedGpu(0),
+        DeviceKind::VirtualGpu(0),
+    ] {
+        match wgpu(kind).and_then(|d| usable(d, "wgpu")) {
+            Ok(device) => return Ok(device),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Runs one tiny computation on `device`; backends report a missing adapter or driver by
@@ -129,12 +150,12 @@ fn cpu() -> Result<Device> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+fn wgpu(kind: burn::tensor::DeviceKind) -> Result<Device> {
+    Ok(Device::wgpu(kind))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu() -> Result<Device> {
+fn wgpu(_kind: burn::tensor::DeviceKind) -> Result<Device> {
     Err(not_compiled("wgpu", "wgpu"))
 }
 

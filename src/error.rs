@@ -108,6 +108,40 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Two labelled datasets that must share their classes (a kNN bank and its queries, a
+    /// probe's training and validation sets) name different classes or order them differently.
+    #[error(
+        "{first} and {second} have different classes (a label would mean another class in \
+         each): {first_classes:?} vs {second_classes:?}"
+    )]
+    ClassMismatch {
+        /// The first dataset's role.
+        first: String,
+        /// Its class names, in label order.
+        first_classes: Vec<String>,
+        /// The second dataset's role.
+        second: String,
+        /// Its class names, in label order.
+        second_classes: Vec<String>,
+    },
+    /// A tensor's values could not be read back from its device.
+    #[error("{context}: cannot read the values back from the device: {reason}")]
+    TensorRead {
+        /// Which values.
+        context: String,
+        /// What the backend reported.
+        reason: String,
+    },
+    /// A training step failed; `source` says why (its variant is kept for callers to match).
+    #[error("training step {step} (epoch {epoch}) failed: {source}")]
+    Step {
+        /// 0-based global step.
+        step: usize,
+        /// 0-based epoch.
+        epoch: usize,
+        /// What failed.
+        source: Box<Error>,
+    },
     /// A background worker thread stopped unexpectedly.
     #[error("data loader worker failed: {0}")]
     Worker(String),
@@ -117,6 +151,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Shortcut for [`Error::TensorRead`].
+    pub fn tensor_read(context: impl Into<String>, reason: impl std::fmt::Debug) -> Self {
+        Self::TensorRead {
+            context: context.into(),
+            reason: format!("{reason:?}"),
+        }
+    }
+
     /// Shortcut for [`Error::InvalidConfig`].
     pub fn invalid_config(
         field: impl Into<String>,

@@ -46,7 +46,6 @@
 //! - [`allocator`]: keeping freed tensor memory in the process (glibc), called by the
 //!   pretraining loop on the CPU.
 
-pub mod allocator;
 pub mod augment;
 pub mod backbone;
 pub mod batch_norm;
@@ -55,20 +54,16 @@ pub mod collapse;
 pub mod conv;
 pub mod data;
 pub mod device;
-pub mod ema;
 pub mod energy;
 pub mod error;
 pub mod eval;
 pub mod export;
 #[cfg(feature = "flex")]
-mod flex_f32;
-pub mod head;
-pub mod norm;
-pub mod objective;
+pub mod kernels;
+pub mod method;
+pub mod model;
 pub mod optim;
-pub mod prototypes;
 mod seeded;
-pub mod siamese;
 pub mod step;
 pub mod train;
 
@@ -87,11 +82,15 @@ pub mod prelude {
     };
     pub use crate::energy::Energy;
     pub use crate::error::{Error, Result};
-    pub use crate::head::{HeadBlockConfig, HeadNorm, ProjectionHeadConfig};
-    pub use crate::objective::{Objective, ObjectiveConfig, ViewEmbeddings};
-    pub use crate::optim::{EmaSchedule, LarsConfig, WarmupCosine};
-    pub use crate::siamese::{JointEmbedding, JointEmbeddingConfig};
-    pub use crate::step::{SelfSupervised, StepReport, StepState, train_step};
+    pub use crate::method::{
+        AnyMethod, AnyMethodConfig, Method, MethodConfig, Preset, ViewEmbeddings,
+    };
+    pub use crate::model::{
+        HeadBlockConfig, HeadNorm, JointEmbedding, JointEmbeddingConfig, ProjectionHeadConfig,
+    };
+    pub use crate::optim::{EmaSchedule, LarsConfig, OptimizerConfig, WarmupCosine};
+    pub use crate::step::{SelfSupervised, StepReport, train_step};
+    pub use crate::train::{PretrainConfig, pretrain};
     pub use burn::module::Module;
     pub use burn::tensor::{Device, Tensor};
 }

@@ -1,128 +1,174 @@
-//! One training step of a self-supervised model: forward all views, compute the objective,
-//! backward, optimiser step, EMA update of the target.
+//! One training step of a self-supervised model: forward all views, the method's loss,
+//! backward, the optimiser step, the EMA update of the target, the method's state update.
 
-use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use std::collections::HashSet;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use crate::backbone::Encoder;
-use crate::collapse::CollapseValues;
+use crate::check;
+use crate::collapse::{CollapseStats, CollapseValues};
 use crate::error::{Error, Result};
-use crate::objective::{Objective, ObjectiveState};
-use crate::optim::EmaSchedule;
-use crate::siamese::JointEmbedding;
+use crate::method::{AnyMethod, Method, ScheduleValues, StepContext, ViewEmbeddings};
+use crate::model::JointEmbedding;
+use crate::optim::GroupedOptimizer;
 
-/// Everything that is trained: the joint-embedding architecture and the objective's own
-/// parameters (SwAV's prototypes).
+/// Everything that is trained: the joint-embedding architecture and the method's module (its
+/// own parameters, such as SwAV's prototypes, and its state).
 #[derive(Module, Debug)]
-pub struct SelfSupervised<E> {
+pub struct SelfSupervised<E, M = AnyMethod> {
     /// Online and target branches.
     pub embedding: JointEmbedding<E>,
-    /// The objective.
-    pub objective: Objective,
+    /// The method.
+    pub method: M,
 }
 
-impl<E: Encoder> SelfSupervised<E> {
-    /// Pairs an architecture with an objective, checking the architecture provides what the
-    /// objective needs (a predictor, an EMA target).
-    pub fn new(embedding: JointEmbedding<E>, objective: Objective) -> Result<Self> {
-        let needs = objective.requirements();
+impl<E: Encoder, M: Method> SelfSupervised<E, M> {
+    /// Pairs an architecture with a method, checking the architecture provides what the
+    /// method needs (a predictor, a momentum target).
+    pub fn new(embedding: JointEmbedding<E>, method: M) -> Result<Self> {
+        let needs = method.requirements();
         let has_predictor = embedding.online.predictor.is_some();
         let has_target = embedding.target.is_some();
         if needs.predictor && !has_predictor {
             return Err(Error::invalid_config(
                 "predictor",
                 "none",
-                format!("a predictor head: {} needs one", objective.name()),
+                format!("a predictor head: {} needs one", method.name()),
             ));
         }
-        if needs.ema_target != has_target {
+        if needs.momentum_target != has_target {
             return Err(Error::invalid_config(
-                "ema_target",
+                "momentum_target",
                 has_target,
-                format!("{} for {}", needs.ema_target, objective.name()),
+                format!("{} for {}", needs.momentum_target, method.name()),
             ));
         }
-        Ok(Self {
-            embedding,
-            objective,
-        })
+        Ok(Self { embedding, method })
     }
 }
 
-/// Optimiser and schedules carried from step to step.
-pub struct StepState {
-    /// The optimiser of the online network and the objective.
-    pub optimizer: ModuleOptimizer,
-    /// The objective's own state (step counter, SwAV queue).
-    pub objective: ObjectiveState,
-    /// BYOL's EMA schedule, for models with a target.
-    pub ema: Option<EmaSchedule>,
-}
-
 /// What one step reports.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
     /// Index of the step (0-based).
     pub step: usize,
     /// Loss before the update.
     pub loss: f32,
-    /// Learning rate used.
-    pub lr: f64,
-    /// EMA decay used for the target update, if any.
-    pub tau: Option<f64>,
+    /// The scheduled values the step used.
+    pub values: ScheduleValues,
     /// Collapse statistics of the batch.
     pub collapse: CollapseValues,
 }
 
-/// Runs one optimisation step on `views` (global crops first, `num_global` of them) with
-/// learning rate `lr`, and returns the updated model and a report.
+/// Runs one optimisation step on `views` (global crops first, `num_global` of them) with the
+/// scheduled values of `context`, and returns the updated model and a report.
 ///
 /// The model must live on an autodiff device; the views are moved to autodiff if needed.
-pub fn train_step<E: Encoder>(
-    model: SelfSupervised<E>,
+pub fn train_step<E: Encoder, M: Method>(
+    model: SelfSupervised<E, M>,
     views: &[Tensor<4>],
     num_global: usize,
-    lr: f64,
-    state: &mut StepState,
-) -> Result<(SelfSupervised<E>, StepReport)> {
-    if !(lr.is_finite() && lr > 0.0) {
-        return Err(Error::invalid_config("lr", lr, "a finite value > 0"));
+    context: &StepContext,
+    optimizer: &mut GroupedOptimizer,
+) -> Result<(SelfSupervised<E, M>, StepReport)> {
+    let values = context.values;
+    if !(values.lr.is_finite() && values.lr > 0.0) {
+        return Err(Error::invalid_config("lr", values.lr, "a finite value > 0"));
     }
-    let step = state.objective.step;
     let views: Vec<Tensor<4>> = views.iter().map(|v| v.clone().autodiff()).collect();
+    let requirements = model.method.requirements();
     let model = SelfSupervised {
-        objective: model.objective.before_step(),
+        method: model.method.before_step(context)?,
         ..model
     };
-    let embeddings = model.embedding.embed_views(&views, num_global)?;
-    let output = model.objective.compute(&embeddings, &mut state.objective)?;
-    let collapse = output.stats.values();
-    let grads = output.loss.backward();
-    let grads = GradientsParams::from_grads(grads, &model);
-    let mut model = state.optimizer.step(lr, model, grads);
-    let tau = match (&model.embedding.target, &state.ema) {
-        (Some(_), Some(schedule)) => Some(schedule.tau(step)),
+    let embeddings = model
+        .embedding
+        .embed_views(&views, num_global, requirements.target_views)?;
+    let loss = model.method.loss(&embeddings, context)?;
+    let loss_value = finite_loss(model.method.name(), &loss, &embeddings)?;
+    let collapse = collapse_values(&embeddings)?;
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let frozen = model
+        .method
+        .frozen_parameters(&model.embedding.online.projector, context);
+    drop_gradients(&model, &mut grads, &frozen);
+    let SelfSupervised { embedding, method } =
+        optimizer.step(values.lr, values.weight_decay, model, grads);
+    let embedding = match (&embedding.target, values.ema_momentum) {
+        (Some(_), Some(tau)) => embedding.update_target(tau)?,
         (Some(_), None) => {
             return Err(Error::MissingInput {
                 context: "training step".into(),
-                what: "an EMA schedule for the target network".into(),
+                what: "a momentum for the EMA target (ScheduleValues::ema_momentum)".into(),
             });
         }
-        _ => None,
+        (None, _) => embedding,
     };
-    if let Some(tau) = tau {
-        model.embedding = model.embedding.update_target(tau)?;
-    }
-    state.objective.step += 1;
+    let method = method.after_step(&embeddings, context)?;
     Ok((
-        model,
+        SelfSupervised { embedding, method },
         StepReport {
-            step,
-            loss: output.loss_value,
-            lr,
-            tau,
+            step: context.progress.step,
+            loss: loss_value,
+            values: values.clone(),
             collapse,
         },
     ))
+}
+
+/// The loss value on the host; a NaN or infinite loss is an error naming the first
+/// non-finite input, or the loss itself.
+fn finite_loss(method: &str, loss: &Tensor<1>, views: &ViewEmbeddings) -> Result<f32> {
+    let value = check::scalar(loss);
+    if value.is_finite() {
+        return Ok(value);
+    }
+    let named = [
+        ("projection", &views.projections),
+        ("prediction", &views.predictions),
+        ("target projection", &views.targets),
+    ];
+    for (what, list) in named {
+        for (v, t) in list.iter().enumerate() {
+            check::finite(|| format!("{method} input: {what} of view {v}"), t)?;
+        }
+    }
+    Err(Error::NonFinite {
+        context: format!("{method} loss (value {value})"),
+    })
+}
+
+/// Collapse statistics of the first two views' projections.
+fn collapse_values(views: &ViewEmbeddings) -> Result<CollapseValues> {
+    let [a, b, ..] = views.projections.as_slice() else {
+        return Err(Error::MissingInput {
+            context: "collapse statistics".into(),
+            what: "two views".into(),
+        });
+    };
+    Ok(CollapseStats::from_views(a.clone(), b.clone())?.values())
+}
+
+/// Removes the gradients of the parameters `ids` of `module`, so the optimiser skips them.
+fn drop_gradients<M: Module>(module: &M, grads: &mut GradientsParams, ids: &[ParamId]) {
+    struct Drop<'a> {
+        grads: &'a mut GradientsParams,
+        ids: HashSet<ParamId>,
+    }
+    impl ModuleVisitor for Drop<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.ids.contains(&param.id) {
+                self.grads.remove::<D>(param.id);
+            }
+        }
+    }
+    if !ids.is_empty() {
+        module.visit(&mut Drop {
+            grads,
+            ids: ids.iter().copied().collect(),
+        });
+    }
 }

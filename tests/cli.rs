@@ -86,7 +86,7 @@ fn pretrain_then_resume_and_print_config() {
     assert!(o.status.success(), "{}", text(&o));
     let toml = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
-        toml.contains("objective = \"Byol\"") && toml.contains("[backbone.ConvNet]"),
+        toml.contains("name = \"byol\"") && toml.contains("[backbone.ConvNet]"),
         "{toml}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -322,4 +322,241 @@ fn bad_arguments_give_clear_errors() {
         assert!(!o.status.success());
         assert!(text(&o).contains("--features cuda"), "{}", text(&o));
     }
+}
+
+#[test]
+fn every_shipped_recipe_is_what_print_config_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    for name in selfsup::method::AnyMethodConfig::NAMES {
+        for preset in ["cifar", "imagenet"] {
+            let o = selfsup(&[
+                "pretrain",
+                "--method",
+                name,
+                "--preset",
+                preset,
+                "--print-config",
+            ]);
+            assert!(o.status.success(), "{}", text(&o));
+            let file = root.join(format!("{name}-{preset}.toml"));
+            let shipped = std::fs::read_to_string(&file).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                shipped,
+                "{} differs from --print-config",
+                file.display()
+            );
+            let config: selfsup::train::PretrainConfig = toml::from_str(&shipped).unwrap();
+            config.check().unwrap();
+            assert!(shipped.contains(&format!("name = \"{name}\"")));
+        }
+    }
+}
+
+#[test]
+fn the_new_methods_train_from_their_shipped_recipes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["moco", "dino", "deepcluster"] {
+        let mut recipe = root.join(format!("{name}-cifar.toml"));
+        if name == "deepcluster" {
+            // 1,000 clusters do not fit the 20 test images: 4 per head.
+            let text = std::fs::read_to_string(&recipe).unwrap();
+            let mut config: selfsup::train::PretrainConfig = toml::from_str(&text).unwrap();
+            if let selfsup::method::AnyMethodConfig::DeepCluster(c) = &mut config.method {
+                c.num_prototypes = vec![4; 3];
+            }
+            recipe = dir.path().join("deepcluster.toml");
+            std::fs::write(&recipe, toml::to_string(&config).unwrap()).unwrap();
+        }
+        let mut args = vec![
+            "pretrain",
+            "--data",
+            SAMPLE,
+            "--config",
+            recipe.to_str().unwrap(),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ];
+        args.extend(TINY);
+        let o = selfsup(&args);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(text(&o).contains("done: 2 steps"), "{name}: {}", text(&o));
+    }
+}
+
+#[test]
+fn a_config_file_plus_method_takes_the_method_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let byol = dir.path().join("byol.toml");
+    let o = selfsup(&[
+        "pretrain",
+        "--method",
+        "byol",
+        "--preset",
+        "cifar",
+        "--print-config",
+    ]);
+    std::fs::write(&byol, &o.stdout).unwrap();
+    let o = selfsup(&[
+        "pretrain",
+        "--config",
+        byol.to_str().unwrap(),
+        "--method",
+        "vicreg",
+        "--epochs",
+        "7",
+        "--print-config",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config: selfsup::train::PretrainConfig =
+        toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    // VICReg's own optimiser (LARS), not the file's SGD; the file's other settings stay.
+    assert_eq!(config.method.cli_name(), "vicreg");
+    assert_eq!(config.optimizer.kind, selfsup::optim::OptimizerKind::Lars);
+    assert_eq!(config.lr.base_lr, 0.3);
+    assert_eq!(config.epochs, 7);
+    // --crops applies to multi-crop methods only.
+    let o = selfsup(&[
+        "pretrain",
+        "--method",
+        "dino",
+        "--crops",
+        "4",
+        "--print-config",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config: selfsup::train::PretrainConfig =
+        toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(config.views.num_views(), 6);
+    let o = selfsup(&[
+        "pretrain",
+        "--method",
+        "byol",
+        "--crops",
+        "4",
+        "--print-config",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--crops") && text(&o).contains("byol"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `count` random RGB photographs of `width x height` in a flat folder.
+fn photos(dir: &Path, count: usize, width: u32, height: u32) {
+    for i in 0..count {
+        let pixels: Vec<u8> = (0..width * height * 3)
+            .map(|p| ((p as usize * 7919 + i * 104_729) % 251) as u8)
+            .collect();
+        let file = std::fs::File::create(dir.join(format!("photo{i}.png"))).unwrap();
+        let mut encoder = png::Encoder::new(file, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder
+            .write_header()
+            .unwrap()
+            .write_image_data(&pixels)
+            .unwrap();
+    }
+}
+
+#[test]
+fn photographs_get_the_imagenet_recipe_without_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    photos(dir.path(), 4, 240, 230);
+    let out = dir.path().join("run");
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--backbone",
+        "convnet",
+        "--width",
+        "4",
+        "--head-width",
+        "0.01",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("preset: imagenet") && t.contains("240x230"),
+        "{t}"
+    );
+    assert!(
+        t.contains("done: 2 steps") && t.contains("epoch 1/1"),
+        "{t}"
+    );
+    let ckpt = selfsup::train::Checkpoint::read(out.join("checkpoint.ckpt")).unwrap();
+    assert_eq!(ckpt.meta.config.preset, selfsup::method::Preset::Imagenet);
+    assert_eq!(ckpt.meta.config.views.view_sizes(), vec![224, 224]);
+    // 32-pixel images get the CIFAR recipe.
+    let o = selfsup(&["pretrain", "--data", SAMPLE, "--print-config"]);
+    assert!(text(&o).contains("preset: cifar"), "{}", text(&o));
+}
+
+#[test]
+fn evaluation_data_is_checked_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unlabelled validation images: refused before any step, nothing written.
+    let flat = dir.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    photos(&flat, 3, 32, 32);
+    let out = dir.path().join("run");
+    let mut args = vec![
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--val",
+        flat.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ];
+    args.extend(TINY);
+    let o = selfsup(&args);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("class labels"), "{}", text(&o));
+    assert!(!out.join("checkpoint.ckpt").exists());
+    assert!(!text(&o).contains("epoch 1/1"), "{}", text(&o));
+    // Other classes in --val than in --train: refused, naming both lists.
+    let other = dir.path().join("other");
+    for class in ["cat", "zebra"] {
+        std::fs::create_dir_all(other.join(class)).unwrap();
+        photos(&other.join(class), 1, 32, 32);
+    }
+    let ckpt = checkpoint().to_str().unwrap();
+    let o = selfsup(&[
+        "knn",
+        "--checkpoint",
+        ckpt,
+        "--train",
+        SAMPLE,
+        "--val",
+        other.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("different classes") && t.contains("zebra") && t.contains("airplane"),
+        "{t}"
+    );
 }

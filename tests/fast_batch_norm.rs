@@ -157,7 +157,7 @@ fn inference_and_other_devices_use_burn() {
 #[test]
 fn feature_batch_norm_matches_burn_with_gradients_and_running_statistics() {
     use burn::tensor::module::batch_norm_train;
-    use selfsup::norm::FeatureBatchNormConfig;
+    use selfsup::model::FeatureBatchNormConfig;
 
     let device = Device::flex().autodiff();
     let seed = rand::random();

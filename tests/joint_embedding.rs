@@ -6,8 +6,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use common::*;
 use selfsup::energy::Energy;
-use selfsup::objective::ObjectiveConfig;
-use selfsup::step::train_step;
+use selfsup::method::{AnyMethodConfig, Method, Preset, StepContext, TargetViews};
 
 #[derive(Default)]
 struct Collect {
@@ -38,14 +37,22 @@ fn two_views(d: &burn::tensor::Device) -> Vec<Tensor<4>> {
 #[test]
 fn target_parameters_get_no_gradient() {
     let d = device();
-    let objective = ObjectiveConfig::Byol;
-    let model = tiny_model(&objective, &d);
+    let model = tiny_model(&AnyMethodConfig::byol(Preset::Cifar), &d);
     let target = model.embedding.target.as_ref().unwrap();
     assert!(collect(target).trainable.iter().all(|t| !t));
     let views = two_views(&d);
-    let embeddings = model.embedding.embed_views(&views, 2).unwrap();
-    let mut state = objective.initial_state(2).unwrap();
-    let loss = model.objective.loss(&embeddings, &mut state).unwrap();
+    let embeddings = model
+        .embedding
+        .embed_views(&views, 2, TargetViews::All)
+        .unwrap();
+    let stepper = Stepper::sgd(&model, 0.1, 10, 0.99);
+    let values_now = stepper.values(&model);
+    let context = StepContext {
+        progress: stepper.progress(),
+        values: &values_now,
+        indices: &[],
+    };
+    let loss = model.method.loss(&embeddings, &context).unwrap();
     let grads = loss.backward();
     let conv = &target.backbone;
     let selfsup::backbone::Backbone::ConvNet(net) = conv else {
@@ -61,17 +68,16 @@ fn target_parameters_get_no_gradient() {
 #[test]
 fn optimiser_leaves_the_target_alone_and_ema_moves_it() {
     let d = device();
-    let objective = ObjectiveConfig::Byol;
-    let model = tiny_model(&objective, &d);
+    let model = tiny_model(&AnyMethodConfig::byol(Preset::Cifar), &d);
     let views = two_views(&d);
 
     // tau = 1 for every step: the target must not move at all.
-    let mut frozen = sgd_state(&objective, 10, 1.0);
+    let mut frozen = Stepper::sgd(&model, 0.5, 10, 1.0);
     let before = collect(&model.embedding.target.as_ref().unwrap().backbone);
     let trainable = collect(&model.embedding.online.backbone).trainable;
     let online_before = collect(&model.embedding.online);
-    let (model, report) = train_step(model, &views, 2, 0.5, &mut frozen).unwrap();
-    assert_eq!(report.tau, Some(1.0));
+    let (model, report) = frozen.step(model, &views);
+    assert_eq!(report.values.ema_momentum, Some(1.0));
     let after = collect(&model.embedding.target.as_ref().unwrap().backbone);
     for (i, trainable) in trainable.iter().enumerate() {
         // Running statistics follow the target's own forward passes; weights must not move.
@@ -116,7 +122,7 @@ fn optimiser_leaves_the_target_alone_and_ema_moves_it() {
 #[test]
 fn the_target_has_its_own_batchnorm_statistics() {
     let d = device();
-    let model = tiny_model(&ObjectiveConfig::Byol, &d);
+    let model = tiny_model(&AnyMethodConfig::byol(Preset::Cifar), &d);
     let target_before = collect(model.embedding.target.as_ref().unwrap());
     // A training-mode forward of the online branch updates its running statistics only.
     let _ = model
@@ -130,7 +136,7 @@ fn the_target_has_its_own_batchnorm_statistics() {
 #[test]
 fn simsiam_uses_the_online_branch_under_stop_gradient() {
     let d = device();
-    let model = tiny_model(&ObjectiveConfig::SimSiam, &d);
+    let model = tiny_model(&AnyMethodConfig::simsiam(Preset::Cifar), &d);
     assert!(model.embedding.target.is_none());
     assert!(model.embedding.online.predictor.is_some());
 }
@@ -138,7 +144,9 @@ fn simsiam_uses_the_online_branch_under_stop_gradient() {
 #[test]
 fn energy_scores_views_of_the_same_image_lower() {
     let d = device();
-    let model = tiny_model(&ObjectiveConfig::Byol, &d).embedding.valid();
+    let model = tiny_model(&AnyMethodConfig::byol(Preset::Cifar), &d)
+        .embedding
+        .valid();
     let dv = burn::tensor::Device::flex();
     let x = random::<4>([6, 3, 8, 8], 31, &dv);
     let same = model.energy(x.clone(), x.clone(), Energy::Cosine).unwrap();

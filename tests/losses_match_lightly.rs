@@ -3,9 +3,13 @@
 
 mod common;
 
+use burn::tensor::Tensor;
 use common::*;
-use selfsup::objective::barlow_twins::barlow_twins_loss;
-use selfsup::objective::{VicregLoss, byol_loss, simsiam_loss, sinkhorn, swav_loss};
+use selfsup::method::dino::dino_center_update;
+use selfsup::method::{
+    Vicreg, barlow_twins_loss, byol_loss, dino_loss, info_nce, ntxent_loss, simsiam_loss, sinkhorn,
+    swav_loss,
+};
 
 #[test]
 fn byol_loss_and_gradients_match_lightly() {
@@ -54,7 +58,7 @@ fn vicreg_loss_and_gradients_match_lightly() {
     let f = fixture("vicreg.json");
     let d = device();
     let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
-    let vicreg = VicregLoss {
+    let vicreg = Vicreg {
         lambda_invariance: f["lambda_inv"].as_f64().unwrap(),
         mu_variance: f["mu_var"].as_f64().unwrap(),
         nu_covariance: f["nu_cov"].as_f64().unwrap(),
@@ -120,11 +124,72 @@ fn ntxent_loss_and_gradients_match_lightly() {
     let f = fixture("ntxent.json");
     let d = device();
     let (z1, z2) = (leaf::<2>(&f["z1"], &d), leaf::<2>(&f["z2"], &d));
-    let loss =
-        selfsup::objective::ntxent_loss(z1.clone(), z2.clone(), f["temperature"].as_f64().unwrap())
-            .unwrap();
+    let loss = ntxent_loss(z1.clone(), z2.clone(), f["temperature"].as_f64().unwrap()).unwrap();
     assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
     let grads = loss.backward();
     assert_tensor("grad_z1", &z1.grad(&grads).unwrap(), &f["grad_z1"]);
     assert_tensor("grad_z2", &z2.grad(&grads).unwrap(), &f["grad_z2"]);
+}
+
+/// The views of a `[V, B, D]` tensor.
+fn views(t: &Tensor<3>) -> Vec<Tensor<2>> {
+    (0..t.dims()[0])
+        .map(|i| t.clone().narrow(0, i, 1).squeeze_dim::<2>(0))
+        .collect()
+}
+
+#[test]
+fn dino_loss_gradients_and_centre_match_lightly() {
+    let f = fixture("dino.json");
+    let d = device();
+    let teacher = tensor::<3>(&f["teacher"], &d);
+    let student = leaf::<3>(&f["student"], &d);
+    let center = tensor::<1>(&f["center_before"], &d).unsqueeze::<2>();
+    let loss = dino_loss(
+        &views(&teacher),
+        &views(&student),
+        center.clone(),
+        f["teacher_temp"].as_f64().unwrap(),
+        f["student_temp"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor(
+        "grad_student",
+        &student.grad(&grads).unwrap(),
+        &f["grad_student"],
+    );
+    let after = dino_center_update(
+        center,
+        &views(&teacher),
+        f["center_momentum"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert_tensor(
+        "center_after",
+        &after.squeeze_dim::<1>(0),
+        &f["center_after"],
+    );
+}
+
+#[test]
+fn moco_info_nce_and_gradient_match_the_formula() {
+    let f = fixture("moco.json");
+    let d = device();
+    let q = leaf::<2>(&f["q"], &d);
+    let k = leaf::<2>(&f["k"], &d);
+    let queue = leaf::<2>(&f["queue"], &d);
+    let loss = info_nce(
+        q.clone(),
+        k.clone(),
+        queue.clone(),
+        f["temperature"].as_f64().unwrap(),
+    )
+    .unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_q", &q.grad(&grads).unwrap(), &f["grad_q"]);
+    // Keys and queue are detached.
+    assert!(k.grad(&grads).is_none() && queue.grad(&grads).is_none());
 }

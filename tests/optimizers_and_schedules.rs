@@ -107,3 +107,152 @@ fn schedules_reject_bad_values() {
     let err = WarmupCosine::new(-0.1, 0, 10).unwrap_err().to_string();
     assert!(err.contains("lr") && err.contains("-0.1"), "{err}");
 }
+
+mod groups {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Device, Tensor, TensorData};
+    use selfsup::optim::{
+        AdamW, CosineSchedule, GroupRule, GroupedOptimizer, OptimizerConfig, ParamGroups,
+        WeightDecay, clip_per_parameter,
+    };
+
+    use super::common::*;
+
+    fn linear(d: &Device) -> Linear {
+        d.seed(3);
+        LinearConfig::new(3, 2).init(d)
+    }
+
+    /// Gradients of `factor * sum(output)` for a batch of ones.
+    fn grads(layer: &Linear, factor: f64, d: &Device) -> GradientsParams {
+        let out = layer.forward(Tensor::<2>::ones([1, 3], d));
+        GradientsParams::from_grads(out.sum().mul_scalar(factor).backward(), layer)
+    }
+
+    #[test]
+    fn weight_decay_skips_biases_and_norms() {
+        let d = device();
+        let layer = linear(&d);
+        let (w, b) = (
+            values(&layer.weight.val()),
+            values(&layer.bias.as_ref().unwrap().val()),
+        );
+        let groups = ParamGroups::rank_one_excluded(&layer);
+        assert_eq!(
+            groups.no_weight_decay,
+            vec![layer.bias.as_ref().unwrap().id]
+        );
+        for config in [OptimizerConfig::sgd(0.1), OptimizerConfig::lars(1e-3, 0.1)] {
+            let mut optimizer = GroupedOptimizer::new(&config, &groups, 1.0).unwrap();
+            // A zero gradient: only weight decay moves anything.
+            let stepped = optimizer.step(1.0, 0.1, layer.clone(), grads(&layer, 0.0, &d));
+            let expected: Vec<f64> = w.iter().map(|v| v * 0.9).collect();
+            if config.kind == selfsup::optim::OptimizerKind::Sgd {
+                assert_close("decayed weight", &values(&stepped.weight.val()), &expected);
+            }
+            assert_eq!(
+                values(&stepped.bias.as_ref().unwrap().val()),
+                b,
+                "{:?} decayed a bias",
+                config.kind
+            );
+        }
+    }
+
+    #[test]
+    fn a_fixed_rate_group_ignores_the_schedule() {
+        let d = device();
+        let layer = linear(&d);
+        let (w, b) = (
+            values(&layer.weight.val()),
+            values(&layer.bias.as_ref().unwrap().val()),
+        );
+        let groups = ParamGroups {
+            no_weight_decay: Vec::new(),
+            fixed_lr: vec![layer.weight.id],
+        };
+        let config = OptimizerConfig::sgd(0.0);
+        let mut optimizer = GroupedOptimizer::new(&config, &groups, 1.0).unwrap();
+        // d sum / d w = 1 and d sum / d b = 1; scheduled lr 0.1, fixed 1.0.
+        let stepped = optimizer.step(0.1, 0.0, layer.clone(), grads(&layer, 1.0, &d));
+        let fixed: Vec<f64> = w.iter().map(|v| v - 1.0).collect();
+        let scheduled: Vec<f64> = b.iter().map(|v| v - 0.1).collect();
+        assert_close("fixed-rate weight", &values(&stepped.weight.val()), &fixed);
+        assert_close(
+            "scheduled bias",
+            &values(&stepped.bias.as_ref().unwrap().val()),
+            &scheduled,
+        );
+    }
+
+    #[test]
+    fn adamw_follows_pytorchs_update() {
+        use burn::optim::Optimizer;
+        let d = device();
+        let adamw = AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            rule: GroupRule::decayed(WeightDecay::new(0.05)),
+        };
+        let w0 = [0.5f64, -1.0, 2.0];
+        let grads = [[0.1f64, -0.3, 0.02], [-0.2, 0.4, 0.01]];
+        let lr = 0.01;
+        // The reference in f64: PyTorch's AdamW (decoupled decay, bias corrections).
+        let (mut w, mut m, mut v) = (w0, [0.0f64; 3], [0.0f64; 3]);
+        for (t, g) in grads.iter().enumerate() {
+            let t = (t + 1) as i32;
+            for i in 0..3 {
+                w[i] *= 1.0 - lr * 0.05;
+                m[i] = 0.9 * m[i] + 0.1 * g[i];
+                v[i] = 0.999 * v[i] + 0.001 * g[i] * g[i];
+                let denom = v[i].sqrt() / (1.0 - 0.999f64.powi(t)).sqrt() + 1e-8;
+                w[i] -= lr / (1.0 - 0.9f64.powi(t)) * m[i] / denom;
+            }
+        }
+        let to_tensor = |x: &[f64]| {
+            let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            Tensor::<1>::from_data(TensorData::new(values, [x.len()]), &d)
+        };
+        let mut tensor = to_tensor(&w0);
+        let mut state = None;
+        for g in &grads {
+            let (next, s) = adamw.step(lr, tensor, to_tensor(g), state);
+            (tensor, state) = (next, s);
+        }
+        assert_close("AdamW after 2 steps", &values(&tensor), &w);
+    }
+
+    #[test]
+    fn gradient_clipping_is_per_parameter() {
+        let d = device();
+        let layer = linear(&d);
+        // Gradients of 2 * sum: every entry 2; weight norm 2 sqrt(6) ~ 4.9, bias 2 sqrt(2) ~ 2.8.
+        let mut g = grads(&layer, 2.0, &d);
+        clip_per_parameter(&layer, &mut g, 3.0);
+        let weight = values(&g.get::<2>(layer.weight.id).unwrap());
+        let bias = values(&g.get::<1>(layer.bias.as_ref().unwrap().id).unwrap());
+        let scale = 3.0 / (2.0 * 6f64.sqrt() + 1e-6);
+        assert_close("clipped weight grad", &weight, &[2.0 * scale; 6]);
+        assert_close("unclipped bias grad", &bias, &[2.0, 2.0]);
+    }
+
+    #[test]
+    fn weight_decay_schedule_is_a_cosine() {
+        let s = CosineSchedule::new(0.04, 0.4, 100).unwrap();
+        assert!((s.value(0) - 0.04).abs() < 1e-12);
+        assert!((s.value(50) - 0.22).abs() < 1e-12);
+        assert!((s.value(100) - 0.4).abs() < 1e-12 && s.value(500) == 0.4);
+        assert!(CosineSchedule::new(f64::NAN, 0.4, 10).is_err());
+        let config = OptimizerConfig::adamw(0.04).with_weight_decay_end(-1.0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("optimizer.weight_decay_end"), "{err}");
+        let err = OptimizerConfig::sgd(0.0)
+            .with_gradient_clip(0.0)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("optimizer.gradient_clip"), "{err}");
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use selfsup::augment::ViewTransform;
 use selfsup::backbone::{BackboneConfig, ConvNetConfig};
 use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::method::{AnyMethodConfig, DeepClusterConfig, MethodConfig, MocoConfig, Preset};
 use selfsup::train::{
     CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
     PretrainConfig, PretrainOptions, pretrain, pretrain_with,
@@ -21,7 +21,7 @@ fn sample() -> Arc<dyn ImageDataset> {
 }
 
 fn tiny_config(
-    objective: ObjectiveConfig,
+    objective: AnyMethodConfig,
     epochs: usize,
     dir: Option<&std::path::Path>,
 ) -> PretrainConfig {
@@ -76,7 +76,7 @@ fn run(
 #[test]
 fn a_run_writes_metrics_and_a_checkpoint_and_reports_knn() {
     let dir = tempfile::tempdir().unwrap();
-    let config = tiny_config(ObjectiveConfig::SimSiam, 2, Some(dir.path()));
+    let config = tiny_config(AnyMethodConfig::simsiam(Preset::Cifar), 2, Some(dir.path()));
     let knn = KnnEvaluation {
         bank: sample(),
         queries: sample(),
@@ -114,17 +114,39 @@ fn a_run_writes_metrics_and_a_checkpoint_and_reports_knn() {
 
 #[test]
 fn an_interrupted_and_resumed_run_gives_the_same_loss_curve() {
-    for objective in [ObjectiveConfig::Byol, ObjectiveConfig::swav()] {
+    let small_moco = AnyMethodConfig::Moco(MocoConfig {
+        queue_length: 16,
+        ..MocoConfig::preset(Preset::Cifar)
+    });
+    let small_deepcluster = AnyMethodConfig::DeepCluster(DeepClusterConfig {
+        num_prototypes: vec![4, 3],
+        ..DeepClusterConfig::preset(Preset::Cifar)
+    });
+    for objective in [
+        AnyMethodConfig::byol(Preset::Cifar),
+        AnyMethodConfig::swav(Preset::Cifar),
+        small_moco,
+        AnyMethodConfig::dino(Preset::Cifar),
+        small_deepcluster,
+        AnyMethodConfig::simclr(Preset::Cifar),
+    ] {
+        // SimCLR here also exercises AdamW's state, a weight-decay schedule and clipping.
+        let config_in = |dir: &std::path::Path| {
+            let mut c = tiny_config(objective.clone(), 3, Some(dir));
+            if let AnyMethodConfig::SimClr(_) = objective {
+                c.optimizer = OptimizerConfig::adamw(0.04)
+                    .with_weight_decay_end(0.4)
+                    .with_gradient_clip(0.5);
+                c.lr.base_lr = 0.01;
+            }
+            c
+        };
         let full_dir = tempfile::tempdir().unwrap();
-        let (full, full_losses) = run(
-            &tiny_config(objective.clone(), 3, Some(full_dir.path())),
-            None,
-            None,
-        );
+        let (full, full_losses) = run(&config_in(full_dir.path()), None, None);
         assert_eq!(full.unwrap(), 6);
         // Interrupted during the third epoch: the checkpoint holds two epochs.
         let dir = tempfile::tempdir().unwrap();
-        let config = tiny_config(objective.clone(), 3, Some(dir.path()));
+        let config = config_in(dir.path());
         let (first, first_losses) = run(&config, None, Some(4));
         assert_eq!(first.unwrap(), 5);
         assert_eq!(first_losses[..4], full_losses[..4], "{}", objective.name());
@@ -137,19 +159,16 @@ fn an_interrupted_and_resumed_run_gives_the_same_loss_curve() {
 #[test]
 fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let config = tiny_config(ObjectiveConfig::Byol, 1, Some(dir.path()));
+    let config = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, Some(dir.path()));
     pretrain(&config, sample(), &plain_device()).unwrap();
     let path = dir.path().join(CHECKPOINT_FILE);
     let before = std::fs::read(&path).unwrap();
-    let mut exploding = tiny_config(ObjectiveConfig::Byol, 3, Some(dir.path()));
+    let mut exploding = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 3, Some(dir.path()));
     exploding.lr.base_lr = 1e30;
-    exploding.optimizer = OptimizerConfig::Sgd {
-        momentum: 0.9,
-        weight_decay: 0.0,
-    };
+    exploding.optimizer = OptimizerConfig::sgd(0.0);
     let (result, _) = run(&exploding, Some(path.clone()), None);
     let e = result.unwrap_err();
-    assert!(matches!(e, Error::TrainingStopped { epoch: 1, .. }), "{e}");
+    assert!(matches!(e, Error::Step { epoch: 1, .. }), "{e}");
     assert!(e.to_string().contains("step"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     Checkpoint::read(&path).unwrap();
@@ -158,7 +177,7 @@ fn a_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one_loadable() {
     let dir = tempfile::tempdir().unwrap();
-    let config = tiny_config(ObjectiveConfig::SimSiam, 1, Some(dir.path()));
+    let config = tiny_config(AnyMethodConfig::simsiam(Preset::Cifar), 1, Some(dir.path()));
     pretrain(&config, sample(), &plain_device()).unwrap();
     let path = dir.path().join(CHECKPOINT_FILE);
     let good = Checkpoint::read(&path).unwrap();
@@ -185,13 +204,13 @@ fn an_interrupted_checkpoint_write_leaves_the_previous_one_loadable() {
 
 #[test]
 fn bad_configurations_and_foreign_checkpoints_are_refused() {
-    let mut c = tiny_config(ObjectiveConfig::Byol, 1, None);
+    let mut c = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, None);
     c.lr.base_lr = 0.0;
     let e = pretrain(&c, sample(), &plain_device())
         .unwrap_err()
         .to_string();
     assert!(e.contains("lr.base_lr"), "{e}");
-    let mut c = tiny_config(ObjectiveConfig::Byol, 1, None);
+    let mut c = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, None);
     c.epochs = 0;
     assert!(
         pretrain(&c, sample(), &plain_device())
@@ -202,18 +221,18 @@ fn bad_configurations_and_foreign_checkpoints_are_refused() {
     // A checkpoint of another architecture.
     let dir = tempfile::tempdir().unwrap();
     pretrain(
-        &tiny_config(ObjectiveConfig::Byol, 1, Some(dir.path())),
+        &tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, Some(dir.path())),
         sample(),
         &plain_device(),
     )
     .unwrap();
-    let mut wider = tiny_config(ObjectiveConfig::Byol, 2, None);
+    let mut wider = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 2, None);
     wider.backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(16).with_stages(2));
     let (result, _) = run(&wider, Some(dir.path().join(CHECKPOINT_FILE)), None);
     let e = result.unwrap_err().to_string();
     assert!(e.contains("another architecture"), "{e}");
     let (result, _) = run(
-        &tiny_config(ObjectiveConfig::SimSiam, 2, None),
+        &tiny_config(AnyMethodConfig::simsiam(Preset::Cifar), 2, None),
         Some(dir.path().join(CHECKPOINT_FILE)),
         None,
     );
@@ -227,7 +246,7 @@ fn bad_configurations_and_foreign_checkpoints_are_refused() {
 
 #[test]
 fn the_collapse_monitor_stops_a_run_when_asked() {
-    let mut c = tiny_config(ObjectiveConfig::SimSiam, 1, None);
+    let mut c = tiny_config(AnyMethodConfig::simsiam(Preset::Cifar), 1, None);
     c.monitor.min_effective_rank = 1e9;
     c.monitor.stop_on_collapse = true;
     let e = pretrain(&c, sample(), &plain_device()).unwrap_err();
@@ -240,4 +259,71 @@ fn the_collapse_monitor_stops_a_run_when_asked() {
     // Without `stop_on_collapse` the same run only warns.
     c.monitor.stop_on_collapse = false;
     pretrain(&c, sample(), &plain_device()).unwrap();
+}
+
+#[test]
+fn the_loop_follows_the_weight_decay_and_teacher_schedules_and_resumed_metrics_read_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(AnyMethodConfig::dino(Preset::Cifar), 2, Some(dir.path()));
+    config.optimizer = OptimizerConfig::adamw(0.04)
+        .with_weight_decay_end(0.4)
+        .with_gradient_clip(3.0);
+    config.lr.base_lr = 0.001;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let options = PretrainOptions {
+        on_step: Some(Box::new(move |m| {
+            sink.lock()
+                .unwrap()
+                .push((m.weight_decay, m.method_values["teacher_temperature"]));
+            Control::Continue
+        })),
+        ..Default::default()
+    };
+    pretrain_with(&config, sample(), &plain_device(), options).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let schedule = selfsup::optim::CosineSchedule::new(0.04, 0.4, 4).unwrap();
+    for (step, (wd, temperature)) in seen.iter().enumerate() {
+        assert!(
+            (wd - schedule.value(step)).abs() < 1e-12,
+            "step {step}: {wd}"
+        );
+        // 30 warm-up epochs: 0.04 in epoch 0, 0.04 + 0.03 / 29 in epoch 1.
+        let epoch = step / 2;
+        let expected = 0.04 + 0.03 * epoch as f64 / 29.0;
+        assert!(
+            (temperature - expected).abs() < 1e-12,
+            "step {step}: {temperature}"
+        );
+    }
+    // A run killed in its second epoch left two step lines of it; the resumed run replaces
+    // them, so the metrics read as one run.
+    let metrics = dir.path().join(METRICS_FILE);
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"kind\":\"step\",\"epoch\":2,\"step\":4,\"loss\":1.0}\n{\"kind\":\"st");
+    std::fs::write(&metrics, text).unwrap();
+    let mut longer = config.clone();
+    longer.epochs = 3;
+    let options = PretrainOptions {
+        resume: Some(dir.path().join(CHECKPOINT_FILE)),
+        ..Default::default()
+    };
+    pretrain_with(&longer, sample(), &plain_device(), options).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = records
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![0, 1, 2, 3, 4, 5]);
+    let epochs: Vec<u64> = records
+        .iter()
+        .filter(|r| r["kind"] == "epoch")
+        .map(|r| r["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![0, 1, 2]);
 }

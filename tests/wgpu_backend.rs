@@ -7,23 +7,56 @@ mod common;
 
 use burn::module::Module;
 use selfsup::device::{DeviceChoice, select_device};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::method::{
+    AnyMethodConfig, DeepClusterConfig, Method, MethodConfig, MocoConfig, Preset, SwavConfig,
+};
 use selfsup::prelude::Device;
-use selfsup::step::train_step;
+use selfsup::step::SelfSupervised;
+
+/// Every built-in method, with prototypes and queues that fit the tiny test.
+fn methods() -> Vec<AnyMethodConfig> {
+    AnyMethodConfig::NAMES
+        .iter()
+        .map(
+            |name| match AnyMethodConfig::preset(name, Preset::Cifar).unwrap() {
+                AnyMethodConfig::Swav(c) => AnyMethodConfig::Swav(SwavConfig {
+                    num_prototypes: 16,
+                    ..c
+                }),
+                AnyMethodConfig::Moco(c) => AnyMethodConfig::Moco(MocoConfig {
+                    queue_length: 32,
+                    ..c
+                }),
+                AnyMethodConfig::DeepCluster(c) => {
+                    AnyMethodConfig::DeepCluster(DeepClusterConfig {
+                        num_prototypes: vec![4, 6],
+                        ..c
+                    })
+                }
+                other => other,
+            },
+        )
+        .collect()
+}
 
 /// Two SGD steps of a tiny convnet on `device`, from the same initial weights and views.
-fn two_step_losses(objective: &ObjectiveConfig, device: &Device) -> Vec<f32> {
-    // The CPU model's weights (from a fixed seed), loaded into the same model on `device`.
-    let weights = common::tiny_model(objective, &Device::flex().autodiff()).into_record();
-    let mut model = common::tiny_model(objective, device).load_record(weights);
-    let mut state = common::sgd_state(objective, 2, 0.99);
+fn two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
+    // The CPU model's weights and state (from a fixed seed), loaded into the same model on
+    // `device`.
+    let weights = common::tiny_model(method, &Device::flex().autodiff()).into_record();
+    let model = common::tiny_model(method, device).load_record(weights);
+    let mut model = SelfSupervised {
+        method: model.method.start_epoch(0, 5).unwrap(),
+        ..model
+    };
+    let mut stepper = common::Stepper::sgd(&model, 0.05, 2, 0.99);
     let views = [
         common::random([8, 3, 16, 16], 1, device),
         common::random([8, 3, 16, 16], 2, device),
     ];
     let mut losses = Vec::new();
     for _ in 0..2 {
-        let (next, report) = train_step(model, &views, 2, 0.05, &mut state).unwrap();
+        let (next, report) = stepper.step(model, &views);
         model = next;
         losses.push(report.loss);
     }
@@ -33,21 +66,14 @@ fn two_step_losses(objective: &ObjectiveConfig, device: &Device) -> Vec<f32> {
 #[test]
 fn two_training_steps_match_the_cpu_within_1e_3() {
     let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
-    for objective in [
-        ObjectiveConfig::Byol,
-        ObjectiveConfig::SimSiam,
-        ObjectiveConfig::barlow_twins(),
-        ObjectiveConfig::vicreg(),
-        ObjectiveConfig::swav(),
-        ObjectiveConfig::ntxent(),
-    ] {
-        let cpu = two_step_losses(&objective, &Device::flex().autodiff());
-        let gpu = two_step_losses(&objective, &wgpu);
+    for method in methods() {
+        let cpu = two_step_losses(&method, &Device::flex().autodiff());
+        let gpu = two_step_losses(&method, &wgpu);
         for (c, g) in cpu.iter().zip(&gpu) {
             assert!(
                 (c - g).abs() <= 1e-3 * c.abs().max(1.0),
                 "{}: cpu {cpu:?} vs wgpu {gpu:?}",
-                objective.name()
+                method.name()
             );
         }
     }
@@ -67,7 +93,7 @@ fn pretraining_knn_and_the_linear_probe_run_on_wgpu() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
     let data: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap().with_cache(true));
     let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(8).with_stages(2));
-    let mut config = PretrainConfig::cifar(ObjectiveConfig::SimSiam, backbone, 1);
+    let mut config = PretrainConfig::cifar(AnyMethodConfig::simsiam(Preset::Cifar), backbone, 1);
     config.head_width = 1.0 / 64.0;
     config.loader = LoaderConfig {
         batch_size: 10,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use selfsup::augment::ViewTransform;
 use selfsup::backbone::{BackboneConfig, ConvNetConfig};
 use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
-use selfsup::objective::ObjectiveConfig;
+use selfsup::method::{AnyMethodConfig, MethodConfig, Preset};
 use selfsup::prelude::*;
 use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, pretrain_with};
 
@@ -23,12 +23,17 @@ pub fn sample() -> selfsup::Result<(Arc<dyn ImageDataset>, Arc<dyn ImageDataset>
     ))
 }
 
-/// A short CPU recipe for `objective`: the tiny convnet, 32-pixel views, batch 128, the
-/// method's CIFAR views and lightly's CIFAR optimisation with one warmup epoch, heads at a
-/// quarter of paper size.
-pub fn short_recipe(objective: ObjectiveConfig, epochs: usize) -> PretrainConfig {
+/// The built-in method `name` with its CIFAR defaults.
+pub fn method(name: &str) -> AnyMethodConfig {
+    AnyMethodConfig::preset(name, Preset::Cifar).expect("a built-in method")
+}
+
+/// A short CPU recipe for `method`: the tiny convnet, 32-pixel views, batch 128, the method's
+/// CIFAR recipe (views, optimiser, schedules) with one warmup epoch, heads at a quarter of
+/// paper size.
+pub fn short_recipe(method: AnyMethodConfig, epochs: usize) -> PretrainConfig {
     let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(32));
-    let mut config = PretrainConfig::cifar(objective, backbone, epochs);
+    let mut config = PretrainConfig::cifar(method, backbone, epochs);
     config.head_width = 0.25;
     config.loader = LoaderConfig {
         batch_size: 128,
@@ -55,7 +60,7 @@ pub fn run(config: &PretrainConfig) -> selfsup::Result<()> {
     };
     println!(
         "{}: {} epochs on {} images",
-        config.objective.name(),
+        config.method.name(),
         config.epochs,
         train.len()
     );

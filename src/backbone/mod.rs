@@ -1,7 +1,7 @@
 //! Image encoders (backbones): `[B, C, H, W]` images to `[B, D]` features.
 //!
 //! [`Backbone`] covers the built-in networks; any burn module implementing [`Encoder`] can take
-//! its place in a [`JointEmbedding`](crate::siamese::JointEmbedding).
+//! its place in a [`JointEmbedding`](crate::model::joint_embedding::JointEmbedding).
 
 pub mod convnet;
 pub mod resnet;

@@ -58,6 +58,35 @@ impl<D: ImageDataset + ?Sized> ImageDataset for Arc<D> {
     }
 }
 
+/// Checks that `first` and `second` (named by their roles, e.g. "the kNN bank") are both
+/// labelled and share their class names in the same order.
+pub fn check_same_classes(
+    first: &dyn ImageDataset,
+    first_role: &str,
+    second: &dyn ImageDataset,
+    second_role: &str,
+) -> Result<()> {
+    for (set, role) in [(first, first_role), (second, second_role)] {
+        if set.classes().is_empty() || (!set.is_empty() && set.label(0).is_none()) {
+            return Err(Error::MissingInput {
+                context: role.to_string(),
+                what: "class labels (use a folder of class folders, CIFAR binaries or a \
+                       labelled .pack)"
+                    .into(),
+            });
+        }
+    }
+    if first.classes() != second.classes() {
+        return Err(Error::ClassMismatch {
+            first: first_role.to_string(),
+            first_classes: first.classes().to_vec(),
+            second: second_role.to_string(),
+            second_classes: second.classes().to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// Decodes an encoded image (JPEG, PNG, BMP, GIF, PNM, TIFF, WebP; format from the content)
 /// to 8-bit RGB. Grayscale is replicated to three channels, alpha is dropped (as PIL's
 /// `convert("RGB")`), 16-bit samples are scaled to 8 bits, palettes are expanded.

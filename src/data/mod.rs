@@ -12,7 +12,7 @@ pub mod packed;
 pub mod subset;
 
 pub use cifar::{CifarBinary, CifarFormat, CifarSplit};
-pub use dataset::{ImageDataset, decode_image, read_image};
+pub use dataset::{ImageDataset, check_same_classes, decode_image, read_image};
 pub use image_folder::{ImageFolder, OnCorrupt, VerifyReport};
 pub use in_memory::InMemoryDataset;
 pub use loader::{Batches, HostBatch, LoaderConfig, ViewBatch, ViewLoader};

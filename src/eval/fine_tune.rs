@@ -14,10 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::report::{ClassificationReport, argmax_classes};
 use crate::augment::{Crop, Normalize, ViewRecipe, ViewTransform};
 use crate::backbone::Encoder;
-use crate::data::{ImageDataset, LoaderConfig, ViewLoader};
+use crate::data::{ImageDataset, LoaderConfig, ViewLoader, check_same_classes};
 use crate::error::{Error, Result};
-use crate::optim::WarmupCosine;
-use crate::train::OptimizerConfig;
+use crate::optim::{GroupedOptimizer, OptimizerConfig, ParamGroups, WarmupCosine};
 
 /// A backbone with a linear classification head.
 #[derive(Module, Debug)]
@@ -44,7 +43,8 @@ pub struct FineTuneConfig {
     pub batch_size: usize,
     /// Peak learning rate (cosine to 0).
     pub lr: f64,
-    /// The optimiser (SGD momentum 0.9, weight decay 5e-4 by default).
+    /// The optimiser (SGD momentum 0.9, weight decay 5e-4 by default, biases and
+    /// normalisation parameters without decay).
     pub optimizer: OptimizerConfig,
     /// Training augmentation (one view); the default is a light random resized crop (scale
     /// 0.5-1) with horizontal flips at `image_size`.
@@ -60,7 +60,7 @@ impl FineTuneConfig {
             epochs: 10,
             batch_size: 128,
             lr: 0.05,
-            optimizer: OptimizerConfig::sgd(),
+            optimizer: OptimizerConfig::cifar_sgd(),
             views: ViewTransform::from_recipes([ViewRecipe {
                 crop: Crop::RandomResized {
                     size: image_size,
@@ -93,13 +93,13 @@ pub fn fine_tune<E: Encoder>(
     if config.epochs == 0 {
         return Err(Error::invalid_config("finetune.epochs", 0, ">= 1"));
     }
+    check_same_classes(
+        &*train,
+        "the fine-tuning images",
+        &*val,
+        "the validation images",
+    )?;
     let classes = train.classes().len();
-    if classes == 0 {
-        return Err(Error::MissingInput {
-            context: "fine-tuning".into(),
-            what: "labels of the training images".into(),
-        });
-    }
     let ad = device.clone().autodiff();
     let head = crate::seeded::with_seed(&ad, config.seed, || {
         let head = LinearConfig::new(backbone.feature_dim(), classes).init(&ad);
@@ -118,7 +118,13 @@ pub fn fine_tune<E: Encoder>(
     let loader = ViewLoader::new(train, config.views.clone(), loader_config, device)?;
     let total = loader.batches_per_epoch() * config.epochs;
     let schedule = WarmupCosine::new(config.lr, 0, total)?;
-    let mut optimizer = config.optimizer.init()?;
+    let groups = if config.optimizer.exclude_bias_and_norm {
+        ParamGroups::rank_one_excluded(&model)
+    } else {
+        ParamGroups::default()
+    };
+    let mut optimizer = GroupedOptimizer::new(&config.optimizer, &groups, config.lr)?;
+    let weight_decay = config.optimizer.weight_decay;
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let mut step = 0;
     for epoch in 0..config.epochs {
@@ -139,7 +145,7 @@ pub fn fine_tune<E: Encoder>(
                 });
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(schedule.lr(step), model, grads);
+            model = optimizer.step(schedule.lr(step), weight_decay, model, grads);
             step += 1;
         }
     }

@@ -18,7 +18,7 @@ use super::features::extract_features;
 use super::report::{ClassificationReport, argmax_classes};
 use crate::augment::{AugmentRng, ViewTransform};
 use crate::backbone::Encoder;
-use crate::data::ImageDataset;
+use crate::data::{ImageDataset, check_same_classes};
 use crate::error::{Error, Result};
 
 /// Linear-probe training settings.
@@ -72,6 +72,12 @@ pub fn linear_probe<E: Encoder>(
             "both at least 1",
         ));
     }
+    check_same_classes(
+        &*train,
+        "the probe's training images",
+        &*val,
+        "the validation images",
+    )?;
     if !(config.lr.is_finite() && config.lr > 0.0) {
         return Err(Error::invalid_config(
             "probe.lr",

@@ -24,6 +24,8 @@ use burn::config::Config;
 use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor};
 
+use super::group::{GroupRule, WeightDecay};
+
 static FUSED_CPU_STEP: AtomicBool = AtomicBool::new(true);
 
 /// Turns the fused CPU update (two passes over each parameter on `Device::flex()`, the
@@ -74,15 +76,15 @@ impl LarsConfig {
         check("lars.eps", self.eps, self.eps >= 0.0, ">= 0")
     }
 
-    /// The bare per-parameter optimiser.
+    /// The bare per-parameter optimiser (one group, constant weight decay).
     pub fn build(&self) -> crate::Result<Lars> {
         self.validate()?;
         Ok(Lars {
             momentum: self.momentum,
-            weight_decay: self.weight_decay,
             eta: self.eta,
             eps: self.eps,
             exclude_bias_and_norm: self.exclude_bias_and_norm,
+            rule: GroupRule::decayed(WeightDecay::new(self.weight_decay)),
         })
     }
 
@@ -92,14 +94,20 @@ impl LarsConfig {
     }
 }
 
-/// The LARS optimiser; see the [module docs](self) for the update.
+/// The LARS optimiser for one parameter group; see the [module docs](self) for the update.
 #[derive(Debug, Clone)]
 pub struct Lars {
-    momentum: f64,
-    weight_decay: f64,
-    eta: f64,
-    eps: f64,
-    exclude_bias_and_norm: bool,
+    /// Momentum `m` (no dampening).
+    pub momentum: f64,
+    /// Trust coefficient `eta`.
+    pub eta: f64,
+    /// Added to the denominator of the trust ratio.
+    pub eps: f64,
+    /// Treat every rank-1 parameter as excluded (for use outside parameter groups; the
+    /// training loop puts those parameters in an excluded group instead).
+    pub exclude_bias_and_norm: bool,
+    /// The group's weight decay (`None`: neither decay nor adaptation) and learning rate.
+    pub rule: GroupRule,
 }
 
 /// Per-parameter state of [`Lars`]: the momentum buffer.
@@ -123,22 +131,28 @@ impl<const D: usize> RecordState for LarsState<D> {
 }
 
 impl Lars {
+    /// Whether a rank-`D` parameter of this group takes decay and the trust ratio.
+    fn adapts<const D: usize>(&self) -> bool {
+        self.rule.weight_decay.is_some() && !(D == 1 && self.exclude_bias_and_norm)
+    }
+
     /// The update direction `d` before momentum.
     fn direction<const D: usize>(&self, param: Tensor<D>, grad: Tensor<D>) -> Tensor<D> {
-        if D == 1 && self.exclude_bias_and_norm {
+        if !self.adapts::<D>() {
             return grad;
         }
+        let weight_decay = self.rule.decay();
         let param_norm = param.clone().square().sum().sqrt();
         let grad_norm = grad.clone().square().sum().sqrt();
         let ratio = param_norm.clone().mul_scalar(self.eta)
-            / (grad_norm.clone() + param_norm.clone().mul_scalar(self.weight_decay))
+            / (grad_norm.clone() + param_norm.clone().mul_scalar(weight_decay))
                 .add_scalar(self.eps);
         let both_non_zero = param_norm
             .greater_elem(0.0)
             .bool_and(grad_norm.greater_elem(0.0));
         let ratio = ratio.ones_like().mask_where(both_non_zero, ratio);
-        let decayed = if self.weight_decay != 0.0 {
-            grad + param.mul_scalar(self.weight_decay)
+        let decayed = if weight_decay != 0.0 {
+            grad + param.mul_scalar(weight_decay)
         } else {
             grad
         };
@@ -160,11 +174,11 @@ impl Lars {
             }
             _ => direction,
         };
-        let updated = tensor - buffer.clone().mul_scalar(lr);
+        let updated = tensor - buffer.clone().mul_scalar(self.rule.lr(lr));
         (updated, Some(LarsState { momentum: buffer }))
     }
 
-    /// The update by [`FastLars`](super::lars_cpu::FastLars) in two passes when the weights,
+    /// The update by [`FastLars`](crate::kernels::lars::FastLars) in two passes when the weights,
     /// gradient and buffer are f32 on the flex device (`None` otherwise).
     #[cfg(feature = "flex")]
     pub(crate) fn step_on_cpu<const D: usize>(
@@ -177,7 +191,7 @@ impl Lars {
         use burn::backend::{Dispatch, DispatchDevice};
         use burn::tensor::DType;
 
-        use super::lars_cpu::{FastLars, LarsStep};
+        use crate::kernels::lars::{FastLars, LarsStep};
 
         let device = tensor.device();
         let on_cpu = FUSED_CPU_STEP.load(Ordering::Relaxed)
@@ -197,12 +211,12 @@ impl Lars {
             return None;
         }
         let step = LarsStep {
-            lr,
+            lr: self.rule.lr(lr),
             momentum: self.momentum,
-            weight_decay: self.weight_decay,
+            weight_decay: self.rule.decay(),
             eta: self.eta,
             eps: self.eps,
-            adapt: !(D == 1 && self.exclude_bias_and_norm),
+            adapt: self.adapts::<D>(),
             with_history: buffer.is_some(),
         };
         let (updated, buffer) = <Dispatch as FastLars>::fast_lars_step(

@@ -1,9 +1,11 @@
 //! Checkpoints: the whole training state in one file, written atomically.
 //!
-//! Layout: the magic `SSCKPT01`, then three sections, each a little-endian `u64` length and
-//! its bytes: JSON metadata (configuration, epoch, step, SwAV queue, metrics history), the
-//! model (online and target weights, BatchNorm statistics, prototypes; burn's burnpack
-//! format, which keeps parameter ids), and the optimiser state (burn's `OptimizerRecord`);
+//! Layout: the magic `SSCKPT02`, then three sections, each a little-endian `u64` length and
+//! its bytes: JSON metadata (configuration, epoch, step, metrics history), the model (online
+//! and target weights, BatchNorm statistics, and the method's parameters and state: SwAV's
+//! prototypes and queue, MoCo's queue, DINO's centre, DeepCluster's memory banks; burn's
+//! burnpack format, which keeps parameter ids), and the optimiser state (burn's
+//! `OptimizerRecord`);
 //! then an FNV-1a 64-bit checksum of everything before it. A file is written to a temporary
 //! name in the same folder, flushed to disk, then renamed over the old one, so a crash or a
 //! killed process leaves the previous checkpoint intact. The data-loading RNG needs no state:
@@ -12,26 +14,28 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::config::PretrainConfig;
 use super::metrics::EpochMetrics;
 use crate::error::{Error, Result};
-use crate::objective::queue::QueueSnapshot;
+use crate::method::AnyMethodConfig;
 
-const MAGIC: &[u8; 8] = b"SSCKPT01";
+const MAGIC: &[u8; 8] = b"SSCKPT02";
 
 /// Everything in a checkpoint besides the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointMeta {
+#[serde(bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned"))]
+pub struct CheckpointMeta<C = AnyMethodConfig> {
     /// The run's configuration.
-    pub config: PretrainConfig,
+    pub config: PretrainConfig<C>,
     /// Epochs fully completed; training resumes at this epoch.
     pub epochs_completed: usize,
     /// Global steps completed.
     pub step: usize,
-    /// The SwAV queue, when there is one.
-    pub queue: Option<QueueSnapshot>,
+    /// Images in the training set (the size of DeepCluster's memory bank).
+    pub dataset_len: usize,
     /// Metrics of the completed epochs.
     pub history: Vec<EpochMetrics>,
     /// A description of the architecture (backbone and heads), checked on load.
@@ -40,9 +44,9 @@ pub struct CheckpointMeta {
 
 /// A checkpoint in memory.
 #[derive(Debug, Clone)]
-pub struct Checkpoint {
+pub struct Checkpoint<C = AnyMethodConfig> {
     /// Metadata.
-    pub meta: CheckpointMeta,
+    pub meta: CheckpointMeta<C>,
     /// The model's burnpack bytes.
     pub model: Vec<u8>,
     /// The optimiser's record bytes.
@@ -68,7 +72,7 @@ fn checkpoint_error(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-impl Checkpoint {
+impl<C: Serialize + DeserializeOwned> Checkpoint<C> {
     /// Serialises the checkpoint to bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let meta = serde_json::to_vec(&self.meta)
@@ -87,6 +91,13 @@ impl Checkpoint {
 
     /// Parses bytes read from `path` (named in errors).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        if bytes.starts_with(b"SSCKPT01") {
+            return Err(checkpoint_error(
+                path,
+                "written by an earlier selfsup (format 01, with the SwAV queue in its metadata); \
+                 this version reads format 02: start a new run",
+            ));
+        }
         if bytes.len() < MAGIC.len() + 8 || &bytes[..8] != MAGIC {
             return Err(checkpoint_error(
                 path,
@@ -118,7 +129,7 @@ impl Checkpoint {
         }
         let optimizer = sections.pop().unwrap_or_default();
         let model = sections.pop().unwrap_or_default();
-        let meta: CheckpointMeta = serde_json::from_slice(&sections[0])
+        let meta: CheckpointMeta<C> = serde_json::from_slice(&sections[0])
             .map_err(|e| checkpoint_error(path, format!("metadata: {e}")))?;
         Ok(Self {
             meta,
@@ -127,8 +138,8 @@ impl Checkpoint {
         })
     }
 
-    /// Reads a checkpoint file.
-    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+    /// Reads a checkpoint file of a run whose method is configured by `C`.
+    pub fn read_as(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -175,6 +186,13 @@ impl Checkpoint {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+impl Checkpoint<AnyMethodConfig> {
+    /// Reads a checkpoint file of a run with a built-in method.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        Self::read_as(path)
     }
 }
 

@@ -3,144 +3,21 @@
 
 use std::path::PathBuf;
 
-use burn::config::Config;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::{Scale, ViewTransform};
+use crate::augment::ViewTransform;
 use crate::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig, Stem};
+use crate::check::ensure;
 use crate::data::LoaderConfig;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::eval::KnnConfig;
-use crate::objective::ObjectiveConfig;
-use crate::optim::LarsConfig;
-
-/// The optimiser of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OptimizerConfig {
-    /// SGD with momentum (no dampening) and weight decay (the CIFAR recipes of lightly and
-    /// solo-learn).
-    Sgd {
-        /// Momentum, e.g. 0.9.
-        momentum: f64,
-        /// Weight decay, e.g. 5e-4.
-        weight_decay: f64,
-    },
-    /// LARS (You et al. 2017), the ImageNet recipe of BYOL, Barlow Twins, VICReg and SwAV.
-    Lars(LarsConfig),
-    /// AdamW (Loshchilov & Hutter 2019).
-    AdamW {
-        /// Decoupled weight decay, e.g. 0.05.
-        weight_decay: f64,
-    },
-}
-
-impl OptimizerConfig {
-    /// SGD with momentum 0.9 and weight decay 5e-4.
-    pub fn sgd() -> Self {
-        Self::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-        }
-    }
-
-    /// LARS with momentum 0.9, weight decay 1e-4 and trust coefficient 0.02, biases and norm
-    /// parameters excluded: solo-learn's CIFAR settings for VICReg (with a base learning rate
-    /// of 0.3 per 256 images), without its clipping of the trust ratio at 1.
-    pub fn vicreg_lars() -> Self {
-        Self::Lars(LarsConfig::new().with_weight_decay(1e-4).with_eta(0.02))
-    }
-
-    /// Checks the ranges.
-    pub fn validate(&self) -> crate::Result<()> {
-        let check = crate::check::ensure;
-        match self {
-            Self::Sgd {
-                momentum,
-                weight_decay,
-            } => {
-                check(
-                    "optimizer.momentum",
-                    *momentum,
-                    (0.0..1.0).contains(momentum),
-                    "in [0, 1)",
-                )?;
-                check(
-                    "optimizer.weight_decay",
-                    *weight_decay,
-                    *weight_decay >= 0.0,
-                    ">= 0",
-                )
-            }
-            Self::Lars(c) => c.validate(),
-            Self::AdamW { weight_decay } => check(
-                "optimizer.weight_decay",
-                *weight_decay,
-                *weight_decay >= 0.0,
-                ">= 0",
-            ),
-        }
-    }
-
-    /// Builds the optimiser.
-    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
-        self.validate()?;
-        Ok(match self {
-            Self::Sgd {
-                momentum,
-                weight_decay,
-            } => {
-                let mut sgd = SgdConfig::new();
-                if *momentum > 0.0 {
-                    sgd = sgd.with_momentum(Some(
-                        MomentumConfig::new()
-                            .with_momentum(*momentum)
-                            .with_dampening(0.0),
-                    ));
-                }
-                if *weight_decay > 0.0 {
-                    sgd = sgd.with_weight_decay(Some(WeightDecayConfig::new(*weight_decay as f32)));
-                }
-                sgd.init()
-            }
-            Self::Lars(c) => c.init()?,
-            Self::AdamW { weight_decay } => AdamWConfig::new()
-                .with_weight_decay(*weight_decay as f32)
-                .init(),
-        })
-    }
-}
-
-/// The learning-rate schedule: linear warmup, then cosine decay to `final_lr`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LrConfig {
-    /// Peak learning rate (before batch scaling).
-    pub base_lr: f64,
-    /// Multiply `base_lr` by `batch_size / 256` (the linear scaling rule of the recipes that
-    /// state their rate per 256 images: BYOL, SimCLR, Barlow Twins, VICReg, SwAV).
-    pub scale_with_batch: bool,
-    /// Epochs of linear warmup from 0.
-    pub warmup_epochs: usize,
-    /// Learning rate at the end of the cosine.
-    pub final_lr: f64,
-}
-
-impl LrConfig {
-    /// The peak rate for `batch_size`.
-    pub fn peak(&self, batch_size: usize) -> f64 {
-        if self.scale_with_batch {
-            self.base_lr * batch_size as f64 / 256.0
-        } else {
-            self.base_lr
-        }
-    }
-}
+use crate::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
+pub use crate::optim::{EmaConfig, LrConfig, OptimizerConfig};
 
 /// Collapse monitoring during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
     /// Compute the effective rank of the backbone features every this many steps (0: never).
     pub every_steps: usize,
@@ -168,15 +45,22 @@ impl Default for MonitorConfig {
     }
 }
 
-/// A complete pretraining run.
-#[derive(Config, Debug)]
-pub struct PretrainConfig {
+/// A complete pretraining run of a method configured by `C` (any [`MethodConfig`]; the
+/// built-in methods by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(serialize = "C: Serialize", deserialize = "C: DeserializeOwned")
+)]
+pub struct PretrainConfig<C = AnyMethodConfig> {
     /// The method and its hyper-parameters.
-    pub objective: ObjectiveConfig,
+    pub method: C,
+    /// The scale the recipe was made for (what `--method` re-applies the method's defaults
+    /// for).
+    pub preset: Preset,
     /// The encoder.
     pub backbone: BackboneConfig,
     /// Scale of the papers' projector / predictor sizes (1.0 = paper).
-    #[config(default = 1.0)]
     pub head_width: f64,
     /// The views drawn from each image.
     pub views: ViewTransform,
@@ -188,64 +72,43 @@ pub struct PretrainConfig {
     pub optimizer: OptimizerConfig,
     /// The learning-rate schedule.
     pub lr: LrConfig,
-    /// BYOL's base EMA decay (cosine to 1 over training).
-    #[config(default = 0.99)]
-    pub ema_tau: f64,
+    /// The momentum of the target network (methods with one).
+    pub ema: EmaConfig,
     /// Collapse monitoring.
     pub monitor: MonitorConfig,
     /// kNN settings, used when evaluation data is given.
     pub knn: KnnConfig,
     /// Evaluate kNN every this many epochs when evaluation data is given (0: only at the end).
-    #[config(default = 1)]
     pub knn_every_epochs: usize,
     /// Write a checkpoint every this many epochs (0: only at the end).
-    #[config(default = 1)]
     pub checkpoint_every_epochs: usize,
     /// Folder for `checkpoint.ckpt` and `metrics.jsonl`; none keeps everything in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_dir: Option<PathBuf>,
-    /// Show a progress bar.
-    #[config(default = true)]
+    /// Show a progress bar (without one, a line per epoch is printed).
     pub progress: bool,
 }
 
-impl PretrainConfig {
-    /// A recipe for 32 x 32 images (CIFAR-10 scale) with the method's views and lightly's
-    /// CIFAR-10 benchmark optimisation: SGD, momentum 0.9, weight decay 5e-4, learning rate
-    /// 0.06 per 128 images (0.12 x batch / 256), cosine; `backbone` picks the encoder.
-    ///
-    /// VICReg instead gets [`OptimizerConfig::vicreg_lars`] at 0.3 x batch / 256 (solo-learn's
-    /// CIFAR settings): with the SGD recipe its loss diverges at 0.12, and at the 0.01 it needs
-    /// there it learns far slower (kNN top-1 after one CIFAR-10 epoch on ResNet-18 at width 16:
-    /// 40.4% with SGD 0.01, 47.6% with LARS 0.3; `BENCHMARKS.md`).
-    pub fn cifar(objective: ObjectiveConfig, backbone: BackboneConfig, epochs: usize) -> Self {
-        let views = match &objective {
-            ObjectiveConfig::Byol | ObjectiveConfig::BarlowTwins(_) => {
-                ViewTransform::byol(Scale::Cifar)
-            }
-            ObjectiveConfig::SimSiam => ViewTransform::simsiam(Scale::Cifar),
-            ObjectiveConfig::Vicreg(_) => ViewTransform::vicreg(Scale::Cifar),
-            ObjectiveConfig::Swav(_) => ViewTransform::swav(Scale::Cifar, 0),
-            ObjectiveConfig::NtXent(_) => ViewTransform::simclr(Scale::Cifar),
-        };
-        let (optimizer, base_lr) = match &objective {
-            ObjectiveConfig::Vicreg(_) => (OptimizerConfig::vicreg_lars(), 0.3),
-            _ => (OptimizerConfig::sgd(), 0.12),
-        };
+impl<C: MethodConfig> PretrainConfig<C> {
+    /// The method's own recipe for `preset` (views, optimiser, learning rate, target
+    /// momentum) on `backbone`, for `epochs` epochs, with the default loader (batch 256, seed
+    /// 0), monitors and kNN settings.
+    pub fn recipe(method: C, backbone: BackboneConfig, preset: Preset, epochs: usize) -> Self {
+        let recipe = method.recipe(&RecipeContext {
+            preset,
+            local_crops: None,
+        });
         Self {
-            objective,
+            method,
+            preset,
             backbone,
             head_width: 1.0,
-            views,
+            views: recipe.views,
             loader: LoaderConfig::default(),
             epochs,
-            optimizer,
-            lr: LrConfig {
-                base_lr,
-                scale_with_batch: true,
-                warmup_epochs: 0,
-                final_lr: 0.0,
-            },
-            ema_tau: 0.99,
+            optimizer: recipe.optimizer,
+            lr: recipe.lr,
+            ema: recipe.ema,
             monitor: MonitorConfig::default(),
             knn: KnnConfig::default(),
             knn_every_epochs: 1,
@@ -253,6 +116,131 @@ impl PretrainConfig {
             output_dir: None,
             progress: true,
         }
+    }
+
+    /// [`recipe`](Self::recipe) for 32 x 32 images ([`Preset::Cifar`]).
+    pub fn cifar(method: C, backbone: BackboneConfig, epochs: usize) -> Self {
+        Self::recipe(method, backbone, Preset::Cifar, epochs)
+    }
+
+    /// [`recipe`](Self::recipe) for photographs ([`Preset::Imagenet`]).
+    pub fn imagenet(method: C, backbone: BackboneConfig, epochs: usize) -> Self {
+        Self::recipe(method, backbone, Preset::Imagenet, epochs)
+    }
+
+    /// Replaces the method and everything it owns (views, optimiser, learning rate, target
+    /// momentum) with `method`'s recipe for this configuration's preset, `local_crops` local
+    /// crops for multi-crop methods (`None`: the method's default). The rest (backbone,
+    /// loader, epochs, monitors, output) stays.
+    pub fn with_method(self, method: C, local_crops: Option<usize>) -> Self {
+        let recipe = method.recipe(&RecipeContext {
+            preset: self.preset,
+            local_crops,
+        });
+        Self {
+            method,
+            views: recipe.views,
+            optimizer: recipe.optimizer,
+            lr: recipe.lr,
+            ema: recipe.ema,
+            ..self
+        }
+    }
+
+    /// Checks every field that can be checked without data, naming the field.
+    pub fn check(&self) -> Result<()> {
+        self.method.validate()?;
+        self.views.validate()?;
+        self.optimizer.validate()?;
+        self.lr.validate()?;
+        self.ema.validate()?;
+        check_backbone(&self.backbone)?;
+        self.check_loop()
+    }
+
+    /// The loop's own fields: epochs, head width, loader, monitor, kNN.
+    fn check_loop(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid_config("epochs", 0, ">= 1"));
+        }
+        let w = self.head_width;
+        ensure("head_width", w, w > 0.0 && w <= 64.0, "in (0, 64]")?;
+        if self.loader.batch_size < 2 {
+            return Err(Error::invalid_config(
+                "loader.batch_size",
+                self.loader.batch_size,
+                ">= 2 (batch statistics and the losses compare images of a batch)",
+            ));
+        }
+        let m = &self.monitor;
+        for (field, v) in [
+            ("monitor.min_relative_std", m.min_relative_std),
+            ("monitor.min_effective_rank", m.min_effective_rank),
+        ] {
+            ensure(field, v, v >= 0.0, "a finite value >= 0")?;
+        }
+        ensure(
+            "monitor.min_energy_gap",
+            m.min_energy_gap,
+            true,
+            "a finite value",
+        )?;
+        if self.knn.k == 0 {
+            return Err(Error::invalid_config("knn.k", 0, ">= 1"));
+        }
+        let t = self.knn.temperature;
+        ensure("knn.temperature", t, t > 0.0, "a finite value > 0")
+    }
+}
+
+impl<C> PretrainConfig<C> {
+    /// The deterministic view evaluations use at this run's resolution: the shorter side
+    /// resized to the first view's size (to 8/7 of it at the ImageNet preset, 256 for 224),
+    /// then a centre crop of that size.
+    pub fn eval_view(&self) -> ViewTransform {
+        let size = self.views.view_sizes().first().copied().unwrap_or(32);
+        let resize = match self.preset {
+            Preset::Imagenet => size * 8 / 7,
+            Preset::Cifar => size,
+        };
+        ViewTransform::eval(Some(resize), size)
+    }
+}
+
+/// Checks the built-in backbones' sizes, naming the field.
+fn check_backbone(backbone: &BackboneConfig) -> Result<()> {
+    let (field, width, channels) = match backbone {
+        BackboneConfig::ResNet(r) => ("backbone.width", r.width, r.input_channels),
+        BackboneConfig::ConvNet(c) => ("backbone.width", c.width, c.input_channels),
+    };
+    if width == 0 || width > 4096 {
+        return Err(Error::invalid_config(field, width, "in 1..=4096"));
+    }
+    if channels == 0 || channels > 64 {
+        return Err(Error::invalid_config(
+            "backbone.input_channels",
+            channels,
+            "in 1..=64",
+        ));
+    }
+    Ok(())
+}
+
+impl PretrainConfig<AnyMethodConfig> {
+    /// The built-in method `name` (`byol`, `dino`, ...; [`AnyMethodConfig::NAMES`]) with its
+    /// recipe for `preset`.
+    pub fn builtin(
+        name: &str,
+        backbone: BackboneConfig,
+        preset: Preset,
+        epochs: usize,
+    ) -> Result<Self> {
+        Ok(Self::recipe(
+            AnyMethodConfig::preset(name, preset)?,
+            backbone,
+            preset,
+            epochs,
+        ))
     }
 
     /// A ResNet-18 with the CIFAR stem at `width` first-stage channels (64 = full width).
@@ -267,37 +255,5 @@ impl PretrainConfig {
     /// The tiny convnet.
     pub fn convnet() -> BackboneConfig {
         BackboneConfig::ConvNet(ConvNetConfig::new())
-    }
-
-    /// Checks every field that can be checked without data.
-    pub fn check(&self) -> crate::Result<()> {
-        self.objective.validate()?;
-        self.views.validate()?;
-        self.optimizer.validate()?;
-        if self.epochs == 0 {
-            return Err(Error::invalid_config("epochs", 0, ">= 1"));
-        }
-        let lr = &self.lr;
-        if !(lr.base_lr.is_finite() && lr.base_lr > 0.0) {
-            return Err(Error::invalid_config(
-                "lr.base_lr",
-                lr.base_lr,
-                "a finite value > 0",
-            ));
-        }
-        if !(lr.final_lr.is_finite() && lr.final_lr >= 0.0 && lr.final_lr <= lr.base_lr) {
-            return Err(Error::invalid_config(
-                "lr.final_lr",
-                lr.final_lr,
-                "in [0, base_lr]",
-            ));
-        }
-        if !(self.head_width.is_finite() && self.head_width > 0.0) {
-            return Err(Error::invalid_config("head_width", self.head_width, "> 0"));
-        }
-        if !(0.0..=1.0).contains(&self.ema_tau) {
-            return Err(Error::invalid_config("ema_tau", self.ema_tau, "in [0, 1]"));
-        }
-        Ok(())
     }
 }

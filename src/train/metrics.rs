@@ -1,5 +1,6 @@
 //! Per-step and per-epoch metrics, appended as JSON lines.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -20,8 +21,13 @@ pub struct StepMetrics {
     pub loss: f64,
     /// Learning rate of the step.
     pub lr: f64,
-    /// EMA decay of the target update (BYOL).
+    /// Weight decay of the step's decayed parameters.
+    pub weight_decay: f64,
+    /// EMA decay of the target update (methods with a momentum target).
     pub tau: Option<f64>,
+    /// The method's scheduled values (DINO's teacher temperature).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub method_values: BTreeMap<String, f64>,
     /// Std of the L2-normalised projections (well spread: about `1/sqrt(d)`).
     pub embedding_std: f64,
     /// Energy gap: mean energy of unrelated pairs minus that of positive pairs.
@@ -67,6 +73,32 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
+    /// Opens the metrics of a run resumed from a checkpoint after `steps` steps and `epochs`
+    /// epochs: records the checkpoint does not cover (the steps of an interrupted epoch, a line
+    /// torn by a kill) are dropped first, so the file reads as one run.
+    pub fn resume(path: impl AsRef<Path>, steps: usize, epochs: usize) -> Result<Self> {
+        let path = path.as_ref();
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let kept: String = text
+            .lines()
+            .filter(|line| covered(line, steps, epochs))
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, kept).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Self::append(path)
+    }
+
     /// Opens `path` for appending (created if missing).
     pub fn append(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -94,5 +126,18 @@ impl MetricsWriter {
                 path: self.path.clone(),
                 source,
             })
+    }
+}
+
+/// Whether a metrics line belongs to the first `steps` steps and `epochs` epochs.
+fn covered(line: &str, steps: usize, epochs: usize) -> bool {
+    let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    let index = |key: &str| record[key].as_u64().map(|v| v as usize);
+    match record["kind"].as_str() {
+        Some("step") => index("step").is_some_and(|s| s < steps),
+        Some("epoch") => index("epoch").is_some_and(|e| e < epochs),
+        _ => false,
     }
 }

@@ -136,28 +136,37 @@ pub fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> 
 }
 
 use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
-use selfsup::objective::ObjectiveConfig;
-use selfsup::optim::EmaSchedule;
-use selfsup::siamese::JointEmbeddingConfig;
-use selfsup::step::{SelfSupervised, StepState};
+use selfsup::method::{AnyMethodConfig, Method, Progress, ScheduleValues, StepContext};
+use selfsup::optim::{EmaSchedule, GroupedOptimizer, OptimizerConfig, ParamGroups};
+use selfsup::step::{SelfSupervised, StepReport, train_step};
+use selfsup::train::{PretrainConfig, build_model};
 
 /// A tiny convnet backbone (width 4, 2 stages: 8 features).
 pub fn tiny_backbone(device: &Device) -> Backbone {
-    BackboneConfig::ConvNet(ConvNetConfig::new().with_width(4).with_stages(2))
-        .init(device)
-        .unwrap()
+    tiny_backbone_config().init(device).unwrap()
 }
 
-/// A tiny model for `objective` with heads at 1/16 of the paper sizes, initialised from a
-/// fixed seed.
-pub fn tiny_model(objective: &ObjectiveConfig, device: &Device) -> SelfSupervised<Backbone> {
+/// The configuration of [`tiny_backbone`].
+pub fn tiny_backbone_config() -> BackboneConfig {
+    BackboneConfig::ConvNet(ConvNetConfig::new().with_width(4).with_stages(2))
+}
+
+/// Images in the (imaginary) training set of [`tiny_model`]: the size of DeepCluster's bank.
+pub const TINY_DATASET: usize = 64;
+
+/// A run configuration for `method` on the tiny convnet, heads at 1/16 of the paper sizes.
+pub fn tiny_config(method: AnyMethodConfig) -> PretrainConfig {
+    let mut c = PretrainConfig::cifar(method, tiny_backbone_config(), 1);
+    c.head_width = 1.0 / 16.0;
+    c
+}
+
+/// A tiny model for `method` with heads at 1/16 of the paper sizes, initialised from a fixed
+/// seed.
+pub fn tiny_model(method: &AnyMethodConfig, device: &Device) -> SelfSupervised<Backbone> {
     device.seed(7);
-    let backbone = tiny_backbone(device);
-    let config = JointEmbeddingConfig::for_objective(objective, backbone_dim(), 1.0 / 16.0);
-    let embedding = config.init(backbone).unwrap();
-    let dim = config.projector.output_dim();
-    let objective = objective.init(dim, device).unwrap();
-    SelfSupervised::new(embedding, objective).unwrap()
+    let config = tiny_config(method.clone());
+    build_model(&config, tiny_backbone(device), TINY_DATASET, device).unwrap()
 }
 
 /// Feature dimension of [`tiny_backbone`].
@@ -165,15 +174,93 @@ pub fn backbone_dim() -> usize {
     8
 }
 
-/// SGD with momentum 0.9 (no dampening, as PyTorch) and an EMA schedule of `total` steps.
-pub fn sgd_state(objective: &ObjectiveConfig, total: usize, tau_base: f64) -> StepState {
-    use burn::optim::SgdConfig;
-    use burn::optim::momentum::MomentumConfig;
-    StepState {
-        optimizer: SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-            .init(),
-        objective: objective.initial_state(2).unwrap(),
-        ema: Some(EmaSchedule::new(tau_base, total).unwrap()),
+/// Steps a model by hand: SGD with momentum 0.9 (no weight decay), a constant learning rate,
+/// and an EMA schedule of `total` steps from `tau_base` to 1.
+pub struct Stepper {
+    pub optimizer: GroupedOptimizer,
+    pub lr: f64,
+    pub ema: EmaSchedule,
+    pub step: usize,
+    pub total: usize,
+    pub epoch: usize,
+}
+
+impl Stepper {
+    pub fn sgd<M: Method>(
+        model: &SelfSupervised<Backbone, M>,
+        lr: f64,
+        total: usize,
+        tau_base: f64,
+    ) -> Self {
+        let optimizer = GroupedOptimizer::new(
+            &OptimizerConfig::sgd(0.0),
+            &ParamGroups::rank_one_excluded(model),
+            lr,
+        )
+        .unwrap();
+        Self {
+            optimizer,
+            lr,
+            ema: EmaSchedule::new(tau_base, total).unwrap(),
+            step: 0,
+            total,
+            epoch: 0,
+        }
+    }
+
+    /// Where the stepper stands.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            step: self.step,
+            epoch: self.epoch,
+            steps_per_epoch: self.total,
+            epochs: 1,
+        }
+    }
+
+    /// The values the next step uses for `method`.
+    pub fn values<M: Method>(&self, model: &SelfSupervised<Backbone, M>) -> ScheduleValues {
+        ScheduleValues {
+            lr: self.lr,
+            weight_decay: 0.0,
+            ema_momentum: model
+                .embedding
+                .target
+                .is_some()
+                .then(|| self.ema.tau(self.step)),
+            method: model
+                .method
+                .schedule(&self.progress())
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+
+    /// One training step on `views` (two global views), images `0..B`.
+    pub fn step<M: Method>(
+        &mut self,
+        model: SelfSupervised<Backbone, M>,
+        views: &[Tensor<4>],
+    ) -> (SelfSupervised<Backbone, M>, StepReport) {
+        self.try_step(model, views).unwrap()
+    }
+
+    /// [`Stepper::step`] returning the error.
+    pub fn try_step<M: Method>(
+        &mut self,
+        model: SelfSupervised<Backbone, M>,
+        views: &[Tensor<4>],
+    ) -> selfsup::Result<(SelfSupervised<Backbone, M>, StepReport)> {
+        let values = self.values(&model);
+        let indices: Vec<usize> = (0..views[0].dims()[0]).collect();
+        let context = StepContext {
+            progress: self.progress(),
+            values: &values,
+            indices: &indices,
+        };
+        let out = train_step(model, views, 2, &context, &mut self.optimizer)?;
+        self.step += 1;
+        Ok(out)
     }
 }

@@ -1,0 +1,71 @@
+//! The `selfsup` command line: pretrain, evaluate (kNN, linear probe, fine-tune), export, and
+//! score image pairs with a trained encoder.
+
+mod evaluate;
+mod pretrain;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use selfsup::Result;
+use selfsup::device::{DeviceChoice, select_device};
+
+#[derive(Parser)]
+#[command(
+    name = "selfsup",
+    version,
+    about = "Self-supervised pretraining of image encoders"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Device: auto (CUDA or a real GPU through wgpu when compiled in, else the CPU), cpu,
+    /// wgpu or cuda.
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain an encoder on unlabelled images (a folder, CIFAR binaries, or a .pack file).
+    Pretrain(Box<pretrain::PretrainArgs>),
+    /// kNN top-1 of a checkpoint's encoder (bank: --train, queries: --val).
+    Knn(evaluate::KnnArgs),
+    /// Linear probe on frozen features: top-1 and confusion matrix on --val.
+    Probe(evaluate::ProbeArgs),
+    /// Fine-tune the whole encoder with a linear head: top-1 and confusion matrix on --val.
+    Finetune(evaluate::FinetuneArgs),
+    /// Export the backbone (safetensors with torchvision names, or burn's format).
+    Export(evaluate::ExportArgs),
+    /// How compatible two images are under a trained encoder: the cosine energy
+    /// 1 - cos(z_a, z_b) of their embeddings (low: views of the same thing).
+    Energy(evaluate::EnergyArgs),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let choice = cli.device.parse::<DeviceChoice>()?;
+    if let Command::Pretrain(args) = &cli.command
+        && args.print_config
+    {
+        return pretrain::print_config(args);
+    }
+    let device = select_device(choice)?;
+    match cli.command {
+        Command::Pretrain(args) => pretrain::run(&args, &device),
+        Command::Knn(args) => evaluate::knn(&args, &device),
+        Command::Probe(args) => evaluate::probe(&args, &device),
+        Command::Finetune(args) => evaluate::finetune(&args, &device),
+        Command::Export(args) => evaluate::export(&args, &device),
+        Command::Energy(args) => evaluate::energy(&args, &device),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

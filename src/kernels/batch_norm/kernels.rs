@@ -1,0 +1,309 @@
+//! f32 batch-normalisation kernels on contiguous NCHW slices: per-channel moments, the affine
+//! normalisation, and the training-mode backward, each one or two passes over the activation.
+
+use rayon::prelude::*;
+
+/// `[batch, channels, pixels]` of an NCHW activation (`pixels = H * W`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormShape {
+    /// Images.
+    pub batch: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Pixels per image and channel.
+    pub pixels: usize,
+}
+
+impl NormShape {
+    fn len(&self) -> usize {
+        self.batch * self.channels * self.pixels
+    }
+
+    /// Values per channel: `batch * pixels`.
+    pub fn count(&self) -> usize {
+        self.batch * self.pixels
+    }
+
+    /// Whole planes per parallel task of the element-wise passes: at least [`FLUSH`] values,
+    /// so the 1-pixel "planes" of `[N, D]` features are not one task each.
+    fn planes_per_chunk(&self) -> usize {
+        FLUSH.div_ceil(self.pixels.max(1))
+    }
+
+    /// Values per parallel task of the element-wise passes.
+    fn chunk_len(&self) -> usize {
+        self.planes_per_chunk() * self.pixels.max(1)
+    }
+
+    fn plane<'a>(&self, data: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        &data[(n * self.channels + c) * self.pixels..][..self.pixels]
+    }
+}
+
+const LANES: usize = 16;
+
+/// Values summed in f32 lanes before the lanes are added into the f64 totals: keeps the sums
+/// accurate while planes of a few pixels (the 4x4 maps of a ResNet's last stage) cost no
+/// reduction each.
+const FLUSH: usize = 4096;
+
+/// Lane-wise partial sums of `K` quantities over one channel, flushed into f64.
+struct ChannelSums<const K: usize> {
+    lanes: [[f32; LANES]; K],
+    totals: [f64; K],
+    pending: usize,
+}
+
+impl<const K: usize> ChannelSums<K> {
+    fn new() -> Self {
+        Self {
+            lanes: [[0.0; LANES]; K],
+            totals: [0.0; K],
+            pending: 0,
+        }
+    }
+
+    /// Adds `f(i)` for `i` in `0..len` (one plane); `f` reads the plane's values by index.
+    #[inline(always)]
+    fn add(&mut self, len: usize, f: impl Fn(usize) -> [f32; K]) {
+        let full = len - len % LANES;
+        for base in (0..full).step_by(LANES) {
+            for i in 0..LANES {
+                for (lanes, value) in self.lanes.iter_mut().zip(f(base + i)) {
+                    lanes[i] += value;
+                }
+            }
+        }
+        for i in full..len {
+            for (total, value) in self.totals.iter_mut().zip(f(i)) {
+                *total += value as f64;
+            }
+        }
+        self.pending += full;
+        if self.pending >= FLUSH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for k in 0..K {
+            self.totals[k] += self.lanes[k].iter().map(|v| *v as f64).sum::<f64>();
+            self.lanes[k] = [0.0; LANES];
+        }
+        self.pending = 0;
+    }
+
+    fn totals(mut self) -> [f64; K] {
+        self.flush();
+        self.totals
+    }
+}
+
+/// Per-channel mean and biased variance (`Σ (x - mean)² / count`), two passes per channel.
+pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), shape.len(), "batch norm: input length");
+    let count = shape.count() as f64;
+    let pixels = shape.pixels;
+    let moments: Vec<(f32, f32)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let mut sums = ChannelSums::<1>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                sums.add(pixels, |i| [plane[i]]);
+            }
+            let mean = (sums.totals()[0] / count) as f32;
+            let mut squares = ChannelSums::<1>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                squares.add(pixels, |i| {
+                    let d = plane[i] - mean;
+                    [d * d]
+                });
+            }
+            (mean, (squares.totals()[0] / count) as f32)
+        })
+        .collect();
+    moments.into_iter().unzip()
+}
+
+/// What the normalisation pass applies to its result before writing it.
+#[derive(Debug, Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// `y = bn(x)`.
+    Identity,
+    /// `y = max(bn(x), 0)`.
+    Relu,
+    /// `y = max(bn(x) + residual, 0)`, `residual` shaped like `x` (a ResNet block's output).
+    AddRelu(&'a [f32]),
+}
+
+/// `y = epilogue((x - mean) / sqrt(var + eps) * gamma + beta)`, per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize(
+    shape: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    epilogue: Epilogue,
+) -> Vec<f32> {
+    assert_eq!(x.len(), shape.len(), "batch norm: input length");
+    if let Epilogue::AddRelu(residual) = epilogue {
+        assert_eq!(residual.len(), shape.len(), "batch norm: residual length");
+    }
+    let scale: Vec<f32> = (0..shape.channels)
+        .map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32))
+        .collect();
+    let shift: Vec<f32> = (0..shape.channels)
+        .map(|c| beta[c] - mean[c] * scale[c])
+        .collect();
+    let pixels = shape.pixels;
+    // SAFETY: every plane (chunk) is written in full below.
+    unsafe {
+        crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                let plane = chunk * shape.planes_per_chunk() + j;
+                let c = plane % shape.channels;
+                let input = &x[plane * pixels..][..pixels];
+                let (a, b) = (scale[c], shift[c]);
+                match epilogue {
+                    Epilogue::Identity => {
+                        for i in 0..pixels {
+                            out[i].write(input[i] * a + b);
+                        }
+                    }
+                    Epilogue::Relu => {
+                        for i in 0..pixels {
+                            out[i].write(relu(input[i] * a + b));
+                        }
+                    }
+                    Epilogue::AddRelu(residual) => {
+                        let residual = &residual[plane * pixels..][..pixels];
+                        for i in 0..pixels {
+                            out[i].write(relu(input[i] * a + b + residual[i]));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The gradient through a ReLU from its output `y`: `dy` where `y > 0`, else 0 (PyTorch's and
+/// burn's convention at 0).
+pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(y.len(), dy.len(), "relu backward: gradient length");
+    const CHUNK: usize = 1 << 14;
+    // SAFETY: every chunk is written in full below.
+    unsafe {
+        crate::kernels::flex_f32::par_filled(y.len(), CHUNK, |index, out| {
+            let y = &y[index * CHUNK..][..out.len()];
+            let dy = &dy[index * CHUNK..][..out.len()];
+            for i in 0..out.len() {
+                out[i].write(relu_mask(y[i], dy[i]));
+            }
+        })
+    }
+}
+
+/// `max(v, 0)` that keeps a NaN (as PyTorch's ReLU does): `f32::max` would turn it into 0 and
+/// hide a diverging network from the non-finite loss check.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// `g` where the ReLU's output `y` is positive, else 0.
+#[inline(always)]
+fn relu_mask(y: f32, g: f32) -> f32 {
+    if y > 0.0 { g } else { 0.0 }
+}
+
+/// Gradients of training-mode batch normalisation (the statistics are those of `x`):
+/// with `x̂ = (x - mean) / σ`, `σ = sqrt(var + eps)`, `M = batch * pixels`,
+/// - `∂L/∂β = Σ dy`, `∂L/∂γ = Σ dy · x̂`,
+/// - `∂L/∂x = γ / σ · (dy - ∂L/∂β / M - x̂ · ∂L/∂γ / M)`.
+///
+/// When a ReLU followed the normalisation, `relu_output` is its output `y`, and `dy` (the
+/// gradient of the ReLU's output) is masked by `y > 0` on the fly.
+///
+/// Returns `(dx, dgamma, dbeta)`.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize_backward(
+    shape: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    dy: &[f32],
+    relu_output: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), shape.len(), "batch norm: input length");
+    assert_eq!(dy.len(), shape.len(), "batch norm: gradient length");
+    if let Some(y) = relu_output {
+        assert_eq!(y.len(), shape.len(), "batch norm: ReLU output length");
+    }
+    let inv_std: Vec<f32> = (0..shape.channels)
+        .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    let pixels = shape.pixels;
+    let sums: Vec<(f32, f32)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (m, s) = (mean[c], inv_std[c]);
+            // [Σ dy, Σ dy · x̂], with dy masked by the ReLU's output when there is one.
+            let mut sums = ChannelSums::<2>::new();
+            for n in 0..shape.batch {
+                let (xp, gp) = (shape.plane(x, n, c), shape.plane(dy, n, c));
+                match relu_output {
+                    None => sums.add(pixels, |i| [gp[i], (xp[i] - m) * s * gp[i]]),
+                    Some(y) => {
+                        let yp = shape.plane(y, n, c);
+                        sums.add(pixels, |i| {
+                            let g = relu_mask(yp[i], gp[i]);
+                            [g, (xp[i] - m) * s * g]
+                        });
+                    }
+                }
+            }
+            let [dbeta, dgamma] = sums.totals();
+            (dgamma as f32, dbeta as f32)
+        })
+        .collect();
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    let count = shape.count() as f32;
+    // SAFETY: every plane (chunk) is written in full below.
+    let dx = unsafe {
+        crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                let plane = chunk * shape.planes_per_chunk() + j;
+                let c = plane % shape.channels;
+                let xp = &x[plane * pixels..][..pixels];
+                let gp = &dy[plane * pixels..][..pixels];
+                let (m, s) = (mean[c], inv_std[c]);
+                let factor = gamma[c] * s;
+                let mean_dy = dbeta[c] / count;
+                let mean_dy_xhat = dgamma[c] / count;
+                let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
+                match relu_output {
+                    None => {
+                        for i in 0..pixels {
+                            out[i].write(grad(xp[i], gp[i]));
+                        }
+                    }
+                    Some(y) => {
+                        let yp = &y[plane * pixels..][..pixels];
+                        for i in 0..pixels {
+                            out[i].write(grad(xp[i], relu_mask(yp[i], gp[i])));
+                        }
+                    }
+                }
+            }
+        })
+    };
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,238 @@
+//! The joint-embedding (Siamese) architecture: an online branch (backbone, projector, optional
+//! predictor) and a target branch that is either an EMA copy of the online backbone and
+//! projector (BYOL's target, MoCo's key encoder, DINO's teacher) or the online branch itself
+//! under stop-gradient (SimSiam; Barlow Twins, SwAV, VICReg, SimCLR and DeepCluster-v2 use no
+//! separate target).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use crate::backbone::Encoder;
+use crate::check;
+use crate::energy::Energy;
+use crate::error::Error;
+use crate::method::{Heads, Requirements, TargetViews, ViewEmbeddings};
+use crate::model::ema::{ema_copy, ema_update};
+use crate::model::head::{ProjectionHead, ProjectionHeadConfig};
+
+/// Configuration of a [`JointEmbedding`] around a given backbone.
+#[derive(Config, Debug)]
+pub struct JointEmbeddingConfig {
+    /// Projector from backbone features to embeddings.
+    pub projector: ProjectionHeadConfig,
+    /// Predictor on the online branch (BYOL, SimSiam).
+    pub predictor: Option<ProjectionHeadConfig>,
+    /// Keep an EMA copy of backbone and projector as target branch (BYOL, MoCo, DINO).
+    #[config(default = false)]
+    pub momentum_target: bool,
+}
+
+impl JointEmbeddingConfig {
+    /// The architecture a method needs: its `heads`, the predictor only when `requirements`
+    /// ask for one, and a momentum target when they ask for one.
+    pub fn for_method(heads: Heads, requirements: &Requirements) -> Self {
+        Self {
+            projector: heads.projector,
+            predictor: heads.predictor.filter(|_| requirements.predictor),
+            momentum_target: requirements.momentum_target,
+        }
+    }
+
+    /// Builds the architecture around `backbone`, on the backbone's device. Train it on an
+    /// autodiff device (`device.autodiff()`).
+    pub fn init<E: Encoder>(&self, backbone: E) -> crate::Result<JointEmbedding<E>> {
+        let device = backbone
+            .devices()
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::MissingInput {
+                context: "joint embedding".into(),
+                what: "backbone parameters (to find the device)".into(),
+            })?;
+        if self.projector.input_dim() != backbone.feature_dim() {
+            return Err(Error::invalid_config(
+                "projector input_dim",
+                self.projector.input_dim(),
+                format!("the backbone's feature_dim ({})", backbone.feature_dim()),
+            ));
+        }
+        let projector = self.projector.init(&device)?;
+        let predictor = match &self.predictor {
+            Some(p) => {
+                let out = self.projector.output_dim();
+                if p.input_dim() != out || p.output_dim() != out {
+                    return Err(Error::invalid_config(
+                        "predictor dimensions",
+                        format!("{} -> {}", p.input_dim(), p.output_dim()),
+                        format!("{out} -> {out} (the projector's output)"),
+                    ));
+                }
+                Some(p.init(&device)?)
+            }
+            None => None,
+        };
+        let online = OnlineNetwork {
+            backbone,
+            projector,
+            predictor,
+        };
+        let target = self
+            .momentum_target
+            .then(|| ema_copy(&online.encoder_part()));
+        Ok(JointEmbedding { online, target })
+    }
+}
+
+/// Backbone and projector: the part of the network that has a target twin.
+#[derive(Module, Debug)]
+pub struct Branch<E> {
+    /// The image encoder.
+    pub backbone: E,
+    /// The projector.
+    pub projector: ProjectionHead,
+}
+
+impl<E: Encoder> Branch<E> {
+    /// Projections `[B, D]` of images `[B, C, H, W]`.
+    pub fn project(&self, images: Tensor<4>) -> crate::Result<Tensor<2>> {
+        self.projector.forward(self.backbone.encode(images))
+    }
+}
+
+/// The online branch: backbone, projector and optional predictor, trained by the optimiser.
+#[derive(Module, Debug)]
+pub struct OnlineNetwork<E> {
+    /// The image encoder (what is kept after pretraining).
+    pub backbone: E,
+    /// The projector.
+    pub projector: ProjectionHead,
+    /// The predictor (BYOL, SimSiam).
+    pub predictor: Option<ProjectionHead>,
+}
+
+impl<E: Encoder> OnlineNetwork<E> {
+    fn encoder_part(&self) -> Branch<E> {
+        Branch {
+            backbone: self.backbone.clone(),
+            projector: self.projector.clone(),
+        }
+    }
+}
+
+/// A joint-embedding architecture: the online branch and, for methods with a momentum target,
+/// its EMA twin.
+///
+/// The target's parameters never require gradients and have their own parameter ids, so an
+/// optimiser stepping the whole module leaves them untouched; only
+/// [`update_target`](JointEmbedding::update_target) changes them.
+#[derive(Module, Debug)]
+pub struct JointEmbedding<E> {
+    /// The online branch.
+    pub online: OnlineNetwork<E>,
+    /// The EMA target of backbone and projector, absent for methods without one.
+    pub target: Option<Branch<E>>,
+}
+
+impl<E: Encoder> JointEmbedding<E> {
+    /// The trained image encoder.
+    pub fn backbone(&self) -> &E {
+        &self.online.backbone
+    }
+
+    /// Online embeddings (projector outputs) `[B, D]` of images `[B, C, H, W]`.
+    pub fn embed(&self, images: Tensor<4>) -> crate::Result<Tensor<2>> {
+        self.online
+            .projector
+            .forward(self.online.backbone.encode(images))
+    }
+
+    /// Runs every view (`[B, C, H, W]` each; global crops first, the first `num_global` of them)
+    /// through the online branch and the predictor, and the views `target_views` names through
+    /// the target branch, as configured.
+    pub fn embed_views(
+        &self,
+        views: &[Tensor<4>],
+        num_global: usize,
+        target_views: TargetViews,
+    ) -> crate::Result<ViewEmbeddings> {
+        if views.len() < 2 {
+            return Err(Error::MissingInput {
+                context: "joint embedding".into(),
+                what: format!("views: needs at least 2, got {}", views.len()),
+            });
+        }
+        if num_global == 0 || num_global > views.len() {
+            return Err(Error::invalid_config(
+                "num_global",
+                num_global,
+                format!("between 1 and the number of views ({})", views.len()),
+            ));
+        }
+        let batch = views[0].dims()[0];
+        for (v, view) in views.iter().enumerate() {
+            let [b, c, h, w] = view.dims();
+            if b != batch {
+                return Err(Error::ShapeMismatch {
+                    context: format!("joint embedding: batch size of view {v}"),
+                    expected: vec![batch, c, h, w],
+                    found: vec![b, c, h, w],
+                });
+            }
+            if b == 0 || h == 0 || w == 0 {
+                return Err(Error::ShapeMismatch {
+                    context: format!("joint embedding: view {v} is empty"),
+                    expected: vec![batch.max(1), c, h.max(1), w.max(1)],
+                    found: vec![b, c, h, w],
+                });
+            }
+            if let Some(expected) = self.online.backbone.input_channels()
+                && expected != c
+            {
+                return Err(Error::ShapeMismatch {
+                    context: format!("joint embedding: channels of view {v}"),
+                    expected: vec![b, expected, h, w],
+                    found: vec![b, c, h, w],
+                });
+            }
+        }
+        let mut out = ViewEmbeddings {
+            num_global,
+            ..Default::default()
+        };
+        let target_count = match target_views {
+            TargetViews::All => views.len(),
+            TargetViews::Global => num_global,
+        };
+        for (v, view) in views.iter().enumerate() {
+            let z = self.embed(view.clone())?;
+            if let Some(predictor) = &self.online.predictor {
+                out.predictions.push(predictor.forward(z.clone())?);
+            }
+            if let Some(target) = self.target.as_ref().filter(|_| v < target_count) {
+                out.targets.push(target.project(view.clone())?.detach());
+            }
+            out.projections.push(z);
+        }
+        Ok(out)
+    }
+
+    /// Moves the EMA target towards the online weights with decay `tau` (after each optimiser
+    /// step). A no-op without a target.
+    pub fn update_target(self, tau: f64) -> crate::Result<Self> {
+        let Self { online, target } = self;
+        let target = match target {
+            Some(t) => Some(ema_update(t, &online.encoder_part(), tau)?),
+            None => None,
+        };
+        Ok(Self { online, target })
+    }
+
+    /// Energy of image pairs under the online encoder and projector: `E(x_i, y_i)` for each
+    /// row, low when `y_i` is a view of `x_i`. Use on a `valid()` model for inference.
+    pub fn energy(&self, x: Tensor<4>, y: Tensor<4>, energy: Energy) -> crate::Result<Tensor<1>> {
+        check::same_shape(|| "energy: second image batch".into(), &x, &y)?;
+        let (a, b) = (self.embed(x)?, self.embed(y)?);
+        energy.energy(a, b)
+    }
+}

@@ -1,0 +1,73 @@
+//! SGD with heavy-ball momentum and coupled weight decay, as PyTorch's `torch.optim.SGD` with
+//! `dampening = 0` and `nesterov = False` (the CIFAR recipes of lightly and solo-learn, SimSiam,
+//! MoCo):
+//!
+//! `d = g + wd w`, `buf = m buf + d` (`buf = d` on the first step), `w -= lr buf`.
+
+use burn::optim::{Optimizer, RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
+
+use super::group::GroupRule;
+
+/// SGD for one parameter group; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    /// Momentum `m` (0: plain SGD).
+    pub momentum: f64,
+    /// Weight decay and learning-rate rule of the group.
+    pub rule: GroupRule,
+}
+
+/// Per-parameter state of [`Sgd`]: the momentum buffer.
+#[derive(Debug, Clone)]
+pub struct SgdState<const D: usize> {
+    /// The momentum buffer `buf`.
+    pub momentum: Tensor<D>,
+}
+
+impl<const D: usize> RecordState for SgdState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(prefix, "momentum", self.momentum.to_data());
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, "momentum")?;
+        Some(Self {
+            momentum: Tensor::from_data(data, device),
+        })
+    }
+}
+
+impl Optimizer for Sgd {
+    type State<const D: usize> = SgdState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let decay = self.rule.decay();
+        let direction = if decay != 0.0 {
+            grad + tensor.clone().mul_scalar(decay)
+        } else {
+            grad
+        };
+        let buffer = match state {
+            Some(state) if self.momentum != 0.0 => {
+                state.momentum.mul_scalar(self.momentum) + direction
+            }
+            _ => direction,
+        };
+        let updated = tensor - buffer.clone().mul_scalar(self.rule.lr(lr));
+        let state = (self.momentum != 0.0).then_some(SgdState { momentum: buffer });
+        (updated, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        SgdState {
+            momentum: state.momentum.to_device(device),
+        }
+    }
+}
