@@ -3,18 +3,24 @@
 # then the PyTorch reference (benches/reference/cifar10_torch.py) with the same recipe, one
 # after the other on the same machine; then a markdown table of kNN / linear-probe top-1,
 # training images/s and peak RSS, with the ratios.
-# Usage: benches/cifar10.sh [EPOCHS] [METHODS...]   (default: 2 epochs, byol simsiam barlow swav vicreg)
-# Recipes: VICReg with LARS (lr 0.3, eta 0.02, wd 1e-4, biases and norms excluded), the others
-# with SGD (lr 0.12, momentum 0.9, wd 5e-4); SELFSUP_VICREG_ARGS replaces VICReg's optimiser
-# arguments (e.g. "--optimizer sgd --lr 0.01", the earlier recipe), SELFSUP_BENCH_ARGS is added
-# to every run of both tools (e.g. "--knn-every", "--warmup 1").
+# Usage: benches/cifar10.sh [EPOCHS] [METHODS...]
+#        (default: 2 epochs, byol simsiam barlow swav vicreg moco dino deepcluster; simclr too)
+# Recipes: by default no optimiser flags are passed, so both tools use each method's CIFAR preset
+# (lr per 256 images x batch / 256, per-step cosine, no warmup; every 1-D parameter (biases,
+# norms) without weight decay, and without LARS adaptation): BYOL, SimSiam, Barlow Twins, SwAV,
+# SimCLR, MoCo v2: SGD momentum 0.9, wd 5e-4, lr 0.12; VICReg: LARS eta 0.02, wd 1e-4, lr 0.3;
+# DINO: LARS, wd 1e-6, lr 0.3, per-parameter gradient clipping at 3; DeepCluster-v2: LARS,
+# wd 1e-6, lr 0.6 to 0.0006. SELFSUP_VICREG_ARGS is added to VICReg's runs (e.g.
+# "--optimizer sgd --lr 0.01", the earlier recipe), SELFSUP_BENCH_ARGS to every run of both
+# tools (e.g. "--knn-every", "--warmup 1", or "--optimizer sgd --lr 0.12" for the old common
+# recipe).
 # Data: tar -xJf ../shared/data/cifar10-train.tar.xz -C target/data   (SELFSUP_CIFAR_DIR overrides)
 # PyTorch env: ../shared/tools/setup-pytorch-reference.sh (or SELFSUP_REF_PYTHON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:-2}
 shift || true
-METHODS=${*:-byol simsiam barlow swav vicreg}
+METHODS=${*:-byol simsiam barlow swav vicreg moco dino deepcluster}
 DATA=${SELFSUP_CIFAR_DIR:-target/data/cifar10/train}
 PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
 OUT=${SELFSUP_BENCH_OUT:-target/bench/cifar10}
@@ -22,10 +28,11 @@ mkdir -p "$OUT"
 date -u; nproc; lscpu | grep "Model name" || true
 cargo build --release --example cifar10_benchmark 2>&1 | grep -E "^(error|warning: unused)" || true
 for m in $METHODS; do
-    # VICReg diverges (NaN within 10 steps) with the SGD recipe at lr 0.12 (both tools) and
-    # 0.03 (selfsup); with SGD it needs lr 0.01, with LARS it trains at 0.3 and learns faster.
-    RECIPE="--optimizer sgd --lr 0.12"
-    [ "$m" = vicreg ] && RECIPE=${SELFSUP_VICREG_ARGS:-"--optimizer lars --lr 0.3"}
+    # The method's preset in both tools. (VICReg diverges, NaN within 10 steps, with SGD at
+    # lr 0.12 in both tools and 0.03 in selfsup; with SGD it needs lr 0.01, with its LARS preset
+    # it trains at 0.3 and learns faster.)
+    RECIPE=""
+    [ "$m" = vicreg ] && RECIPE=${SELFSUP_VICREG_ARGS:-}
     # shellcheck disable=SC2086
     set -- $RECIPE ${SELFSUP_BENCH_ARGS:-}
     echo "== $m: selfsup ($*)"

@@ -5,14 +5,15 @@
 # method: selfsup (examples/cifar10_benchmark.rs), then PyTorch (benches/reference/cifar10_torch.py),
 # alternating so both see the same machine; then the median per tool and the ratio.
 # Usage: benches/cifar10_speed.sh [ROUNDS] [LIMIT] [METHODS...]
-#        (default: 2 rounds, 1000 images per class (39 steps of 256), all five methods)
+#        (default: 2 rounds, 1000 images per class (39 steps of 256), byol simsiam barlow swav
+#        vicreg moco dino deepcluster; simclr too)
 # Data: tar -xJf ../shared/data/cifar10-train.tar.xz -C target/data   (SELFSUP_CIFAR_DIR overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
 LIMIT=${2:-1000}
 shift 2 || shift $# || true
-METHODS=${*:-byol simsiam barlow swav vicreg}
+METHODS=${*:-byol simsiam barlow swav vicreg moco dino deepcluster}
 DATA=${SELFSUP_CIFAR_DIR:-target/data/cifar10/train}
 PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
 OUT=${SELFSUP_BENCH_OUT:-target/bench/cifar10-speed}
@@ -21,8 +22,9 @@ date -u; nproc; lscpu | grep "Model name" || true
 cargo build --release --example cifar10_benchmark 2>&1 | grep -E "^error" || true
 for r in $(seq "$ROUNDS"); do
     for m in $METHODS; do
-        # Each method's preset in both tools (VICReg: LARS lr 0.3; the others: SGD lr 0.12), plus
-        # SELFSUP_BENCH_ARGS (e.g. "--optimizer sgd --lr 0.01").
+        # Each method's preset in both tools (no optimiser flags: VICReg LARS lr 0.3, DINO LARS
+        # lr 0.3, DeepCluster-v2 LARS lr 0.6, the others SGD lr 0.12), plus SELFSUP_BENCH_ARGS
+        # (e.g. "--optimizer sgd --lr 0.01").
         # shellcheck disable=SC2086
         set -- ${SELFSUP_BENCH_ARGS:-}
         "${CARGO_TARGET_DIR:-target}/release/examples/cifar10_benchmark" --method "$m" --epochs 1 \

@@ -113,7 +113,9 @@ fn measure(
     // 256 out at 1.0).
     let mut config = PretrainConfig::cifar(method.clone(), backbone_config.clone(), 1);
     config.head_width = head_width;
-    let mut model = build_model(&config, backbone_config.init(&device)?, batch, &device)?;
+    // A bank big enough for every prototype count (DeepCluster-v2: 3 x 1,000 at CIFAR scale).
+    let bank = batch.max(3000);
+    let mut model = build_model(&config, backbone_config.init(&device)?, bank, &device)?;
     model.method = model.method.start_epoch(0, 0)?;
     let (optimizer, lr) = match std::env::var("SELFSUP_BENCH_OPTIMIZER").as_deref() {
         Ok("sgd") | Err(_) => (OptimizerConfig::cifar_sgd(), 0.06),
@@ -147,17 +149,8 @@ fn measure(
             steps_per_epoch: steps + 1,
             epochs: 1,
         };
-        let values = ScheduleValues {
-            lr,
-            weight_decay,
-            ema_momentum: Some(ema.tau(step)),
-            method: model
-                .method
-                .schedule(&progress)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        };
+        let tau = Some(ema.tau(step));
+        let values = ScheduleValues::at(&progress, &model.method, lr, weight_decay, tau);
         let context = StepContext {
             progress,
             values: &values,

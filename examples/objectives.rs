@@ -97,17 +97,8 @@ fn main() -> selfsup::Result<()> {
                 steps_per_epoch: STEPS,
                 epochs: 1,
             };
-            let values = ScheduleValues {
-                lr: lr.lr(step),
-                weight_decay: 0.0,
-                ema_momentum: Some(ema.tau(step)),
-                method: model
-                    .method
-                    .schedule(&progress)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            };
+            let tau = Some(ema.tau(step));
+            let values = ScheduleValues::at(&progress, &model.method, lr.lr(step), 0.0, tau);
             let context = StepContext {
                 progress,
                 values: &values,

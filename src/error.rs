@@ -124,6 +124,9 @@ pub enum Error {
         /// Its class names, in label order.
         second_classes: Vec<String>,
     },
+    /// A picture of the report could not be drawn.
+    #[error("cannot draw the report: {0}")]
+    Plot(String),
     /// A tensor's values could not be read back from its device.
     #[error("{context}: cannot read the values back from the device: {reason}")]
     TensorRead {

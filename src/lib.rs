@@ -12,39 +12,50 @@
 //! augmented views of an image with twin networks; the [energy](energy::Energy) of the pair is a
 //! distance between their embeddings. Training lowers the energy of views of the same image.
 //! The danger is collapse (every input mapped to one point, every energy low); each
-//! [objective] prevents it differently: BYOL (EMA target + predictor), SimSiam (stop-gradient +
-//! predictor), Barlow Twins (cross-correlation to the identity), SwAV (balanced clustering with
-//! Sinkhorn-Knopp), VICReg (variance and covariance terms).
+//! [method] prevents it differently: contrastively (SimCLR, MoCo v2: unrelated images pushed
+//! apart), by architecture (BYOL: momentum target + predictor; SimSiam: stop-gradient +
+//! predictor; DINO: momentum teacher with centring and sharpening), by regularisation (Barlow
+//! Twins: cross-correlation to the identity; VICReg: variance and covariance terms) or by
+//! clustering (SwAV: balanced online clustering; DeepCluster-v2: k-means on a memory bank).
 //!
 //! ## Data flow
 //! ```text
-//! images (ImageFolder / CifarBinary / InMemoryDataset)
+//! images (ImageFolder / CifarBinary / InMemoryDataset / .pack)
 //!   -> decode (image crate, any colour type -> RGB8) -> ViewTransform (crop, flip, jitter,
 //!      grayscale, blur, solarise, normalise; seeded per image and view) on worker threads
 //!   -> ViewLoader batches, prefetched, in order
-//! views [B,3,H,W] x V -> backbone -> projector (-> predictor)   online branch
-//!                     -> EMA backbone -> EMA projector            target branch (BYOL)
-//!   -> ViewEmbeddings -> Objective -> loss + collapse stats
-//!   -> backward -> optimiser (LARS / SGD / AdamW) -> EMA update of the target
+//! views [B,3,H,W] x V -> backbone -> projector (-> predictor)      online branch
+//!                     -> EMA backbone -> EMA projector               momentum target
+//!   -> ViewEmbeddings -> Method::loss (+ its state: queue, centre, memory bank) -> loss
+//!   -> backward -> optimiser (SGD / LARS / AdamW over parameter groups) -> EMA update
+//!   -> Method::after_step (enqueue keys, move the centre, write the bank)
 //! ```
 //!
 //! ## Crate map
-//! - [`data`]: datasets (image folders, CIFAR binaries, in memory), the hold-out split, and the
-//!   parallel prefetching [`ViewLoader`](data::ViewLoader).
+//! - [`data`]: datasets (image folders, CIFAR binaries, in memory, `.pack`), the hold-out
+//!   split, and the parallel prefetching [`ViewLoader`](data::ViewLoader).
 //! - [`augment`]: the papers' view augmentations, per-method presets, multi-crop.
-//! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), a tiny convnet, the [`Encoder`](backbone::Encoder) trait.
-//! - [`head`]: projection / prediction MLPs with per-method presets; [`prototypes`] for SwAV.
-//! - [`siamese`]: the [`JointEmbedding`](siamese::JointEmbedding) (online + target branches).
-//! - [`objective`]: BYOL, SimSiam, Barlow Twins, SwAV, VICReg; one file each.
+//! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), a tiny convnet, the
+//!   [`Encoder`](backbone::Encoder) trait.
+//! - [`method`]: one file per method (BYOL, SimSiam, Barlow Twins, SwAV, VICReg, SimCLR,
+//!   MoCo v2, DINO, DeepCluster-v2): its configuration, heads, recipes per
+//!   [`Preset`](method::Preset), loss and state, behind the [`Method`](method::Method) and
+//!   [`MethodConfig`](method::MethodConfig) traits.
+//! - [`model`]: the [`JointEmbedding`](model::JointEmbedding) (online branch and momentum
+//!   target), projection heads with each paper's presets, the heads' batch norm, the EMA
+//!   update, prototypes.
 //! - [`energy`], [`collapse`]: energies, energy gap, embedding std.
-//! - [`optim`]: LARS, warmup + cosine learning rate, BYOL's EMA schedule; [`ema`]: the EMA update.
-//! - [`step`]: one training step; [`train`]: the pretraining loop (schedules, monitors,
-//!   metrics, hooks, atomic checkpoints, exact resume).
+//! - [`optim`]: SGD, LARS and AdamW over parameter groups, scheduled weight decay, gradient
+//!   clipping, warmup + cosine learning rate, the EMA momentum schedule.
+//! - [`step`]: one training step; [`train`]: the pretraining loop (presets, schedules and
+//!   their hook, monitors, metrics, atomic checkpoints, exact resume).
 //! - [`eval`]: kNN, linear probe, fine-tuning, effective rank; [`export`]: safetensors with
 //!   torchvision names, burnpack; [`device`]: choosing the CPU, wgpu or CUDA.
+//! - [`conv`], [`batch_norm`]: convolution and batch norm that take the fast CPU kernels on
+//!   `Device::flex()` and burn's elsewhere; `kernels` (feature `flex`): those kernels, the
+//!   fused LARS step and the allocator setting, with every `unsafe` block of the crate.
+//! - [`report`]: the training curves, a retrieval sheet and a PCA scatter as PNG files.
 //! - [`error`]: the error type; bad input is an [`Error`], never a panic.
-//! - [`allocator`]: keeping freed tensor memory in the process (glibc), called by the
-//!   pretraining loop on the CPU.
 
 pub mod augment;
 pub mod backbone;
@@ -63,6 +74,7 @@ pub mod kernels;
 pub mod method;
 pub mod model;
 pub mod optim;
+pub mod report;
 mod seeded;
 pub mod step;
 pub mod train;

@@ -443,3 +443,80 @@ fn holdout_split_takes_the_last_images_of_each_class() {
     let mem = InMemoryDataset::labeled(random_images(2, 8, 4), labels, vec!["a".into()]);
     assert!(mem.unwrap_err().to_string().contains("labels[1]"));
 }
+
+/// A dataset whose image 5 panics, as a buggy user dataset or decoder might.
+struct Panicking(InMemoryDataset);
+
+impl ImageDataset for Panicking {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn image(&self, index: usize) -> selfsup::Result<Arc<RgbImage>> {
+        if index == 5 {
+            panic!("decoder bug on image 5");
+        }
+        self.0.image(index)
+    }
+    fn label(&self, index: usize) -> Option<usize> {
+        self.0.label(index)
+    }
+    fn classes(&self) -> &[String] {
+        self.0.classes()
+    }
+    fn source_name(&self, index: usize) -> String {
+        self.0.source_name(index)
+    }
+}
+
+#[test]
+fn a_panicking_worker_ends_the_epoch_with_its_error_in_bounded_time() {
+    let images = InMemoryDataset::unlabeled(random_images(24, 32, 3)).unwrap();
+    let dataset: Arc<dyn ImageDataset> = Arc::new(Panicking(images));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let loader = ViewLoader::new(
+            dataset,
+            ViewTransform::byol(Scale::Cifar),
+            config(4, 3),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
+        let results: Vec<_> = loader.epoch(0).map(|b| b.map(|b| b.len())).collect();
+        std::panic::set_hook(hook);
+        let _ = tx.send(results);
+    });
+    let results = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the loader hung after a worker panicked");
+    let error = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("an error for the panicked batch");
+    let text = error.to_string();
+    assert!(matches!(error, Error::Worker(_)), "{text}");
+    assert!(
+        text.contains("panicked") && text.contains("decoder bug on image 5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_corrupt_pack_header_is_an_error_not_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.pack");
+    selfsup::data::PackedImages::write(&good, &["a".into()], &[(0, vec![1, 2, 3])]).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    // The class count (bytes 8..12) and the image count claim four billion entries.
+    for (at, what) in [(8, "class names"), (8 + 4 + 2 + 1, "images")] {
+        let mut bad = bytes.clone();
+        bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let path = dir.path().join("bad.pack");
+        std::fs::write(&path, &bad).unwrap();
+        let e = selfsup::data::PackedImages::open(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.pack") && e.contains(what), "{e}");
+    }
+}

@@ -2,30 +2,11 @@
 
 mod common;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use common::*;
 use selfsup::energy::Energy;
 use selfsup::method::{AnyMethodConfig, Method, Preset, StepContext, TargetViews};
-
-#[derive(Default)]
-struct Collect {
-    values: Vec<Vec<f64>>,
-    trainable: Vec<bool>,
-}
-
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.values.push(values(&param.val()));
-        self.trainable.push(param.is_require_grad());
-    }
-}
-
-fn collect<M: Module>(m: &M) -> Collect {
-    let mut c = Collect::default();
-    m.visit(&mut c);
-    c
-}
 
 fn two_views(d: &burn::tensor::Device) -> Vec<Tensor<4>> {
     vec![

@@ -17,25 +17,6 @@ use selfsup::method::{
 use selfsup::prelude::Backbone;
 use selfsup::step::SelfSupervised;
 
-#[derive(Default)]
-struct Collect {
-    values: Vec<Vec<f64>>,
-    trainable: Vec<bool>,
-}
-
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.values.push(values(&param.val()));
-        self.trainable.push(param.is_require_grad());
-    }
-}
-
-fn collect<M: Module>(m: &M) -> Collect {
-    let mut c = Collect::default();
-    m.visit(&mut c);
-    c
-}
-
 fn views(count: usize, size: usize, seed: u64, d: &Device) -> Vec<Tensor<4>> {
     (0..count)
         .map(|v| random::<4>([8, 3, size, size], seed + v as u64, d))

@@ -261,8 +261,9 @@ impl ViewLoader {
         let next = Arc::new(AtomicUsize::new(first_batch));
         let (tx, rx) = sync_channel(window);
         let handles = (0..workers.min(end.saturating_sub(first_batch)).max(1))
-            .map(|_| {
+            .map(|worker| {
                 let job = WorkerJob {
+                    worker,
                     dataset: self.dataset.clone(),
                     transform: self.transform.clone(),
                     order: order.clone(),
@@ -335,6 +336,7 @@ struct Gate {
 }
 
 struct WorkerJob {
+    worker: usize,
     dataset: Arc<dyn ImageDataset>,
     transform: Arc<ViewTransform>,
     order: Arc<Vec<usize>>,
@@ -372,18 +374,38 @@ impl WorkerJob {
             }
             let start = batch * self.batch_size;
             let stop = (start + self.batch_size).min(self.order.len());
-            let result = build_batch(
-                &*self.dataset,
-                &self.transform,
-                self.seed,
-                self.epoch,
-                &self.order[start..stop],
-            );
+            // A panic in a dataset or decoder must reach the consumer as an error: a dead
+            // worker would otherwise leave it waiting for this batch forever.
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                build_batch(
+                    &*self.dataset,
+                    &self.transform,
+                    self.seed,
+                    self.epoch,
+                    &self.order[start..stop],
+                )
+            }));
+            let result = built.unwrap_or_else(|panic| {
+                Err(Error::Worker(format!(
+                    "loader worker {} panicked while building batch {batch}: {}",
+                    self.worker,
+                    panic_message(&*panic)
+                )))
+            });
             if self.tx.send((batch, result)).is_err() {
                 return;
             }
         }
     }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// The batches of one epoch, in order; see [`ViewLoader::epoch`]. Dropping it stops the

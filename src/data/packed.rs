@@ -43,6 +43,20 @@ impl Cursor<'_> {
         self.at += n;
         Ok(slice)
     }
+    /// Fails unless `count` records of at least `min_bytes` each fit in the bytes left.
+    fn fits(&self, count: usize, min_bytes: usize, what: &str) -> Result<()> {
+        let left = self.bytes.len() - self.at.min(self.bytes.len());
+        if count.saturating_mul(min_bytes) > left {
+            return Err(Error::InvalidDataset {
+                path: self.path.display().to_string(),
+                reason: format!(
+                    "claims {count} {what} at byte {}, but only {left} bytes follow",
+                    self.at
+                ),
+            });
+        }
+        Ok(())
+    }
     fn u16(&mut self, what: &str) -> Result<u16> {
         let b = self.take(2, what)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
@@ -74,6 +88,9 @@ impl PackedImages {
             path,
         };
         let num_classes = c.u32("the class count")? as usize;
+        // Counts are checked against the bytes left before anything is reserved for them: a
+        // corrupt count must be an error, not an allocation the size of the count.
+        c.fits(num_classes, 2, "class names")?;
         let mut classes = Vec::with_capacity(num_classes);
         for i in 0..num_classes {
             let len = c.u16("a class name")? as usize;
@@ -84,6 +101,7 @@ impl PackedImages {
             );
         }
         let count = c.u32("the image count")? as usize;
+        c.fits(count, 6, "images")?;
         let mut labels = Vec::with_capacity(count);
         let mut encoded = Vec::with_capacity(count);
         for i in 0..count {

@@ -115,7 +115,7 @@ impl KnnClassifier {
             let sims: Vec<f32> = sims
                 .into_data()
                 .try_to_vec::<f32>()
-                .map_err(|e| Error::Worker(format!("reading kNN similarities: {e:?}")))?;
+                .map_err(|e| Error::tensor_read("kNN similarities", e))?;
             for row in sims.chunks_exact(m) {
                 order.clear();
                 order.extend(0..m);

@@ -23,13 +23,10 @@ pub fn effective_rank(embeddings: Tensor<2>) -> Result<f64> {
             minimum: 1,
         });
     }
-    let values: Vec<f32> =
-        embeddings
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::NonFinite {
-                context: format!("effective rank: embeddings could not be read ({e:?})"),
-            })?;
+    let values: Vec<f32> = embeddings
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::tensor_read("effective rank: embeddings", e))?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             context: "effective rank: embeddings".into(),

@@ -163,7 +163,7 @@ impl FastLars for Flex {
 mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
 
-    use crate::optim::{Lars, LarsConfig, LarsState};
+    use crate::optim::{Lars, LarsConfig, MomentumState};
 
     fn assert_close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>) {
         let a: Vec<f32> = a.into_data().try_to_vec().unwrap();
@@ -186,7 +186,8 @@ mod tests {
             w = w.zeros_like();
         }
         let (mut w_fused, mut w_ops) = (w.clone(), w);
-        let (mut s_fused, mut s_ops): (Option<LarsState<D>>, Option<LarsState<D>>) = (None, None);
+        let (mut s_fused, mut s_ops): (Option<MomentumState<D>>, Option<MomentumState<D>>) =
+            (None, None);
         for (step, lr) in [0.3, 0.25, 0.1].into_iter().enumerate() {
             let g = Tensor::<D>::random(shape, normal, &device).mul_scalar(0.01);
             let (w_next, buffer) = lars
@@ -205,7 +206,7 @@ mod tests {
                 s_ops_next.momentum.clone(),
             );
             (w_fused, w_ops) = (w_next, w_ops_next);
-            (s_fused, s_ops) = (Some(LarsState { momentum: buffer }), Some(s_ops_next));
+            (s_fused, s_ops) = (Some(MomentumState { momentum: buffer }), Some(s_ops_next));
         }
     }
 

@@ -160,49 +160,36 @@ impl MethodConfig for DinoConfig {
     fn init(&self, setup: &MethodSetup, device: &Device) -> Result<Dino> {
         Ok(Dino {
             center: buffer(Tensor::zeros([1, setup.embedding_dim], device)),
-            student_temperature: self.student_temperature,
-            teacher_temperature: self.teacher_temperature,
-            warmup_teacher_temperature: self.warmup_teacher_temperature,
-            warmup_teacher_temperature_epochs: self.warmup_teacher_temperature_epochs,
-            center_momentum: self.center_momentum,
-            freeze_last_layer_epochs: self.freeze_last_layer_epochs,
+            config: self.clone(),
         })
     }
 }
 
-/// The DINO module: the centre (a buffer, saved in checkpoints) and the loss settings.
+/// The DINO module: the centre (a buffer, saved in checkpoints) and the configuration.
 #[derive(Module, Debug)]
 pub struct Dino {
     /// The running centre of the teacher's outputs, `[1, out_dim]`.
     pub center: Param<Tensor<2>>,
-    /// Student temperature `T_s`.
-    pub student_temperature: f64,
-    /// Teacher temperature after the warm-up.
-    pub teacher_temperature: f64,
-    /// Teacher temperature at the first epoch.
-    pub warmup_teacher_temperature: f64,
-    /// Epochs of the teacher-temperature warm-up.
-    pub warmup_teacher_temperature_epochs: usize,
-    /// Momentum of the centre.
-    pub center_momentum: f64,
-    /// Epochs with the last layer frozen.
-    pub freeze_last_layer_epochs: usize,
+    /// Temperatures, centre momentum and last-layer freezing.
+    #[module(skip)]
+    pub config: DinoConfig,
 }
 
 impl Dino {
     /// The teacher temperature of `epoch`: `np.linspace(warmup, final, warmup_epochs)[epoch]`
     /// during the warm-up, then `final`.
     pub fn teacher_temperature_at(&self, epoch: usize) -> f64 {
-        let warmup = self.warmup_teacher_temperature_epochs;
+        let c = &self.config;
+        let warmup = c.warmup_teacher_temperature_epochs;
         if epoch >= warmup {
-            return self.teacher_temperature;
+            return c.teacher_temperature;
         }
         if warmup == 1 {
-            return self.warmup_teacher_temperature;
+            return c.warmup_teacher_temperature;
         }
         let fraction = epoch as f64 / (warmup - 1) as f64;
-        self.warmup_teacher_temperature
-            + (self.teacher_temperature - self.warmup_teacher_temperature) * fraction
+        c.warmup_teacher_temperature
+            + (c.teacher_temperature - c.warmup_teacher_temperature) * fraction
     }
 }
 
@@ -235,13 +222,13 @@ impl Method for Dino {
             student,
             self.center.val(),
             teacher_temperature,
-            self.student_temperature,
+            self.config.student_temperature,
         )
     }
 
     /// The last layer (the head's last block) during the first `freeze_last_layer_epochs`.
     fn frozen_parameters(&self, projector: &ProjectionHead, context: &StepContext) -> Vec<ParamId> {
-        if context.progress.epoch >= self.freeze_last_layer_epochs {
+        if context.progress.epoch >= self.config.freeze_last_layer_epochs {
             return Vec::new();
         }
         let Some(last) = projector.blocks.last() else {
@@ -254,7 +241,8 @@ impl Method for Dino {
 
     fn after_step(self, views: &ViewEmbeddings, _context: &StepContext) -> Result<Self> {
         let teacher = require_views("DINO", "teacher outputs", &views.targets, 1)?;
-        let center = dino_center_update(self.center.val(), teacher, self.center_momentum)?;
+        let momentum = self.config.center_momentum;
+        let center = dino_center_update(self.center.val(), teacher, momentum)?;
         Ok(Self {
             center: set_buffer(self.center, center),
             ..self

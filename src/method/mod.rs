@@ -225,6 +225,27 @@ pub struct ScheduleValues {
 }
 
 impl ScheduleValues {
+    /// The values of a step at `progress`: `lr`, `weight_decay` and `ema_momentum` from the
+    /// run's schedules, and `method`'s own ([`Method::schedule`]).
+    pub fn at<M: Method>(
+        progress: &Progress,
+        method: &M,
+        lr: f64,
+        weight_decay: f64,
+        ema_momentum: Option<f64>,
+    ) -> Self {
+        Self {
+            lr,
+            weight_decay,
+            ema_momentum,
+            method: method
+                .schedule(progress)
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        }
+    }
+
     /// The method's value `name`, or an error naming it.
     pub fn method_value(&self, name: &str) -> Result<f64> {
         self.method

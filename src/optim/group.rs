@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use burn::optim::{RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
 
 /// A weight-decay coefficient shared between the training loop, which sets it from its
 /// schedule before each step, and the per-parameter optimisers of a group, which read it.
@@ -105,5 +106,35 @@ impl ParamGroups {
                 .collect(),
             fixed_lr: Vec::new(),
         }
+    }
+}
+
+/// The per-parameter state of the heavy-ball optimisers ([`super::Sgd`], [`super::Lars`]): the
+/// momentum buffer.
+#[derive(Debug, Clone)]
+pub struct MomentumState<const D: usize> {
+    /// The momentum buffer `buf`.
+    pub momentum: Tensor<D>,
+}
+
+impl<const D: usize> MomentumState<D> {
+    /// The same buffer on `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            momentum: self.momentum.to_device(device),
+        }
+    }
+}
+
+impl<const D: usize> RecordState for MomentumState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(prefix, "momentum", self.momentum.to_data());
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, "momentum")?;
+        Some(Self {
+            momentum: Tensor::from_data(data, device),
+        })
     }
 }

@@ -21,10 +21,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::config::Config;
-use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
+use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::group::{GroupRule, WeightDecay};
+use super::group::{GroupRule, MomentumState, WeightDecay};
 
 static FUSED_CPU_STEP: AtomicBool = AtomicBool::new(true);
 
@@ -110,26 +110,6 @@ pub struct Lars {
     pub rule: GroupRule,
 }
 
-/// Per-parameter state of [`Lars`]: the momentum buffer.
-#[derive(Debug, Clone)]
-pub struct LarsState<const D: usize> {
-    /// The momentum buffer `buf`.
-    pub momentum: Tensor<D>,
-}
-
-impl<const D: usize> RecordState for LarsState<D> {
-    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        out.push_tensor(prefix, "momentum", self.momentum.to_data());
-    }
-
-    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let data = src.take_tensor(prefix, "momentum")?;
-        Some(Self {
-            momentum: Tensor::from_data(data, device),
-        })
-    }
-}
-
 impl Lars {
     /// Whether a rank-`D` parameter of this group takes decay and the trust ratio.
     fn adapts<const D: usize>(&self) -> bool {
@@ -165,8 +145,8 @@ impl Lars {
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<LarsState<D>>,
-    ) -> (Tensor<D>, Option<LarsState<D>>) {
+        state: Option<MomentumState<D>>,
+    ) -> (Tensor<D>, Option<MomentumState<D>>) {
         let direction = self.direction(tensor.clone(), grad);
         let buffer = match state {
             Some(state) if self.momentum != 0.0 => {
@@ -175,7 +155,7 @@ impl Lars {
             _ => direction,
         };
         let updated = tensor - buffer.clone().mul_scalar(self.rule.lr(lr));
-        (updated, Some(LarsState { momentum: buffer }))
+        (updated, Some(MomentumState { momentum: buffer }))
     }
 
     /// The update by [`FastLars`](crate::kernels::lars::FastLars) in two passes when the weights,
@@ -186,7 +166,7 @@ impl Lars {
         lr: f64,
         tensor: &Tensor<D>,
         grad: &Tensor<D>,
-        state: Option<&LarsState<D>>,
+        state: Option<&MomentumState<D>>,
     ) -> Option<(Tensor<D>, Tensor<D>)> {
         use burn::backend::{Dispatch, DispatchDevice};
         use burn::tensor::DType;
@@ -233,7 +213,7 @@ impl Lars {
 }
 
 impl Optimizer for Lars {
-    type State<const D: usize> = LarsState<D>;
+    type State<const D: usize> = MomentumState<D>;
 
     fn step<const D: usize>(
         &self,
@@ -244,14 +224,12 @@ impl Optimizer for Lars {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
         if let Some((updated, buffer)) = self.step_on_cpu(lr, &tensor, &grad, state.as_ref()) {
-            return (updated, Some(LarsState { momentum: buffer }));
+            return (updated, Some(MomentumState { momentum: buffer }));
         }
         self.step_with_tensor_ops(lr, tensor, grad, state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        LarsState {
-            momentum: state.momentum.to_device(device),
-        }
+        state.to_device(device)
     }
 }

@@ -14,8 +14,8 @@ pub mod sgd;
 
 pub use adamw::{AdamW, AdamWState};
 pub use config::{OptimizerConfig, OptimizerKind};
-pub use group::{GroupRule, ParamGroups, WeightDecay, trainable_ids};
+pub use group::{GroupRule, MomentumState, ParamGroups, WeightDecay, trainable_ids};
 pub use grouped::{GroupedOptimizer, clip_per_parameter};
-pub use lars::{Lars, LarsConfig, LarsState};
+pub use lars::{Lars, LarsConfig};
 pub use schedule::{CosineSchedule, EmaConfig, EmaSchedule, LrConfig, WarmupCosine};
-pub use sgd::{Sgd, SgdState};
+pub use sgd::Sgd;

@@ -4,10 +4,10 @@
 //!
 //! `d = g + wd w`, `buf = m buf + d` (`buf = d` on the first step), `w -= lr buf`.
 
-use burn::optim::{Optimizer, RecordState, StateSink, StateSource};
+use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
-use super::group::GroupRule;
+use super::group::{GroupRule, MomentumState};
 
 /// SGD for one parameter group; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -18,28 +18,8 @@ pub struct Sgd {
     pub rule: GroupRule,
 }
 
-/// Per-parameter state of [`Sgd`]: the momentum buffer.
-#[derive(Debug, Clone)]
-pub struct SgdState<const D: usize> {
-    /// The momentum buffer `buf`.
-    pub momentum: Tensor<D>,
-}
-
-impl<const D: usize> RecordState for SgdState<D> {
-    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        out.push_tensor(prefix, "momentum", self.momentum.to_data());
-    }
-
-    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let data = src.take_tensor(prefix, "momentum")?;
-        Some(Self {
-            momentum: Tensor::from_data(data, device),
-        })
-    }
-}
-
 impl Optimizer for Sgd {
-    type State<const D: usize> = SgdState<D>;
+    type State<const D: usize> = MomentumState<D>;
 
     fn step<const D: usize>(
         &self,
@@ -61,13 +41,11 @@ impl Optimizer for Sgd {
             _ => direction,
         };
         let updated = tensor - buffer.clone().mul_scalar(self.rule.lr(lr));
-        let state = (self.momentum != 0.0).then_some(SgdState { momentum: buffer });
+        let state = (self.momentum != 0.0).then_some(MomentumState { momentum: buffer });
         (updated, state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        SgdState {
-            momentum: state.momentum.to_device(device),
-        }
+        state.to_device(device)
     }
 }

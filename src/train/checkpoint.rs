@@ -36,6 +36,8 @@ pub struct CheckpointMeta<C = AnyMethodConfig> {
     pub step: usize,
     /// Images in the training set (the size of DeepCluster's memory bank).
     pub dataset_len: usize,
+    /// Dimension of the projector's output (the collapse monitor's `d`).
+    pub embedding_dim: usize,
     /// Metrics of the completed epochs.
     pub history: Vec<EpochMetrics>,
     /// A description of the architecture (backbone and heads), checked on load.

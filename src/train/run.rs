@@ -443,6 +443,10 @@ impl<'a, C: MethodConfig> Run<'a, C> {
             path: "<memory>".into(),
             reason: format!("{what} could not be serialised: {e}"),
         };
+        // Batch norm keeps its latest running statistics per thread until they are synced,
+        // and a record saves the synced value: sync first, so the checkpoint holds exactly
+        // what the next step would use.
+        let _ = model.valid();
         let model_bytes = model
             .clone()
             .into_record()
@@ -459,6 +463,7 @@ impl<'a, C: MethodConfig> Run<'a, C> {
                 epochs_completed,
                 step: self.step,
                 dataset_len: self.dataset_len,
+                embedding_dim: self.embedding_dim,
                 history: self.history.clone(),
                 architecture: self.architecture.clone(),
             },

@@ -51,15 +51,12 @@ impl Schedules {
         has_target: bool,
     ) -> ScheduleValues {
         let step = progress.step;
-        ScheduleValues {
-            lr: self.lr.lr(step),
-            weight_decay: self.weight_decay.value(step),
-            ema_momentum: has_target.then(|| self.ema.tau(step)),
-            method: method
-                .schedule(progress)
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value))
-                .collect(),
-        }
+        ScheduleValues::at(
+            progress,
+            method,
+            self.lr.lr(step),
+            self.weight_decay.value(step),
+            has_target.then(|| self.ema.tau(step)),
+        )
     }
 }

@@ -135,6 +135,7 @@ pub fn random<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> 
     )
 }
 
+use burn::module::{Module, ModuleVisitor, Param};
 use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
 use selfsup::method::{AnyMethodConfig, Method, Progress, ScheduleValues, StepContext};
 use selfsup::optim::{EmaSchedule, GroupedOptimizer, OptimizerConfig, ParamGroups};
@@ -220,21 +221,12 @@ impl Stepper {
 
     /// The values the next step uses for `method`.
     pub fn values<M: Method>(&self, model: &SelfSupervised<Backbone, M>) -> ScheduleValues {
-        ScheduleValues {
-            lr: self.lr,
-            weight_decay: 0.0,
-            ema_momentum: model
-                .embedding
-                .target
-                .is_some()
-                .then(|| self.ema.tau(self.step)),
-            method: model
-                .method
-                .schedule(&self.progress())
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        }
+        let tau = model
+            .embedding
+            .target
+            .is_some()
+            .then(|| self.ema.tau(self.step));
+        ScheduleValues::at(&self.progress(), &model.method, self.lr, 0.0, tau)
     }
 
     /// One training step on `views` (two global views), images `0..B`.
@@ -263,4 +255,26 @@ impl Stepper {
         self.step += 1;
         Ok(out)
     }
+}
+
+/// Every float tensor of a module (parameters and running statistics), with whether it is
+/// trainable.
+#[derive(Default)]
+pub struct Collect {
+    pub values: Vec<Vec<f64>>,
+    pub trainable: Vec<bool>,
+}
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.values.push(values(&param.val()));
+        self.trainable.push(param.is_require_grad());
+    }
+}
+
+/// [`Collect`] of `m`.
+pub fn collect<M: Module>(m: &M) -> Collect {
+    let mut c = Collect::default();
+    m.visit(&mut c);
+    c
 }

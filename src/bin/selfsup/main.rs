@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod pretrain;
+mod report;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     /// How compatible two images are under a trained encoder: the cosine energy
     /// 1 - cos(z_a, z_b) of their embeddings (low: views of the same thing).
     Energy(evaluate::EnergyArgs),
+    /// Pictures of runs: training curves (several runs overlaid), and with --data a retrieval
+    /// sheet and a PCA scatter of the first run's encoder.
+    Report(report::ReportArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -57,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => evaluate::finetune(&args, &device),
         Command::Export(args) => evaluate::export(&args, &device),
         Command::Energy(args) => evaluate::energy(&args, &device),
+        Command::Report(args) => report::run(&args, &device),
     }
 }
 

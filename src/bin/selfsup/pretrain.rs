@@ -9,6 +9,7 @@ use selfsup::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig};
 use selfsup::data::{ImageDataset, open_dataset};
 use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
 use selfsup::prelude::Device;
+use selfsup::report::{ReportData, write_report};
 use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, pretrain_with};
 use selfsup::{Error, Result};
 
@@ -305,14 +306,20 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<()> {
     let train = open_dataset(data, true)?;
     let c = build_config(args, Some(&*train))?;
     c.check()?;
-    let knn = match &args.val {
-        Some(v) => Some(KnnEvaluation {
-            bank: train.clone(),
-            queries: open_dataset(v, true)?,
-            transform: c.eval_view(),
-            batch_size: 256,
-        }),
-        None => None,
+    let val = args
+        .val
+        .as_ref()
+        .map(|v| open_dataset(v, true))
+        .transpose()?;
+    let knn = val.as_ref().map(|queries| KnnEvaluation {
+        bank: train.clone(),
+        queries: queries.clone(),
+        transform: c.eval_view(),
+        batch_size: 256,
+    });
+    let report_data = ReportData {
+        bank: train.clone(),
+        queries: val.unwrap_or_else(|| train.clone()),
     };
     let options = PretrainOptions {
         knn,
@@ -332,6 +339,11 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<()> {
     }
     if let Some(path) = trained.checkpoint {
         println!("checkpoint: {}", path.display());
+    }
+    if let Some(out) = &c.output_dir {
+        let files = write_report(std::slice::from_ref(out), Some(&report_data), out, device)?;
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        println!("report: {}", names.join(", "));
     }
     Ok(())
 }
