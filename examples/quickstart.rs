@@ -15,7 +15,8 @@
 //! `SELFSUP_QS_EPOCHS`, `SELFSUP_QS_WIDTH`, `SELFSUP_QS_STAGES`, `SELFSUP_QS_BATCH`,
 //! `SELFSUP_QS_LR`, `SELFSUP_QS_HEAD_WIDTH`, `SELFSUP_QS_OPTIMIZER` (`sgd`: momentum 0.9,
 //! weight decay 5e-4; `lars`; default: the method's CIFAR preset, LARS for VICReg, SGD for the
-//! others).
+//! others). `SELFSUP_QS_OUT=DIR` keeps the checkpoint and metrics there and draws the report
+//! (training curves, retrieval sheet, PCA scatter; the README shows them).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,7 @@ use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
 use selfsup::eval::{LinearProbeConfig, linear_probe};
 use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, SimClrConfig};
 use selfsup::prelude::*;
+use selfsup::report::{ReportData, write_report};
 use selfsup::train::{
     KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy,
     pretrain_with,
@@ -89,6 +91,10 @@ fn main() -> selfsup::Result<()> {
     config.lr.base_lr = env("SELFSUP_QS_LR", 0.3);
     config.lr.warmup_epochs = 1;
     config.knn_every_epochs = env("SELFSUP_QS_KNN_EVERY", 0);
+    let out = std::env::var("SELFSUP_QS_OUT")
+        .ok()
+        .map(std::path::PathBuf::from);
+    config.output_dir = out.clone();
     config.knn.k = 20;
 
     let device = Device::flex();
@@ -153,5 +159,14 @@ fn main() -> selfsup::Result<()> {
         100.0 * (trained_probe - random_probe)
     );
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(out) = &out {
+        let data = ReportData {
+            bank: train.clone(),
+            queries: val.clone(),
+        };
+        for file in write_report(std::slice::from_ref(out), Some(&data), out, &device)? {
+            println!("wrote {}", file.display());
+        }
+    }
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct CropBox {
     pub height: f64,
 }
 
+/// The largest view side a crop may ask for.
+pub const MAX_SIDE: usize = 4096;
+
 impl Crop {
     /// torchvision's default aspect-ratio range, `(3/4, 4/3)`.
     pub const DEFAULT_RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
@@ -61,11 +64,11 @@ impl Crop {
 
     /// Checks the parameters; `field` names the crop in error messages.
     pub fn validate(&self, field: &str) -> Result<()> {
-        if self.size() == 0 {
+        if !(1..=MAX_SIDE).contains(&self.size()) {
             return Err(Error::invalid_config(
                 format!("{field}.size"),
-                0,
-                "a side length >= 1",
+                self.size(),
+                format!("a side length in 1..={MAX_SIDE}"),
             ));
         }
         match self {
@@ -87,12 +90,12 @@ impl Crop {
             }
             Self::Center { resize, size } => {
                 if let Some(r) = resize
-                    && r < size
+                    && (r < size || *r > 4 * MAX_SIDE)
                 {
                     return Err(Error::invalid_config(
                         format!("{field}.resize"),
                         r,
-                        format!("at least the crop size {size}"),
+                        format!("between the crop size {size} and {}", 4 * MAX_SIDE),
                     ));
                 }
             }

@@ -78,11 +78,11 @@ impl ViewTransform {
         }
         let mut seen_local = false;
         for (i, g) in self.groups.iter().enumerate() {
-            if g.count == 0 {
+            if !(1..=64).contains(&g.count) {
                 return Err(Error::invalid_config(
                     format!("views.groups[{i}].count"),
-                    0,
-                    ">= 1",
+                    g.count,
+                    "in 1..=64",
                 ));
             }
             if g.global && seen_local {

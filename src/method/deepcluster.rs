@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::kmeans::spherical_kmeans;
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, ViewEmbeddings, at_least_one, buffer, positive, require_views, scaled, set_buffer,
+    StepContext, ViewEmbeddings, at_least_one, at_most, buffer, positive, require_views, scaled,
+    set_buffer,
 };
 use crate::augment::ViewTransform;
 use crate::energy::l2_normalize;
@@ -82,7 +83,14 @@ impl MethodConfig for DeepClusterConfig {
         for (h, &k) in self.num_prototypes.iter().enumerate() {
             at_least_one(&[(&format!("method.num_prototypes[{h}]"), k)])?;
         }
-        Ok(())
+        at_most(&[
+            ("method.kmeans_iterations", self.kmeans_iterations, 1000),
+            (
+                "method.num_prototypes (heads)",
+                self.num_prototypes.len(),
+                64,
+            ),
+        ])
     }
 
     fn heads(&self, feature_dim: usize, width: f64) -> Heads {

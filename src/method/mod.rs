@@ -391,11 +391,25 @@ pub(crate) fn non_negative(fields: &[(&str, f64)]) -> Result<()> {
     Ok(())
 }
 
-/// Checks each `(field, count)` is at least 1.
+/// The largest width a head, queue or prototype count may have: larger ones are configuration
+/// mistakes that would only fail as an allocation of many gigabytes.
+pub(crate) const MAX_DIM: usize = 1 << 20;
+
+/// Checks each `(field, count)` is in `1..=MAX_DIM`.
 pub(crate) fn at_least_one(fields: &[(&str, usize)]) -> Result<()> {
     for &(field, n) in fields {
-        if n == 0 {
-            return Err(Error::invalid_config(field, 0, "at least 1"));
+        if !(1..=MAX_DIM).contains(&n) {
+            return Err(Error::invalid_config(field, n, format!("in 1..={MAX_DIM}")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks each `(field, count)` is at most `max` (iteration counts).
+pub(crate) fn at_most(fields: &[(&str, usize, usize)]) -> Result<()> {
+    for &(field, n, max) in fields {
+        if n > max {
+            return Err(Error::invalid_config(field, n, format!("at most {max}")));
         }
     }
     Ok(())

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::queue::EmbeddingQueue;
 use super::sinkhorn::sinkhorn;
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, ViewEmbeddings, at_least_one, positive, require_views, scaled,
+    Heads, MAX_DIM, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
+    StepContext, ViewEmbeddings, at_least_one, at_most, positive, require_views, scaled,
 };
 use crate::augment::ViewTransform;
 use crate::check;
@@ -82,7 +82,11 @@ impl MethodConfig for SwavConfig {
             ("method.temperature", self.temperature),
             ("method.sinkhorn_epsilon", self.sinkhorn_epsilon),
         ])?;
-        at_least_one(&[("method.num_prototypes", self.num_prototypes)])
+        at_least_one(&[("method.num_prototypes", self.num_prototypes)])?;
+        at_most(&[
+            ("method.sinkhorn_iterations", self.sinkhorn_iterations, 1000),
+            ("method.queue_length", self.queue_length, MAX_DIM),
+        ])
     }
 
     fn heads(&self, feature_dim: usize, width: f64) -> Heads {

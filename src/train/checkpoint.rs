@@ -161,23 +161,12 @@ impl<C: Serialize + DeserializeOwned> Checkpoint<C> {
     pub fn write_atomic_failing_after(&self, path: &Path, fail_after: Option<usize>) -> Result<()> {
         let bytes = self.to_bytes()?;
         let tmp = temporary_path(path);
-        let io = |source| Error::Io {
-            path: tmp.clone(),
-            source,
-        };
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        match fail_after {
-            Some(n) if n < bytes.len() => {
-                file.write_all(&bytes[..n]).map_err(io)?;
-                return Err(io(std::io::Error::other(format!(
-                    "injected failure after {n} of {} bytes",
-                    bytes.len()
-                ))));
-            }
-            _ => file.write_all(&bytes).map_err(io)?,
+        if let Err(source) = write_synced(&tmp, &bytes, fail_after) {
+            // A full disk must not keep the partial file (it holds the space the next try
+            // needs); the previous checkpoint is untouched either way.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Io { path: tmp, source });
         }
-        file.sync_all().map_err(io)?;
-        drop(file);
         std::fs::rename(&tmp, path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -188,6 +177,25 @@ impl<C: Serialize + DeserializeOwned> Checkpoint<C> {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// Writes `bytes` to a new file at `path` and flushes it to the disk; with `fail_after`, the
+/// write fails after that many bytes, as a crash or a full disk would.
+fn write_synced(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    match fail_after {
+        Some(n) if n < bytes.len() => {
+            file.write_all(&bytes[..n])?;
+            Err(std::io::Error::other(format!(
+                "injected failure after {n} of {} bytes",
+                bytes.len()
+            )))
+        }
+        _ => {
+            file.write_all(bytes)?;
+            file.sync_all()
+        }
     }
 }
 

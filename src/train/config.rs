@@ -165,13 +165,24 @@ impl<C: MethodConfig> PretrainConfig<C> {
         }
         let w = self.head_width;
         ensure("head_width", w, w > 0.0 && w <= 64.0, "in (0, 64]")?;
-        if self.loader.batch_size < 2 {
+        let loader = &self.loader;
+        if !(2..=MAX_BATCH).contains(&loader.batch_size) {
             return Err(Error::invalid_config(
                 "loader.batch_size",
-                self.loader.batch_size,
-                ">= 2 (batch statistics and the losses compare images of a batch)",
+                loader.batch_size,
+                format!(
+                    "in 2..={MAX_BATCH} (batch statistics and the losses compare images of a batch)"
+                ),
             ));
         }
+        for (field, value) in [
+            ("loader.workers", loader.workers),
+            ("loader.prefetch", loader.prefetch),
+        ] {
+            at_most(field, value, MAX_THREADS)?;
+        }
+        at_most("epochs", self.epochs, MAX_EPOCHS)?;
+        at_most("knn.k", self.knn.k, MAX_KNN_K)?;
         let m = &self.monitor;
         for (field, v) in [
             ("monitor.min_relative_std", m.min_relative_std),
@@ -207,6 +218,27 @@ impl<C> PretrainConfig<C> {
     }
 }
 
+/// The largest batch a configuration may ask for.
+pub const MAX_BATCH: usize = 1 << 16;
+/// The most loader threads (and prefetched batches) a configuration may ask for.
+pub const MAX_THREADS: usize = 1024;
+/// The most epochs a configuration may ask for.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// The most kNN neighbours a configuration may ask for.
+pub const MAX_KNN_K: usize = 1 << 20;
+
+/// Fails unless `value <= max`, naming `field`.
+fn at_most(field: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
+        return Err(Error::invalid_config(
+            field,
+            value,
+            format!("at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the built-in backbones' sizes, naming the field.
 fn check_backbone(backbone: &BackboneConfig) -> Result<()> {
     let (field, width, channels) = match backbone {
@@ -215,6 +247,15 @@ fn check_backbone(backbone: &BackboneConfig) -> Result<()> {
     };
     if width == 0 || width > 4096 {
         return Err(Error::invalid_config(field, width, "in 1..=4096"));
+    }
+    if let BackboneConfig::ConvNet(c) = backbone
+        && !(1..=8).contains(&c.stages)
+    {
+        return Err(Error::invalid_config(
+            "backbone.stages",
+            c.stages,
+            "in 1..=8",
+        ));
     }
     if channels == 0 || channels > 64 {
         return Err(Error::invalid_config(

@@ -21,10 +21,14 @@ impl Schedules {
         config: &PretrainConfig<C>,
         steps_per_epoch: usize,
     ) -> Result<Self> {
-        let total = (steps_per_epoch * config.epochs).max(1);
+        let total = steps_per_epoch.saturating_mul(config.epochs).max(1);
         let peak = config.lr.peak(config.loader.batch_size);
         // A run shorter than its warmup warms up throughout, as solo-learn's scheduler does.
-        let warmup = (config.lr.warmup_epochs * steps_per_epoch).min(total);
+        let warmup = config
+            .lr
+            .warmup_epochs
+            .saturating_mul(steps_per_epoch)
+            .min(total);
         let lr =
             WarmupCosine::new(peak, warmup, total)?.with_final_lr(config.lr.final_lr.min(peak))?;
         let wd = config.optimizer.weight_decay;
