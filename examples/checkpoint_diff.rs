@@ -26,8 +26,11 @@ struct Args {
     b: PathBuf,
 }
 
+/// Tensors by path, their values as raw f32 bits.
+type Tensors = Vec<(String, Vec<u32>)>;
+
 /// Every float tensor of a module by path, as raw f32 bits.
-fn tensors<M: Module>(model: &M) -> Vec<(String, Vec<u32>)> {
+fn tensors<M: Module>(model: &M) -> Tensors {
     struct Paths(Vec<String>, Vec<(String, Vec<u32>)>);
     impl ModuleVisitor for Paths {
         fn enter_module(&mut self, name: &str, _: &str) {
@@ -55,7 +58,7 @@ fn tensors<M: Module>(model: &M) -> Vec<(String, Vec<u32>)> {
 }
 
 /// The first difference between two lists of tensors, if any.
-fn first_difference(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)]) -> Option<String> {
+fn first_difference(a: &Tensors, b: &Tensors) -> Option<String> {
     if a.len() != b.len() {
         return Some(format!("{} tensors against {}", a.len(), b.len()));
     }
@@ -70,7 +73,7 @@ fn first_difference(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)]) -> Optio
 fn one_more_epoch(
     checkpoint: &PathBuf,
     data: &PathBuf,
-) -> selfsup::Result<(Vec<u64>, Vec<(String, Vec<u32>)>)> {
+) -> selfsup::Result<(Vec<u64>, Tensors)> {
     let (_, meta) = load_checkpoint(checkpoint, &Device::flex())?;
     let mut config = meta.config;
     config.epochs = meta.epochs_completed + 1;

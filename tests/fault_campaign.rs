@@ -87,7 +87,7 @@ impl Mutator {
                 }
             }
             2 => {
-                let width = if self.next() % 2 == 0 { 4 } else { 8 };
+                let width = if self.next().is_multiple_of(2) { 4 } else { 8 };
                 let at = self.below(out.len().min(256).saturating_sub(width));
                 let value = match self.below(3) {
                     0 => 0,
