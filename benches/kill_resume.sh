@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# kill -9 a pretraining run at random moments (every third one while a checkpoint is being
-# written), resume it each time, and check that the final checkpoint holds exactly the training
+# kill -9 a pretraining run at random moments (every third one, once a checkpoint exists,
+# while the next checkpoint is being written), resume it each time, and check that the final checkpoint holds exactly the training
 # state of an uninterrupted run (examples/checkpoint_diff.rs: every tensor bit for bit, and the
 # optimiser state through one more epoch of both runs), that no resume failed, and that no
 # completed checkpoint was lost (each one still loads after the kill that followed it).
@@ -31,18 +31,24 @@ kills=0 during_write=0 resumes=0 failed=0 lost=0
 while :; do
     resume=()
     [ -f "$OUT/checkpoint.ckpt" ] && resume=(--resume "$OUT/checkpoint.ckpt") && resumes=$((resumes + 1))
+    touch "$WORK/launched"
     "$BIN" pretrain "${ARGS[@]}" --out "$OUT" "${resume[@]}" > "$WORK/last.log" 2>&1 &
     pid=$!
     if [ "$kills" -ge "$KILLS" ]; then
         if wait "$pid"; then break; fi
         failed=$((failed + 1)); echo "the final run failed:"; cat "$WORK/last.log"; break
     fi
-    if [ $((kills % 3)) -eq 2 ]; then
-        # Wait for a checkpoint write to start, then kill in the middle of it.
-        while kill -0 "$pid" 2> /dev/null && [ ! -f "$OUT/checkpoint.ckpt.tmp" ]; do sleep 0.001; done
+    if [ $((kills % 3)) -eq 2 ] && [ -f "$OUT/checkpoint.ckpt" ]; then
+        # Wait for the next checkpoint write to start, then kill in the middle of it: the
+        # previous checkpoint must survive.
+        # (A temporary file left by an earlier kill is older than this launch.)
+        while kill -0 "$pid" 2> /dev/null \
+            && [ -z "$(find "$OUT" -name checkpoint.ckpt.tmp -newer "$WORK/launched")" ]; do
+            sleep 0.001
+        done
         what="during a checkpoint write"
     else
-        sleep "$(awk -v s="$RANDOM" -v t="$seconds" 'BEGIN { srand(s); print 0.3 + rand() * t / 5 }')"
+        sleep "$(awk -v s="$RANDOM" -v t="$seconds" 'BEGIN { srand(s); print 0.3 + rand() * t / 2 }')"
         what="at a random moment"
     fi
     if kill -9 "$pid" 2> /dev/null; then

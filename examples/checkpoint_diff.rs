@@ -70,10 +70,7 @@ fn first_difference(a: &Tensors, b: &Tensors) -> Option<String> {
 }
 
 /// Continues the run of `checkpoint` for one epoch: its losses and final tensors.
-fn one_more_epoch(
-    checkpoint: &PathBuf,
-    data: &PathBuf,
-) -> selfsup::Result<(Vec<u64>, Tensors)> {
+fn one_more_epoch(checkpoint: &PathBuf, data: &PathBuf) -> selfsup::Result<(Vec<u64>, Tensors)> {
     let (_, meta) = load_checkpoint(checkpoint, &Device::flex())?;
     let mut config = meta.config;
     config.epochs = meta.epochs_completed + 1;

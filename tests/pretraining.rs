@@ -391,3 +391,23 @@ fn the_loop_follows_the_weight_decay_and_teacher_schedules_and_resumed_metrics_r
         .collect();
     assert_eq!(epochs, vec![0, 1, 2]);
 }
+
+#[test]
+fn resuming_swav_with_another_number_of_global_crops_is_refused_with_both_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let swav = AnyMethodConfig::Swav(selfsup::method::SwavConfig {
+        queue_length: 16,
+        ..selfsup::method::SwavConfig::preset(Preset::Cifar)
+    });
+    let config = tiny_config(swav.clone(), 1, Some(dir.path()));
+    pretrain(&config, sample(), &plain_device()).unwrap();
+    // Three global crops: the queue has one slot per global crop.
+    let mut more = tiny_config(swav, 2, Some(dir.path()));
+    more.views.groups[0].count = 3;
+    let (result, _) = run(&more, Some(dir.path().join(CHECKPOINT_FILE)), None);
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("does not fit") && e.contains("queue") && e.contains('2') && e.contains('3'),
+        "{e}"
+    );
+}

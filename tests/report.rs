@@ -97,7 +97,7 @@ fn a_run_gets_curves_a_retrieval_sheet_and_a_scatter() {
         .map(|f| f.file_name().unwrap().to_str().unwrap().to_string())
         .collect();
     assert_eq!(names, [TRAINING_PNG, RETRIEVAL_PNG, PCA_PNG]);
-    let sizes = [(1200, 1050), (9 * 78 + 12, 18 + 6 + 8 * 96), (1066, 800)];
+    let sizes = [(1200, 1050), (9 * 70 + 12, 18 + 6 + 8 * 88), (1066, 800)];
     for (file, size) in files.iter().zip(sizes) {
         let image = image::open(file).unwrap().to_rgb8();
         assert_eq!(image.dimensions(), size, "{}", file.display());

@@ -113,8 +113,14 @@ fn ranges(p: &Panel) -> Option<((f64, f64), (f64, f64))> {
     let (x0, x1) = bounds(&mut all.iter().map(|p| p.0));
     let (y0, y1) = bounds(&mut all.iter().map(|p| p.1).chain(p.threshold));
     let pad = |lo: f64, hi: f64| {
-        let span = (hi - lo).abs().max(1e-9 * hi.abs().max(1.0));
-        (lo - 0.05 * span, hi + 0.05 * span)
+        let span = hi - lo;
+        if span <= 1e-9 * hi.abs().max(1.0) {
+            // One value: a window around it, so the axis has distinct ticks.
+            let half = (0.1 * hi.abs()).max(0.5);
+            (lo - half, hi + half)
+        } else {
+            (lo - 0.05 * span, hi + 0.05 * span)
+        }
     };
     Some((pad(x0, x1), pad(y0, y1)))
 }

@@ -12,7 +12,7 @@ use crate::data::ImageDataset;
 use crate::error::Result;
 
 /// Side of each thumbnail, in pixels.
-const THUMB: u32 = 72;
+const THUMB: u32 = 64;
 /// Space between thumbnails.
 const GAP: u32 = 6;
 /// Height of the text line under each thumbnail.
@@ -76,13 +76,19 @@ pub fn nearest(
         .collect()
 }
 
-/// A square thumbnail of `image`: the central square, resized.
+/// A square thumbnail of `image`: the central square, resized (small images by whole-pixel
+/// repetition, which keeps them sharp and the PNG small).
 fn thumbnail(image: &RgbImage) -> RgbImage {
     let side = image.width().min(image.height());
     let x = (image.width() - side) / 2;
     let y = (image.height() - side) / 2;
     let square = image::imageops::crop_imm(image, x, y, side, side).to_image();
-    image::imageops::resize(&square, THUMB, THUMB, FilterType::Triangle)
+    let filter = if side <= THUMB {
+        FilterType::Nearest
+    } else {
+        FilterType::Triangle
+    };
+    image::imageops::resize(&square, THUMB, THUMB, filter)
 }
 
 /// The sheet: one row per retrieval, the query then its neighbours, energies underneath.
