@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${1:-20}
 METHOD=${2:-byol}
+EPOCHS=8
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release --bin selfsup --example checkpoint_diff 2>&1 | grep -E "^error" || true
 BIN=$TARGET/release/selfsup
@@ -16,7 +17,7 @@ DATA=data/cifar10-sample-train.pack
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 ARGS=(--data "$DATA" --method "$METHOD" --backbone convnet --width 16 --head-width 0.25
-      --epochs 4 --batch-size 128 --workers 2 --seed 7 --no-progress --device cpu)
+      --epochs "$EPOCHS" --batch-size 128 --workers 2 --seed 7 --no-progress --device cpu)
 date -u; nproc; lscpu | grep "Model name" || true
 
 echo "== uninterrupted run"
@@ -48,7 +49,10 @@ while :; do
         done
         what="during a checkpoint write"
     else
-        sleep "$(awk -v s="$RANDOM" -v t="$seconds" 'BEGIN { srand(s); print 0.3 + rand() * t / 2 }')"
+        # A random moment within about two epochs of the launch: most kills land before the
+        # run ends, about half of the launches get past a checkpoint first.
+        sleep "$(awk -v s="$RANDOM" -v t="$seconds" -v e="$EPOCHS" \
+            'BEGIN { srand(s); print 0.3 + rand() * 2 * t / e }')"
         what="at a random moment"
     fi
     if kill -9 "$pid" 2> /dev/null; then
