@@ -136,27 +136,11 @@ fn main() -> selfsup::Result<()> {
     let trained = pretrain_with(&config, train.clone(), &device, options)?;
     let (trained_knn, trained_probe) = evaluate(&trained.backbone())?;
 
-    println!();
-    println!(
-        "validation top-1 on {} held-out images      kNN (k=20)   linear probe",
-        val.len()
-    );
-    println!(
-        "random-init encoder (same architecture)     {:>6.2}%      {:>6.2}%",
-        100.0 * random_knn,
-        100.0 * random_probe
-    );
-    println!(
-        "after {:<2} epochs of {:<27} {:>6.2}%      {:>6.2}%",
-        config.epochs,
-        config.method.name(),
-        100.0 * trained_knn,
-        100.0 * trained_probe
-    );
-    println!(
-        "gain                                        {:>+6.2}      {:>+6.2}  points",
-        100.0 * (trained_knn - random_knn),
-        100.0 * (trained_probe - random_probe)
+    print_comparison(
+        val.len(),
+        &format!("{} epochs of {}", config.epochs, config.method.name()),
+        (random_knn, random_probe),
+        (trained_knn, trained_probe),
     );
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     if let Some(out) = &out {
@@ -169,4 +153,25 @@ fn main() -> selfsup::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints kNN and probe top-1 of the random-init and the trained encoder, and the gain.
+fn print_comparison(images: usize, trained_label: &str, random: (f64, f64), trained: (f64, f64)) {
+    println!();
+    println!("validation top-1 on {images} held-out images      kNN (k=20)   linear probe");
+    println!(
+        "random-init encoder (same architecture)     {:>6.2}%      {:>6.2}%",
+        100.0 * random.0,
+        100.0 * random.1
+    );
+    println!(
+        "after {trained_label:<37} {:>6.2}%      {:>6.2}%",
+        100.0 * trained.0,
+        100.0 * trained.1
+    );
+    println!(
+        "gain                                        {:>+6.2}      {:>+6.2}  points",
+        100.0 * (trained.0 - random.0),
+        100.0 * (trained.1 - random.1)
+    );
 }
