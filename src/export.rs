@@ -67,23 +67,32 @@ pub fn named_tensors<M: Module>(module: &M) -> Result<Vec<NamedTensor>> {
     }
 }
 
-/// Renames burn's paths to torchvision's: BatchNorm `gamma`/`beta` become `weight`/`bias`,
-/// and the shortcut `downsample.conv`/`downsample.bn` become `downsample.0`/`downsample.1`.
-/// The enum wrapper of [`Backbone`](crate::backbone::Backbone) (its variant name) is dropped.
+/// Renames burn's paths to torchvision's: BatchNorm and LayerNorm `gamma`/`beta` become
+/// `weight`/`bias`; a ResNet's shortcut `downsample.conv`/`downsample.bn` become
+/// `downsample.0`/`downsample.1`; a ViT's block `layers.i` becomes `layers.encoder_layer_i`
+/// and its MLP's `linear_1`/`linear_2` become `0`/`3`. The enum wrapper of
+/// [`Backbone`](crate::backbone::Backbone) (its variant name) is dropped.
 pub fn torchvision_name(burn_path: &str) -> String {
     let parts: Vec<&str> = burn_path.split('.').collect();
-    let mut out = Vec::with_capacity(parts.len());
+    let mut out: Vec<String> = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
+        let parent = if i > 0 { parts[i - 1] } else { "" };
         let renamed = match (*part, last) {
             ("gamma", true) => "weight",
             ("beta", true) => "bias",
-            ("conv", false) if i > 0 && parts[i - 1] == "downsample" => "0",
-            ("bn", false) if i > 0 && parts[i - 1] == "downsample" => "1",
-            ("ResNet" | "ConvNet", false) if i == 0 => continue,
+            ("conv", false) if parent == "downsample" => "0",
+            ("bn", false) if parent == "downsample" => "1",
+            ("linear_1", false) if parent == "mlp" => "0",
+            ("linear_2", false) if parent == "mlp" => "3",
+            (index, false) if parent == "layers" && index.parse::<usize>().is_ok() => {
+                out.push(format!("encoder_layer_{index}"));
+                continue;
+            }
+            ("ResNet" | "ConvNet" | "Vit", false) if i == 0 => continue,
             (p, _) => p,
         };
-        out.push(renamed);
+        out.push(renamed.to_string());
     }
     out.join(".")
 }

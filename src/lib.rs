@@ -17,6 +17,8 @@
 //! predictor; DINO: momentum teacher with centring and sharpening), by regularisation (Barlow
 //! Twins: cross-correlation to the identity; VICReg: variance and covariance terms) or by
 //! clustering (SwAV: balanced online clustering; DeepCluster-v2: k-means on a memory bank).
+//! LeJEPA needs none of these heuristics: its SIGReg term drives the embeddings towards an
+//! isotropic Gaussian, provably the best-behaved distribution for downstream tasks.
 //!
 //! ## Data flow
 //! ```text
@@ -35,10 +37,11 @@
 //! - [`data`]: datasets (image folders, CIFAR binaries, in memory, `.pack`), the hold-out
 //!   split, and the parallel prefetching [`ViewLoader`](data::ViewLoader).
 //! - [`augment`]: the papers' view augmentations, per-method presets, multi-crop.
-//! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), a tiny convnet, the
-//!   [`Encoder`](backbone::Encoder) trait.
+//! - [`backbone`]: ResNet-18/34/50 (CIFAR or ImageNet stem), Vision Transformers
+//!   (ViT-Tiny/Small/Base, torchvision's layout), a tiny convnet, the
+//!   [`Encoder`](backbone::Encoder) trait (pooled features, and tokens for ViTs).
 //! - [`method`]: one file per method (BYOL, SimSiam, Barlow Twins, SwAV, VICReg, SimCLR,
-//!   MoCo v2, DINO, DeepCluster-v2): its configuration, heads, recipes per
+//!   MoCo v2, DINO, DeepCluster-v2, LeJEPA with SIGReg): its configuration, heads, recipes per
 //!   [`Preset`](method::Preset), loss and state, behind the [`Method`](method::Method) and
 //!   [`MethodConfig`](method::MethodConfig) traits.
 //! - [`model`]: the [`JointEmbedding`](model::JointEmbedding) (online branch and momentum
@@ -50,7 +53,8 @@
 //! - [`step`]: one training step; [`train`]: the pretraining loop (presets, schedules and
 //!   their hook, monitors, metrics, atomic checkpoints, exact resume).
 //! - [`eval`]: kNN, linear probe, fine-tuning, effective rank; [`export`]: safetensors with
-//!   torchvision names, burnpack; [`device`]: choosing the CPU, wgpu or CUDA.
+//!   torchvision names, burnpack; [`import`]: torchvision-named weights (safetensors) into a
+//!   backbone; [`device`]: choosing the CPU, wgpu or CUDA.
 //! - [`conv`], [`batch_norm`]: convolution and batch norm that take the fast CPU kernels on
 //!   `Device::flex()` and burn's elsewhere; `kernels` (feature `flex`): those kernels, the
 //!   fused LARS step and the allocator setting, with every `unsafe` block of the crate.
@@ -69,6 +73,7 @@ pub mod energy;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod import;
 #[cfg(feature = "flex")]
 pub mod kernels;
 pub mod method;
@@ -86,6 +91,7 @@ pub mod prelude {
     pub use crate::augment::{Scale, ViewRecipe, ViewTransform};
     pub use crate::backbone::{
         Backbone, BackboneConfig, ConvNetConfig, Encoder, ResNetConfig, ResNetDepth, Stem,
+        VitConfig,
     };
     pub use crate::collapse::{CollapseStats, CollapseValues};
     pub use crate::data::{

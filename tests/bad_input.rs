@@ -67,7 +67,8 @@ fn wrong_channels_or_missing_views_are_errors() {
         .embedding
         .embed_views(&gray, 2, TargetViews::All)
         .unwrap_err();
-    assert!(err.to_string().contains("channels of view 0"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("view 0") && message.contains("channels"), "{err}");
     let err = model
         .embedding
         .embed_views(&gray[..1], 1, TargetViews::All)
@@ -147,6 +148,7 @@ fn dummy_setup() -> selfsup::method::MethodSetup {
         num_views: 2,
         num_global: 2,
         dataset_len: 8,
+        seed: 0,
     }
 }
 

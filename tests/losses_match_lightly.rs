@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 use common::*;
 use selfsup::method::dino::dino_center_update;
 use selfsup::method::{
-    Vicreg, barlow_twins_loss, byol_loss, dino_loss, info_nce, ntxent_loss, simsiam_loss, sinkhorn,
-    swav_loss,
+    Sigreg, Vicreg, barlow_twins_loss, byol_loss, dino_loss, info_nce, lejepa_loss, ntxent_loss,
+    simsiam_loss, sinkhorn, swav_loss,
 };
 
 #[test]
@@ -192,4 +192,68 @@ fn moco_info_nce_and_gradient_match_the_formula() {
     assert_tensor("grad_q", &q.grad(&grads).unwrap(), &f["grad_q"]);
     // Keys and queue are detached.
     assert!(k.grad(&grads).is_none() && queue.grad(&grads).is_none());
+}
+
+#[test]
+fn sigreg_loss_and_gradient_match_lightly() {
+    let f = fixture("sigreg.json");
+    let d = device();
+    let proj = leaf::<2>(&f["proj"], &d);
+    let unit_vectors = tensor::<2>(&f["unit_vectors"], &d);
+    let sigreg = Sigreg {
+        knots: f["knots"].as_u64().unwrap() as usize,
+        t_max: f["t_max"].as_f64().unwrap(),
+        num_vectors: unit_vectors.dims()[1],
+    };
+    let loss = sigreg.loss(&[proj.clone()], unit_vectors).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_proj", &proj.grad(&grads).unwrap(), &f["grad_proj"]);
+}
+
+#[test]
+fn lejepa_loss_and_gradients_match_lightly() {
+    let f = fixture("lejepa.json");
+    let d = device();
+    let global = leaf::<3>(&f["global_proj"], &d);
+    let local = leaf::<3>(&f["local_proj"], &d);
+    let unit_vectors = tensor::<2>(&f["unit_vectors"], &d);
+    let sigreg = Sigreg {
+        knots: f["knots"].as_u64().unwrap() as usize,
+        t_max: f["t_max"].as_f64().unwrap(),
+        num_vectors: unit_vectors.dims()[1],
+    };
+    let loss = lejepa_loss(
+        &views(&global),
+        &views(&local),
+        unit_vectors,
+        f["lambda"].as_f64().unwrap(),
+        &sigreg,
+    )
+    .unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_global", &global.grad(&grads).unwrap(), &f["grad_global"]);
+    assert_tensor("grad_local", &local.grad(&grads).unwrap(), &f["grad_local"]);
+}
+
+#[test]
+fn sigreg_unit_vectors_are_unit_norm_seeded_and_new_each_step() {
+    let d = plain_device();
+    let sigreg = Sigreg {
+        num_vectors: 32,
+        ..Sigreg::default()
+    };
+    let a = values(&sigreg.unit_vectors(8, 7, 3, &d));
+    let again = values(&sigreg.unit_vectors(8, 7, 3, &d));
+    let next = values(&sigreg.unit_vectors(8, 7, 4, &d));
+    assert_eq!(a, again, "same seed and step, same vectors");
+    assert_ne!(a, next, "a new step draws new vectors");
+    for m in 0..32 {
+        let norm: f64 = (0..8).map(|r| a[r * 32 + m].powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "column {m} has norm {norm}");
+    }
+    // Standard normal directions: the mean of the squared entries is 1 / D.
+    let mean_square = a.iter().map(|v| v * v).sum::<f64>() / a.len() as f64;
+    assert!((mean_square - 1.0 / 8.0).abs() < 1e-6);
 }

@@ -154,6 +154,7 @@ fn dino_teacher_temperature_warms_up_per_epoch_and_the_centre_moves() {
         num_views: 2,
         num_global: 2,
         dataset_len: 8,
+        seed: 0,
     };
     let module: Dino = selfsup::method::MethodConfig::init(&config, &setup, &d).unwrap();
     let at: Vec<f64> = (0..5).map(|e| module.teacher_temperature_at(e)).collect();

@@ -1,10 +1,12 @@
-//! Image encoders (backbones): `[B, C, H, W]` images to `[B, D]` features.
+//! Image encoders (backbones): `[B, C, H, W]` images to `[B, D]` features, and for vision
+//! transformers also to tokens `[B, N, D]`.
 //!
 //! [`Backbone`] covers the built-in networks; any burn module implementing [`Encoder`] can take
 //! its place in a [`JointEmbedding`](crate::model::joint_embedding::JointEmbedding).
 
 pub mod convnet;
 pub mod resnet;
+pub mod vit;
 
 use burn::config::Config;
 use burn::module::{Module, ModuleDisplay};
@@ -12,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetDepth, Stem};
+pub use vit::{Vit, VitConfig, VitPool};
 
 /// An image encoder usable as the trunk of a joint-embedding architecture.
 pub trait Encoder: Module + ModuleDisplay {
@@ -26,6 +29,31 @@ pub trait Encoder: Module + ModuleDisplay {
     fn input_channels(&self) -> Option<usize> {
         None
     }
+
+    /// The output tokens `[B, 1 + N, D]` (class token first, then the patches), for encoders
+    /// that have tokens (vision transformers); `None` for the others.
+    fn encode_tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
+        let _ = images;
+        None
+    }
+
+    /// Checks a batch's shape `[B, C, H, W]` before the forward pass (channels, and a ViT's
+    /// minimum side), so a mismatch is an error, not a panic.
+    fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
+        check_channels(self.input_channels(), dims)
+    }
+}
+
+/// An error when `expected` channels are known and `dims` (`[B, C, H, W]`) has others.
+pub fn check_channels(expected: Option<usize>, dims: [usize; 4]) -> crate::Result<()> {
+    match expected {
+        Some(c) if c != dims[1] => Err(crate::Error::ShapeMismatch {
+            context: "encoder input: channels".into(),
+            expected: vec![dims[0], c, dims[2], dims[3]],
+            found: dims.to_vec(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Configuration of a built-in [`Backbone`].
@@ -35,6 +63,8 @@ pub enum BackboneConfig {
     ResNet(ResNetConfig),
     /// The tiny [`ConvNet`].
     ConvNet(ConvNetConfig),
+    /// A Vision Transformer.
+    Vit(VitConfig),
 }
 
 impl BackboneConfig {
@@ -43,6 +73,7 @@ impl BackboneConfig {
         match self {
             BackboneConfig::ResNet(c) => c.feature_dim(),
             BackboneConfig::ConvNet(c) => c.feature_dim(),
+            BackboneConfig::Vit(c) => c.feature_dim(),
         }
     }
 
@@ -51,6 +82,7 @@ impl BackboneConfig {
         Ok(match self {
             BackboneConfig::ResNet(c) => Backbone::ResNet(c.init(device)?),
             BackboneConfig::ConvNet(c) => Backbone::ConvNet(c.init(device)?),
+            BackboneConfig::Vit(c) => Backbone::Vit(c.init(device)?),
         })
     }
 }
@@ -64,6 +96,8 @@ pub enum Backbone {
     ResNet(ResNet),
     /// The tiny convnet.
     ConvNet(ConvNet),
+    /// A Vision Transformer.
+    Vit(Vit),
 }
 
 impl Encoder for Backbone {
@@ -71,6 +105,7 @@ impl Encoder for Backbone {
         match self {
             Backbone::ResNet(m) => m.forward(images),
             Backbone::ConvNet(m) => m.forward(images),
+            Backbone::Vit(m) => m.forward(images),
         }
     }
 
@@ -78,6 +113,7 @@ impl Encoder for Backbone {
         match self {
             Backbone::ResNet(m) => m.feature_dim,
             Backbone::ConvNet(m) => m.feature_dim,
+            Backbone::Vit(m) => m.hidden_dim(),
         }
     }
 
@@ -85,7 +121,40 @@ impl Encoder for Backbone {
         match self {
             Backbone::ResNet(m) => m.input_channels(),
             Backbone::ConvNet(m) => m.input_channels(),
+            Backbone::Vit(m) => Some(m.input_channels()),
         }
+    }
+
+    fn encode_tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
+        match self {
+            Backbone::Vit(m) => Some(m.forward_tokens(images)),
+            _ => None,
+        }
+    }
+
+    fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
+        match self {
+            Backbone::Vit(m) => m.check_images(dims),
+            other => check_channels(other.input_channels(), dims),
+        }
+    }
+}
+
+impl Encoder for Vit {
+    fn encode(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward(images)
+    }
+    fn feature_dim(&self) -> usize {
+        self.hidden_dim()
+    }
+    fn input_channels(&self) -> Option<usize> {
+        Some(Vit::input_channels(self))
+    }
+    fn encode_tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
+        Some(self.forward_tokens(images))
+    }
+    fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
+        Vit::check_images(self, dims)
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, DeepCluster, DeepClusterConfig, Dino,
-    DinoConfig, Heads, Method, MethodConfig, MethodSetup, Moco, MocoConfig, Preset, Progress,
+    DinoConfig, Heads, Lejepa, LejepaConfig, Method, MethodConfig, MethodSetup, Moco, MocoConfig, Preset, Progress,
     Recipe, RecipeContext, Requirements, SimClr, SimClrConfig, SimSiam, SimSiamConfig, StepContext,
     Swav, SwavConfig, Vicreg, VicregConfig, ViewEmbeddings,
 };
@@ -172,4 +172,6 @@ builtin_methods! {
     Dino(DinoConfig, Dino) = "dino", dino;
     /// DeepCluster-v2 (Caron et al. 2020).
     DeepCluster(DeepClusterConfig, DeepCluster) = "deepcluster", deepcluster;
+    /// LeJEPA (Balestriero & LeCun 2025).
+    Lejepa(LejepaConfig, Lejepa) = "lejepa", lejepa;
 }

@@ -27,6 +27,7 @@
 //! | MoCo v2 | [`moco`] | momentum target, queue of keys |
 //! | DINO | [`dino`] | momentum teacher on the global crops, centre |
 //! | DeepCluster-v2 | [`deepcluster`] | memory bank, k-means prototypes, an initial pass |
+//! | LeJEPA | [`lejepa`] | projections of every crop ([SIGReg](sigreg) on random projections) |
 
 pub mod barlow_twins;
 mod builtin;
@@ -34,10 +35,12 @@ pub mod byol;
 pub mod deepcluster;
 pub mod dino;
 pub mod kmeans;
+pub mod lejepa;
 pub mod moco;
 mod pairs;
 pub mod queue;
 pub mod simclr;
+pub mod sigreg;
 pub mod simsiam;
 pub mod sinkhorn;
 pub mod swav;
@@ -55,9 +58,11 @@ pub use builtin::{AnyMethod, AnyMethodConfig};
 pub use byol::{Byol, ByolConfig, byol_loss};
 pub use deepcluster::{DeepCluster, DeepClusterConfig, deepcluster_loss};
 pub use dino::{Dino, DinoConfig, dino_loss};
+pub use lejepa::{Lejepa, LejepaConfig, lejepa_loss};
 pub use moco::{Moco, MocoConfig, info_nce};
 pub(crate) use pairs::{mean_over_view_pairs, require_views, sum_over_ordered_pairs};
 pub use queue::EmbeddingQueue;
+pub use sigreg::Sigreg;
 pub use simclr::{SimClr, SimClrConfig, ntxent_loss};
 pub use simsiam::{SimSiam, SimSiamConfig, simsiam_loss};
 pub use sinkhorn::sinkhorn;
@@ -187,6 +192,8 @@ pub struct MethodSetup {
     pub num_global: usize,
     /// Images in the training set (DeepCluster's memory bank has a row per image).
     pub dataset_len: usize,
+    /// The run's seed (LeJEPA draws each step's random projections from it).
+    pub seed: u64,
 }
 
 /// Where training stands.

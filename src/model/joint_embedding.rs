@@ -186,15 +186,21 @@ impl<E: Encoder> JointEmbedding<E> {
                     found: vec![b, c, h, w],
                 });
             }
-            if let Some(expected) = self.online.backbone.input_channels()
-                && expected != c
-            {
-                return Err(Error::ShapeMismatch {
-                    context: format!("joint embedding: channels of view {v}"),
-                    expected: vec![b, expected, h, w],
-                    found: vec![b, c, h, w],
-                });
-            }
+            self.online
+                .backbone
+                .check_images([b, c, h, w])
+                .map_err(|e| match e {
+                    Error::ShapeMismatch {
+                        context,
+                        expected,
+                        found,
+                    } => Error::ShapeMismatch {
+                        context: format!("joint embedding: view {v}: {context}"),
+                        expected,
+                        found,
+                    },
+                    other => other,
+                })?;
         }
         let mut out = ViewEmbeddings {
             num_global,

@@ -244,6 +244,7 @@ fn check_backbone(backbone: &BackboneConfig) -> Result<()> {
     let (field, width, channels) = match backbone {
         BackboneConfig::ResNet(r) => ("backbone.width", r.width, r.input_channels),
         BackboneConfig::ConvNet(c) => ("backbone.width", c.width, c.input_channels),
+        BackboneConfig::Vit(v) => return v.validate(),
     };
     if width == 0 || width > 4096 {
         return Err(Error::invalid_config(field, width, "in 1..=4096"));

@@ -163,6 +163,7 @@ pub fn build_model<E: Encoder, C: MethodConfig>(
         num_views: config.views.num_views(),
         num_global: config.views.num_global(),
         dataset_len,
+        seed: config.loader.seed,
     };
     let method = config.method.init(&setup, device)?;
     let architecture = JointEmbeddingConfig::for_method(heads, &method.requirements());

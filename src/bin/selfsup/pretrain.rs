@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use clap::builder::{PossibleValue, PossibleValuesParser};
-use selfsup::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig};
+use selfsup::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig, VitConfig};
 use selfsup::data::{ImageDataset, open_dataset};
 use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
 use selfsup::prelude::Device;
@@ -27,6 +27,13 @@ pub enum Arch {
     Resnet34,
     Resnet50,
     Convnet,
+    /// ViT-Tiny (192 wide): 4-pixel patches on 32-pixel images at the cifar preset, 16-pixel
+    /// patches on 224-pixel images at imagenet.
+    VitTiny,
+    /// ViT-Small (384 wide), patches as vit-tiny.
+    VitSmall,
+    /// ViT-Base (768 wide), patches as vit-tiny.
+    VitBase,
 }
 
 /// The presets, as the command line names them.
@@ -76,7 +83,7 @@ pub struct PretrainArgs {
     /// (shorter side of 224 pixels or more: imagenet).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
-    /// Local crops of multi-crop methods (swav, dino, deepcluster): 96-pixel crops at the
+    /// Local crops of multi-crop methods (swav, dino, deepcluster, lejepa): 96-pixel crops at the
     /// imagenet preset, 16-pixel at cifar.
     #[arg(long)]
     pub crops: Option<usize>,
@@ -118,24 +125,44 @@ pub struct PretrainArgs {
     pub print_config: bool,
 }
 
-/// The backbone `arch` at `width` with the stem of `preset`.
-fn backbone(arch: Arch, width: Option<usize>, preset: Preset) -> BackboneConfig {
-    match arch {
+/// The backbone `arch` at `width` with the stem (ResNets) or patch size (ViTs) of `preset`.
+fn backbone(arch: Arch, width: Option<usize>, preset: Preset) -> Result<BackboneConfig> {
+    let (image, patch) = match preset {
+        Preset::Cifar => (32, 4),
+        Preset::Imagenet => (224, 16),
+    };
+    let vit = match arch {
         Arch::Convnet => {
-            BackboneConfig::ConvNet(ConvNetConfig::new().with_width(width.unwrap_or(32)))
+            let net = ConvNetConfig::new().with_width(width.unwrap_or(32));
+            return Ok(BackboneConfig::ConvNet(net));
         }
-        resnet => {
-            let base = match resnet {
+        Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => {
+            let base = match arch {
                 Arch::Resnet34 => ResNetConfig::resnet34(),
                 Arch::Resnet50 => ResNetConfig::resnet50(),
                 _ => ResNetConfig::resnet18(),
             };
-            BackboneConfig::ResNet(
-                base.with_stem(preset.stem())
-                    .with_width(width.unwrap_or(64)),
-            )
+            let resnet = base.with_stem(preset.stem()).with_width(width.unwrap_or(64));
+            return Ok(BackboneConfig::ResNet(resnet));
         }
+        Arch::VitTiny => VitConfig::tiny(image, patch),
+        Arch::VitSmall => VitConfig::small(image, patch),
+        Arch::VitBase => VitConfig::base(image, patch),
+    };
+    match width {
+        Some(w) => Err(vit_width_error(w)),
+        None => Ok(BackboneConfig::Vit(vit)),
     }
+}
+
+/// `--width` given with a vision transformer.
+fn vit_width_error(width: usize) -> Error {
+    Error::invalid_config(
+        "--width",
+        width,
+        "no --width with a ViT: choose vit-tiny, vit-small or vit-base (or set \
+         backbone.Vit.hidden_dim in a configuration file)",
+    )
 }
 
 fn read_config(path: &Path) -> Result<PretrainConfig> {
@@ -193,7 +220,7 @@ fn views_with_crops(c: &mut PretrainConfig, crops: usize) -> Result<()> {
             "--crops",
             crops,
             format!(
-                "no local crops: {} has none (multi-crop methods: swav, dino, deepcluster)",
+                "no local crops: {} has none (multi-crop methods: swav, dino, deepcluster, lejepa)",
                 c.method.cli_name()
             ),
         ));
@@ -222,7 +249,7 @@ fn build_config(args: &PretrainArgs, data: Option<&dyn ImageDataset>) -> Result<
     let mut c = match file {
         None => PretrainConfig::builtin(
             args.method.as_deref().unwrap_or("byol"),
-            backbone(arch, args.width, preset),
+            backbone(arch, args.width, preset)?,
             preset,
             DEFAULT_EPOCHS,
         )?,
@@ -239,11 +266,12 @@ fn build_config(args: &PretrainArgs, data: Option<&dyn ImageDataset>) -> Result<
         views_with_crops(&mut c, crops)?;
     }
     if args.backbone.is_some() {
-        c.backbone = backbone(arch, args.width, c.preset);
+        c.backbone = backbone(arch, args.width, c.preset)?;
     } else if let Some(w) = args.width {
         c.backbone = match c.backbone {
             BackboneConfig::ResNet(r) => BackboneConfig::ResNet(r.with_width(w)),
             BackboneConfig::ConvNet(n) => BackboneConfig::ConvNet(n.with_width(w)),
+            BackboneConfig::Vit(_) => return Err(vit_width_error(w)),
         };
     }
     apply_flags(args, &mut c);

@@ -1,0 +1,171 @@
+//! The Vision Transformer against torchvision: a 2-layer `VisionTransformer`'s state dict
+//! loaded by name reproduces torchvision's class-token output; export writes the same names;
+//! position embeddings resize for other image sizes; kept-token encoding ignores the rest.
+
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use common::*;
+use selfsup::backbone::{BackboneConfig, Encoder, Vit, VitConfig};
+use selfsup::export::{NamedTensor, export_safetensors, named_tensors, torchvision_name};
+use selfsup::import::{import_safetensors, load_torchvision};
+
+fn fixture_config(f: &serde_json::Value) -> VitConfig {
+    let c = &f["config"];
+    let get = |k: &str| c[k].as_u64().unwrap() as usize;
+    VitConfig::new(
+        get("image_size"),
+        get("patch_size"),
+        get("num_layers"),
+        get("num_heads"),
+        get("hidden_dim"),
+        get("mlp_dim"),
+    )
+    .with_layer_norm_eps(c["layer_norm_eps"].as_f64().unwrap())
+}
+
+fn fixture_state(f: &serde_json::Value) -> Vec<NamedTensor> {
+    f["state_dict"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, t)| NamedTensor {
+            name: name.clone(),
+            shape: t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect(),
+            values: t["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect(),
+        })
+        .collect()
+}
+
+fn torchvision_vit() -> (Vit, serde_json::Value) {
+    let f = fixture("vit_tiny_torchvision.json");
+    let vit = fixture_config(&f).init(&device()).unwrap();
+    let vit = load_torchvision(vit, &fixture_state(&f), "fixture").unwrap();
+    (vit, f)
+}
+
+#[test]
+fn vit_with_torchvision_weights_reproduces_torchvisions_output() {
+    let (vit, f) = torchvision_vit();
+    let input = tensor::<4>(&f["input"], &device());
+    assert_tensor("class token", &vit.forward(input), &f["class_token_output"]);
+}
+
+#[test]
+fn vit_export_writes_torchvisions_names_and_shapes() {
+    let f = fixture("vit_tiny_torchvision.json");
+    let backbone = BackboneConfig::Vit(fixture_config(&f))
+        .init(&device())
+        .unwrap();
+    let mut ours: Vec<(String, Vec<usize>)> = named_tensors(&backbone)
+        .unwrap()
+        .into_iter()
+        .map(|t| (torchvision_name(&t.name), t.shape))
+        .collect();
+    let mut theirs: Vec<(String, Vec<usize>)> = fixture_state(&f)
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+
+    // A round trip through the safetensors file gives the same network.
+    let (vit, f) = torchvision_vit();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vit.safetensors");
+    export_safetensors(&vit, &path).unwrap();
+    let fresh = fixture_config(&f).init(&device()).unwrap();
+    let reloaded = import_safetensors(fresh, &path).unwrap();
+    let input = tensor::<4>(&f["input"], &device());
+    assert_tensor("reloaded", &reloaded.forward(input), &f["class_token_output"]);
+}
+
+#[test]
+fn loading_a_state_dict_with_a_missing_or_misshapen_tensor_names_it() {
+    let f = fixture("vit_tiny_torchvision.json");
+    let mut state = fixture_state(&f);
+    state.retain(|t| t.name != "encoder.ln.bias");
+    let vit = fixture_config(&f).init(&device()).unwrap();
+    let err = load_torchvision(vit, &state, "fixture").unwrap_err();
+    assert!(err.to_string().contains("encoder.ln.bias"), "{err}");
+
+    let mut state = fixture_state(&f);
+    let cls = state.iter_mut().find(|t| t.name == "class_token").unwrap();
+    cls.shape = vec![1, 16, 1];
+    let vit = fixture_config(&f).init(&device()).unwrap();
+    let err = load_torchvision(vit, &state, "fixture").unwrap_err();
+    assert!(err.to_string().contains("class_token"), "{err}");
+}
+
+#[test]
+fn other_image_sizes_resize_the_position_embedding_and_train_it() {
+    let (vit, _) = torchvision_vit();
+    let d = device();
+    // 8 x 8 images: a 2 x 2 patch grid instead of the stored 4 x 4.
+    let images = random::<4>([2, 3, 8, 8], 3, &d);
+    let tokens = vit.forward_tokens(images.clone());
+    assert_eq!(tokens.dims(), [2, 5, 16]);
+    let grads = vit.forward(images).sum().backward();
+    let pos_grad = vit.encoder.pos_embedding.grad(&grads).unwrap();
+    let patch_grad: f64 = values(&pos_grad.narrow(1, 1, 16).abs().sum())[0];
+    assert!(patch_grad > 0.0, "the resized positions must train the stored ones");
+
+    // Resizing a constant grid gives the same constant (bicubic weights sum to 1).
+    let positions = vit.patch_positions([4, 4]);
+    let constant = positions.ones_like();
+    let pos = Tensor::cat(vec![Tensor::zeros([1, 1, 16], &d), constant], 1);
+    let mut resized = vit.clone();
+    resized.encoder.pos_embedding = resized.encoder.pos_embedding.map(|_| pos.clone());
+    assert_close_tol(
+        "resized constant",
+        &values(&resized.patch_positions([7, 3])),
+        &[1.0; 7 * 3 * 16],
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn kept_token_encoding_never_sees_the_dropped_patches() {
+    let (vit, _) = torchvision_vit();
+    let d = device();
+    let images = random::<4>([1, 3, 16, 16], 5, &d);
+    // Keep patches 0, 5, 10 and 15 (the diagonal of the 4 x 4 grid).
+    let keep = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 5, 10, 15], [1, 4]), &d);
+    let kept = vit.forward_kept(images.clone(), keep.clone()).unwrap();
+    assert_eq!(kept.dims(), [1, 5, 16]);
+    // Scribble over patch 1 (rows 0-3, columns 4-7): the kept tokens do not change.
+    let noise = random::<4>([1, 3, 4, 4], 6, &d);
+    let scribbled = images.clone().slice_assign([0..1, 0..3, 0..4, 4..8], noise);
+    let again = vit.forward_kept(scribbled.clone(), keep).unwrap();
+    assert_close("kept tokens", &values(&again), &values(&kept));
+    // ... while the full encoding does change.
+    let full = values(&vit.forward_tokens(images));
+    let full_scribbled = values(&vit.forward_tokens(scribbled));
+    assert!(full.iter().zip(&full_scribbled).any(|(a, b)| (a - b).abs() > 1e-4));
+
+    let bad = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 16], [1, 2]), &d);
+    let err = vit.forward_kept(random::<4>([1, 3, 16, 16], 7, &d), bad).unwrap_err();
+    assert!(err.to_string().contains("16"), "{err}");
+}
+
+#[test]
+fn vit_rejects_images_smaller_than_a_patch() {
+    let (vit, _) = torchvision_vit();
+    let err = vit.check_images([2, 3, 3, 16]).unwrap_err();
+    assert!(err.to_string().contains("patch size 4"), "{err}");
+    let err = Encoder::check_images(&vit, [2, 1, 16, 16]).unwrap_err();
+    assert!(err.to_string().contains("3 channels"), "{err}");
+    assert!(vit.check_images([2, 3, 16, 16]).is_ok());
+}
