@@ -56,8 +56,10 @@ impl ModuleMapper for Loader<'_> {
 /// `tensors`. Every tensor of the module must be found with its shape; tensors the module
 /// does not have (a classifier head) are ignored. `source` names the origin in errors.
 pub fn load_torchvision<M: Module>(module: M, tensors: &[NamedTensor], source: &str) -> Result<M> {
-    let by_name: HashMap<String, NamedTensor> =
-        tensors.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let by_name: HashMap<String, NamedTensor> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
     let mut loader = Loader {
         path: Vec::new(),
         tensors: &by_name,
@@ -101,7 +103,9 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<NamedTensor>> {
                 if matches!(other, safetensors::Dtype::I64 | safetensors::Dtype::I32) {
                     continue;
                 }
-                return Err(bad(format!("`{name}` has dtype {other:?}; expected f32 or f64")));
+                return Err(bad(format!(
+                    "`{name}` has dtype {other:?}; expected f32 or f64"
+                )));
             }
         };
         out.push(NamedTensor {

@@ -68,7 +68,10 @@ fn wrong_channels_or_missing_views_are_errors() {
         .embed_views(&gray, 2, TargetViews::All)
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("view 0") && message.contains("channels"), "{err}");
+    assert!(
+        message.contains("view 0") && message.contains("channels"),
+        "{err}"
+    );
     let err = model
         .embedding
         .embed_views(&gray[..1], 1, TargetViews::All)

@@ -233,7 +233,11 @@ fn lejepa_loss_and_gradients_match_lightly() {
     .unwrap();
     assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
     let grads = loss.backward();
-    assert_tensor("grad_global", &global.grad(&grads).unwrap(), &f["grad_global"]);
+    assert_tensor(
+        "grad_global",
+        &global.grad(&grads).unwrap(),
+        &f["grad_global"],
+    );
     assert_tensor("grad_local", &local.grad(&grads).unwrap(), &f["grad_local"]);
 }
 

@@ -5,7 +5,9 @@ mod common;
 
 use burn::optim::Optimizer;
 use common::*;
-use selfsup::optim::{EmaSchedule, LarsConfig, WarmupCosine};
+use selfsup::optim::{
+    EmaSchedule, GroupedOptimizer, LarsConfig, OptimizerConfig, ParamGroups, WarmupCosine,
+};
 
 #[test]
 fn lars_two_steps_match_lightly() {
@@ -169,8 +171,8 @@ mod groups {
             values(&layer.bias.as_ref().unwrap().val()),
         );
         let groups = ParamGroups {
-            no_weight_decay: Vec::new(),
             fixed_lr: vec![layer.weight.id],
+            ..ParamGroups::default()
         };
         let config = OptimizerConfig::sgd(0.0);
         let mut optimizer = GroupedOptimizer::new(&config, &groups, 1.0).unwrap();
@@ -255,4 +257,55 @@ mod groups {
             .to_string();
         assert!(err.contains("optimizer.gradient_clip"), "{err}");
     }
+}
+
+#[test]
+fn layer_wise_decay_scales_each_vit_block_and_exempts_tokens_from_decay() {
+    use selfsup::backbone::VitConfig;
+    let d = device();
+    // 2 blocks: embeddings are layer 0, blocks 1 and 2, the final norm layer 3.
+    let vit = VitConfig::new(8, 4, 2, 2, 8, 16).init(&d).unwrap();
+    let groups = ParamGroups::rank_one_excluded(&vit).with_layer_decay(&vit, 0.5);
+    let scale = |id| {
+        groups
+            .lr_scales
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or(1.0, |(_, s)| *s)
+    };
+    assert_eq!(scale(vit.conv_proj.weight.id), 0.125);
+    assert_eq!(scale(vit.class_token.id), 0.125);
+    assert_eq!(scale(vit.encoder.pos_embedding.id), 0.125);
+    let block = |i: usize| vit.encoder.layers[i].self_attention.in_proj_weight.id;
+    assert_eq!(scale(block(0)), 0.25);
+    assert_eq!(scale(block(1)), 0.5);
+    assert_eq!(scale(vit.encoder.ln.gamma.id), 1.0);
+    // Position embedding and class token take no weight decay; a block's weights do.
+    assert!(
+        groups
+            .no_weight_decay
+            .contains(&vit.encoder.pos_embedding.id)
+    );
+    assert!(groups.no_weight_decay.contains(&vit.class_token.id));
+    assert!(!groups.no_weight_decay.contains(&block(0)));
+
+    // One SGD step with unit gradients moves block 0's weights by lr x 0.25.
+    let before = values(&vit.encoder.layers[0].self_attention.in_proj_weight.val());
+    let loss = vit.forward(random::<4>([2, 3, 8, 8], 1, &d)).sum();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &vit);
+    let grad = values(&grads.get::<2>(block(0)).expect("block 0 has a gradient"));
+    let mut optimizer = GroupedOptimizer::new(&OptimizerConfig::sgd(0.0), &groups, 0.1).unwrap();
+    let stepped = optimizer.step(0.1, 0.0, vit, grads);
+    let after = values(
+        &stepped.encoder.layers[0]
+            .self_attention
+            .in_proj_weight
+            .val(),
+    );
+    let expected: Vec<f64> = before
+        .iter()
+        .zip(&grad)
+        .map(|(w, g)| w - 0.1 * 0.25 * g)
+        .collect();
+    assert_close("block 0 after one step", &after, &expected);
 }

@@ -5,9 +5,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use selfsup::augment::ViewTransform;
-use selfsup::backbone::{BackboneConfig, ConvNetConfig};
+use selfsup::backbone::{BackboneConfig, ConvNetConfig, VitConfig};
 use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
-use selfsup::method::{AnyMethodConfig, DeepClusterConfig, MethodConfig, MocoConfig, Preset};
+use selfsup::method::{
+    AnyMethodConfig, DeepClusterConfig, MethodConfig, MocoConfig, Preset, RecipeContext,
+};
 use selfsup::train::{
     CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
     PretrainConfig, PretrainOptions, pretrain, pretrain_with,
@@ -410,4 +412,49 @@ fn resuming_swav_with_another_number_of_global_crops_is_refused_with_both_counts
         e.contains("does not fit") && e.contains("queue") && e.contains('2') && e.contains('3'),
         "{e}"
     );
+}
+
+/// A 2-block ViT with 8-pixel patches on the 32-pixel sample (16 tokens, width 16).
+fn tiny_vit() -> BackboneConfig {
+    BackboneConfig::Vit(VitConfig::new(32, 8, 2, 2, 16, 32))
+}
+
+#[test]
+fn vit_runs_of_dino_and_multi_crop_lejepa_resume_bit_for_bit() {
+    let lejepa = AnyMethodConfig::lejepa(Preset::Cifar);
+    for (method, local_crops) in [(AnyMethodConfig::dino(Preset::Cifar), 0), (lejepa, 2)] {
+        let config = |dir: &std::path::Path| {
+            let mut c = tiny_config(method.clone(), 2, Some(dir));
+            c.backbone = tiny_vit();
+            c.optimizer = OptimizerConfig::adamw(0.05);
+            c.lr.base_lr = 1e-3;
+            // 16-pixel local crops: a 2 x 2 patch grid, the position embedding resized.
+            let context = RecipeContext {
+                preset: Preset::Cifar,
+                local_crops: Some(local_crops),
+            };
+            c.views = method.recipe(&context).views;
+            c
+        };
+        let full_dir = tempfile::tempdir().unwrap();
+        let full = tensors_by_path(&config(full_dir.path()), None);
+        let dir = tempfile::tempdir().unwrap();
+        let (first, losses) = run(&config(dir.path()), None, Some(2));
+        first.unwrap();
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        let resumed = tensors_by_path(&config(dir.path()), Some(dir.path().join(CHECKPOINT_FILE)));
+        assert_eq!(full.len(), resumed.len());
+        let mut bad = Vec::new();
+        for ((path, a), (_, b)) in full.iter().zip(&resumed) {
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            if diff != 0.0 {
+                bad.push(format!("{path}: {diff}"));
+            }
+        }
+        assert!(bad.is_empty(), "{}: {bad:#?}", method.name());
+    }
 }

@@ -120,3 +120,8 @@ fn deepcluster_lowers_its_loss() {
     };
     lowers_its_loss(AnyMethodConfig::DeepCluster(config), 0.1);
 }
+
+#[test]
+fn lejepa_lowers_its_loss() {
+    lowers_its_loss(AnyMethodConfig::lejepa(Preset::Cifar), 0.05);
+}

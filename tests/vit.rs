@@ -88,7 +88,11 @@ fn vit_export_writes_torchvisions_names_and_shapes() {
     let fresh = fixture_config(&f).init(&device()).unwrap();
     let reloaded = import_safetensors(fresh, &path).unwrap();
     let input = tensor::<4>(&f["input"], &device());
-    assert_tensor("reloaded", &reloaded.forward(input), &f["class_token_output"]);
+    assert_tensor(
+        "reloaded",
+        &reloaded.forward(input),
+        &f["class_token_output"],
+    );
 }
 
 #[test]
@@ -119,7 +123,10 @@ fn other_image_sizes_resize_the_position_embedding_and_train_it() {
     let grads = vit.forward(images).sum().backward();
     let pos_grad = vit.encoder.pos_embedding.grad(&grads).unwrap();
     let patch_grad: f64 = values(&pos_grad.narrow(1, 1, 16).abs().sum())[0];
-    assert!(patch_grad > 0.0, "the resized positions must train the stored ones");
+    assert!(
+        patch_grad > 0.0,
+        "the resized positions must train the stored ones"
+    );
 
     // Resizing a constant grid gives the same constant (bicubic weights sum to 1).
     let positions = vit.patch_positions([4, 4]);
@@ -153,10 +160,16 @@ fn kept_token_encoding_never_sees_the_dropped_patches() {
     // ... while the full encoding does change.
     let full = values(&vit.forward_tokens(images));
     let full_scribbled = values(&vit.forward_tokens(scribbled));
-    assert!(full.iter().zip(&full_scribbled).any(|(a, b)| (a - b).abs() > 1e-4));
+    assert!(
+        full.iter()
+            .zip(&full_scribbled)
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+    );
 
     let bad = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 16], [1, 2]), &d);
-    let err = vit.forward_kept(random::<4>([1, 3, 16, 16], 7, &d), bad).unwrap_err();
+    let err = vit
+        .forward_kept(random::<4>([1, 3, 16, 16], 7, &d), bad)
+        .unwrap_err();
     assert!(err.to_string().contains("16"), "{err}");
 }
 
@@ -168,4 +181,18 @@ fn vit_rejects_images_smaller_than_a_patch() {
     let err = Encoder::check_images(&vit, [2, 1, 16, 16]).unwrap_err();
     assert!(err.to_string().contains("3 channels"), "{err}");
     assert!(vit.check_images([2, 3, 16, 16]).is_ok());
+}
+
+#[test]
+fn every_vit_parameter_trains_and_zero_initialised_resnet_scales_too() {
+    use selfsup::backbone::{ResNetConfig, trainable_parameters};
+    let f = fixture("vit_tiny_torchvision.json");
+    let vit = fixture_config(&f).init(&device()).unwrap();
+    let torchvision: usize = fixture_state(&f).iter().map(|t| t.values.len()).sum();
+    assert_eq!(trainable_parameters(&vit), torchvision);
+    // torchvision's `zero_init_residual`: the zeroed scales are parameters like the others.
+    let config = ResNetConfig::resnet18().with_width(4);
+    let plain = config.init(&device()).unwrap();
+    let zeroed = config.with_zero_init_residual(true).init(&device()).unwrap();
+    assert_eq!(trainable_parameters(&zeroed), trainable_parameters(&plain));
 }

@@ -3,7 +3,7 @@
 //! option (3x3 stride-1 convolution, no max-pool) as used by SimCLR / lightly on 32x32 images.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -187,8 +187,9 @@ fn conv(
 fn batch_norm(channels: usize, zero_init: bool, device: &Device) -> BatchNorm {
     let bn = BatchNormConfig::new(channels).init(device);
     if zero_init {
+        // A new parameter: `Param::map` would leave a value without autodiff, untrained.
         BatchNorm {
-            gamma: bn.gamma.map(|g| g.zeros_like()),
+            gamma: Param::from_tensor(Tensor::zeros([channels], device)),
             ..bn
         }
     } else {

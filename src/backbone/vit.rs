@@ -139,8 +139,9 @@ impl VitConfig {
                 std: (1.0 / fan_in as f64).sqrt(),
             })
             .init(device);
+        // torchvision zeroes the patch embedding's bias.
         let conv_proj = Conv2d {
-            bias: conv_proj.bias.map(|b| b.map(|t| t.zeros_like())),
+            bias: Some(Param::from_tensor(Tensor::zeros([d], device))),
             ..conv_proj
         };
         let grid = self.image_size / self.patch_size;
@@ -150,7 +151,9 @@ impl VitConfig {
             device,
         );
         let layers = (0..self.num_layers)
-            .map(|_| EncoderBlock::new(d, self.num_heads, self.mlp_dim, self.layer_norm_eps, device))
+            .map(|_| {
+                EncoderBlock::new(d, self.num_heads, self.mlp_dim, self.layer_norm_eps, device)
+            })
             .collect();
         Ok(Vit {
             conv_proj,
@@ -235,7 +238,9 @@ impl SelfAttention {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let dh = d / h;
-        let qkv = x.reshape([b * n, d]).matmul(self.in_proj_weight.val().transpose())
+        let qkv = x
+            .reshape([b * n, d])
+            .matmul(self.in_proj_weight.val().transpose())
             + self.in_proj_bias.val().unsqueeze();
         let head = |i: usize| {
             qkv.clone()
@@ -245,7 +250,10 @@ impl SelfAttention {
         };
         let (q, k, v) = (head(0), head(1), head(2));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
-        let context = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b * n, d]);
+        let context = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b * n, d]);
         self.out_proj.forward(context).reshape([b, n, d])
     }
 }
@@ -411,7 +419,11 @@ impl Vit {
     /// The output tokens of the kept patches only (`keep`, `[B, K]` patch indices per image),
     /// with the class token first, `[B, 1 + K, D]`: the encoder never sees the other patches
     /// (MAE's encoder).
-    pub fn forward_kept(&self, images: Tensor<4>, keep: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
+    pub fn forward_kept(
+        &self,
+        images: Tensor<4>,
+        keep: Tensor<2, Int>,
+    ) -> crate::Result<Tensor<3>> {
         let b = images.dims()[0];
         let patches = gather_tokens(self.embed_patches(images), keep)?;
         let tokens = Tensor::cat(vec![self.class_token_embedding(b), patches], 1);
@@ -444,13 +456,21 @@ pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> crate::Resul
             found: vec![ib, k],
         });
     }
-    let values = indices.clone().into_data().convert::<i64>().try_to_vec::<i64>();
+    let values = indices
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>();
     if let Some(bad) = values
         .unwrap_or_default()
         .into_iter()
         .find(|&i| i < 0 || i as usize >= n)
     {
-        return Err(Error::invalid_config("token index", bad, format!("in 0..{n}")));
+        return Err(Error::invalid_config(
+            "token index",
+            bad,
+            format!("in 0..{n}"),
+        ));
     }
     let index = indices.unsqueeze_dim::<3>(2).expand([b, k, d]);
     Ok(tokens.gather(1, index))

@@ -51,6 +51,11 @@ pub struct FineTuneConfig {
     pub views: ViewTransform,
     /// Seed of the batches, augmentations and head initialisation.
     pub seed: u64,
+    /// Layer-wise learning-rate decay for vision transformers (BEiT / MAE fine-tuning, e.g.
+    /// 0.75): block `i` of `L` trains at `decay^(L - i)` times the rate, the embeddings at
+    /// `decay^(L + 1)`. `None`: every layer at the same rate.
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
 }
 
 impl FineTuneConfig {
@@ -76,6 +81,7 @@ impl FineTuneConfig {
                 allow_upscaling: false,
             }]),
             seed: 0,
+            layer_decay: None,
         }
     }
 }
@@ -122,6 +128,18 @@ pub fn fine_tune<E: Encoder>(
         ParamGroups::rank_one_excluded(&model)
     } else {
         ParamGroups::default()
+    };
+    let groups = match config.layer_decay {
+        Some(decay) => {
+            crate::check::ensure(
+                "finetune.layer_decay",
+                decay,
+                decay > 0.0 && decay <= 1.0,
+                "in (0, 1]",
+            )?;
+            groups.with_layer_decay(&model, decay)
+        }
+        None => groups,
     };
     let mut optimizer = GroupedOptimizer::new(&config.optimizer, &groups, config.lr)?;
     let weight_decay = config.optimizer.weight_decay;

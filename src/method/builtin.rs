@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, DeepCluster, DeepClusterConfig, Dino,
-    DinoConfig, Heads, Lejepa, LejepaConfig, Method, MethodConfig, MethodSetup, Moco, MocoConfig, Preset, Progress,
-    Recipe, RecipeContext, Requirements, SimClr, SimClrConfig, SimSiam, SimSiamConfig, StepContext,
-    Swav, SwavConfig, Vicreg, VicregConfig, ViewEmbeddings,
+    DinoConfig, Heads, Lejepa, LejepaConfig, Method, MethodConfig, MethodSetup, Moco, MocoConfig,
+    Preset, Progress, Recipe, RecipeContext, Requirements, SimClr, SimClrConfig, SimSiam,
+    SimSiamConfig, StepContext, Swav, SwavConfig, Vicreg, VicregConfig, ViewEmbeddings,
 };
 use crate::error::{Error, Result};
 use crate::model::ProjectionHead;

@@ -38,6 +38,8 @@ pub struct GroupRule {
     pub weight_decay: Option<WeightDecay>,
     /// A learning rate that ignores the schedule (SimSiam's predictor: `--fix-pred-lr`).
     pub fixed_lr: Option<f64>,
+    /// Multiplier of the learning rate (layer-wise decay when fine-tuning a ViT; 1 otherwise).
+    pub lr_scale: f64,
 }
 
 impl GroupRule {
@@ -46,6 +48,7 @@ impl GroupRule {
         Self {
             weight_decay: Some(weight_decay),
             fixed_lr: None,
+            lr_scale: 1.0,
         }
     }
 
@@ -54,6 +57,7 @@ impl GroupRule {
         Self {
             weight_decay: None,
             fixed_lr: None,
+            lr_scale: 1.0,
         }
     }
 
@@ -64,7 +68,7 @@ impl GroupRule {
 
     /// The learning rate to use when the schedule says `scheduled`.
     pub fn lr(&self, scheduled: f64) -> f64 {
-        self.fixed_lr.unwrap_or(scheduled)
+        self.fixed_lr.unwrap_or(scheduled) * self.lr_scale
     }
 }
 
@@ -76,6 +80,8 @@ pub struct ParamGroups {
     pub no_weight_decay: Vec<ParamId>,
     /// Trained at the peak learning rate throughout.
     pub fixed_lr: Vec<ParamId>,
+    /// Learning-rate multipliers other than 1 (layer-wise decay).
+    pub lr_scales: Vec<(ParamId, f64)>,
 }
 
 /// Ids of the trainable parameters of a module, with their rank.
@@ -93,20 +99,139 @@ pub fn trainable_ids<M: Module>(module: &M) -> Vec<(ParamId, usize)> {
     ids.0
 }
 
-impl ParamGroups {
-    /// Every trainable rank-1 parameter of `module` (biases, batch-norm and layer-norm scales
-    /// and shifts) in the no-decay group, as DINO's `get_params_groups`, BYOL's and Barlow
-    /// Twins' LARS exclusion and solo-learn's `exclude_bias_n_norm` do.
-    pub fn rank_one_excluded<M: Module>(module: &M) -> Self {
-        Self {
-            no_weight_decay: trainable_ids(module)
-                .into_iter()
-                .filter(|(_, rank)| *rank == 1)
-                .map(|(id, _)| id)
-                .collect(),
-            fixed_lr: Vec::new(),
+/// Token parameters of vision transformers that, like biases and norms, take no weight decay
+/// (timm's and MAE's `no_weight_decay()`: position embeddings, class and mask tokens).
+pub const TOKEN_PARAMETERS: [&str; 3] = ["pos_embedding", "class_token", "mask_token"];
+
+/// Ids of the trainable parameters that take no weight decay: rank 1, or named in
+/// [`TOKEN_PARAMETERS`].
+fn no_decay_ids<M: Module>(module: &M) -> Vec<ParamId> {
+    struct NoDecay {
+        path: Vec<String>,
+        ids: Vec<ParamId>,
+    }
+    impl ModuleVisitor for NoDecay {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let token = self
+                .path
+                .last()
+                .is_some_and(|name| TOKEN_PARAMETERS.contains(&name.as_str()));
+            if param.is_require_grad() && (D == 1 || token) {
+                self.ids.push(param.id);
+            }
         }
     }
+    let mut visitor = NoDecay {
+        path: Vec::new(),
+        ids: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.ids
+}
+
+impl ParamGroups {
+    /// Every trainable rank-1 parameter of `module` (biases, batch-norm and layer-norm scales
+    /// and shifts) and a vision transformer's position embeddings and class and mask tokens in
+    /// the no-decay group, as DINO's `get_params_groups`, MAE's and I-JEPA's parameter groups,
+    /// BYOL's and Barlow Twins' LARS exclusion and solo-learn's `exclude_bias_n_norm` do.
+    pub fn rank_one_excluded<M: Module>(module: &M) -> Self {
+        Self {
+            no_weight_decay: no_decay_ids(module),
+            ..Self::default()
+        }
+    }
+
+    /// The same with layer-wise learning-rate decay (BEiT, MAE's `param_groups_lrd`): with
+    /// `L` transformer blocks (`...layers.i...` in `module`'s paths), the patch embedding,
+    /// position embedding and class token are layer 0, block `i` is layer `i + 1`, everything
+    /// else (final norm, head) layer `L + 1`; layer `l` trains at `decay^(L + 1 - l)` times
+    /// the scheduled rate. A module without blocks is unchanged.
+    pub fn with_layer_decay<M: Module>(self, module: &M, decay: f64) -> Self {
+        let layers = layer_ids(module);
+        let blocks = layers
+            .iter()
+            .filter_map(|(_, layer)| match layer {
+                Layer::Block(i) => Some(i + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if blocks == 0 {
+            return self;
+        }
+        let lr_scales = layers
+            .into_iter()
+            .filter_map(|(id, layer)| {
+                let depth = match layer {
+                    Layer::Embedding => 0,
+                    Layer::Block(i) => i + 1,
+                    Layer::Top => blocks + 1,
+                };
+                let scale = decay.powi((blocks + 1 - depth) as i32);
+                (scale != 1.0).then_some((id, scale))
+            })
+            .collect();
+        Self { lr_scales, ..self }
+    }
+}
+
+/// Where a parameter sits in a vision transformer, for layer-wise decay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    /// Patch embedding, position embedding, class token.
+    Embedding,
+    /// Transformer block `i`.
+    Block(usize),
+    /// Anything after the blocks (final norm, head), or outside a transformer.
+    Top,
+}
+
+/// The layer of each trainable parameter of `module`, from its path.
+fn layer_ids<M: Module>(module: &M) -> Vec<(ParamId, Layer)> {
+    struct Layers {
+        path: Vec<String>,
+        ids: Vec<(ParamId, Layer)>,
+    }
+    impl ModuleVisitor for Layers {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !param.is_require_grad() {
+                return;
+            }
+            let embedding = self
+                .path
+                .iter()
+                .any(|p| matches!(p.as_str(), "conv_proj" | "class_token" | "pos_embedding"));
+            let block = self
+                .path
+                .windows(2)
+                .find(|w| w[0] == "layers")
+                .and_then(|w| w[1].parse().ok());
+            let layer = match (embedding, block) {
+                (true, _) => Layer::Embedding,
+                (false, Some(i)) => Layer::Block(i),
+                (false, None) => Layer::Top,
+            };
+            self.ids.push((param.id, layer));
+        }
+    }
+    let mut visitor = Layers {
+        path: Vec::new(),
+        ids: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.ids
 }
 
 /// The per-parameter state of the heavy-ball optimisers ([`super::Sgd`], [`super::Lars`]): the

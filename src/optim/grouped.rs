@@ -29,34 +29,50 @@ impl std::fmt::Debug for GroupedOptimizer {
     }
 }
 
-/// One optimiser per combination of (decayed?, fixed learning rate?), later groups taking
-/// precedence as in [`ModuleOptimizer::with_group`].
+/// One optimiser per distinct rule (decayed?, fixed learning rate?, learning-rate scale);
+/// parameters named in no group take the default rule (decayed, scheduled, scale 1).
 fn build<O: Optimizer>(
     make: impl Fn(GroupRule) -> O,
     groups: &ParamGroups,
     weight_decay: &WeightDecay,
     peak_lr: f64,
 ) -> ModuleOptimizer {
-    let rule = |decayed: bool, fixed: bool| GroupRule {
+    let listed = groups
+        .no_weight_decay
+        .iter()
+        .chain(&groups.fixed_lr)
+        .chain(groups.lr_scales.iter().map(|(id, _)| id));
+    // (decayed, fixed, scale bits) -> parameters.
+    let mut rules: Vec<((bool, bool, u64), Vec<ParamId>)> = Vec::new();
+    for &id in listed {
+        if rules.iter().any(|(_, members)| members.contains(&id)) {
+            continue;
+        }
+        let decayed = !groups.no_weight_decay.contains(&id);
+        let fixed = groups.fixed_lr.contains(&id);
+        let scale = groups
+            .lr_scales
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or(1.0, |(_, s)| *s);
+        let key = (decayed, fixed, scale.to_bits());
+        match rules.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(id),
+            None => rules.push((key, vec![id])),
+        }
+    }
+    // Groups in rule order, so a checkpoint's optimiser state lines up on resume.
+    rules.sort_by_key(|(key, _)| *key);
+    let rule = |decayed: bool, fixed: bool, scale: f64| GroupRule {
         weight_decay: decayed.then(|| weight_decay.clone()),
         fixed_lr: fixed.then_some(peak_lr),
+        lr_scale: scale,
     };
-    let mut optimizer = ModuleOptimizer::from(make(rule(true, false)));
-    let both: Vec<ParamId> = groups
-        .fixed_lr
-        .iter()
-        .filter(|id| groups.no_weight_decay.contains(id))
-        .copied()
-        .collect();
-    for (ids, decayed, fixed) in [
-        (&groups.no_weight_decay, false, false),
-        (&groups.fixed_lr, true, true),
-        (&both, false, true),
-    ] {
-        if !ids.is_empty() {
-            let group = ParamGroup::from_ids(ids.clone());
-            optimizer = optimizer.with_group(group, make(rule(decayed, fixed)), None);
-        }
+    let mut optimizer = ModuleOptimizer::from(make(rule(true, false, 1.0)));
+    for ((decayed, fixed, scale), members) in rules {
+        let group = ParamGroup::from_ids(members);
+        let optimiser = make(rule(decayed, fixed, f64::from_bits(scale)));
+        optimizer = optimizer.with_group(group, optimiser, None);
     }
     optimizer
 }

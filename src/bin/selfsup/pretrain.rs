@@ -142,7 +142,9 @@ fn backbone(arch: Arch, width: Option<usize>, preset: Preset) -> Result<Backbone
                 Arch::Resnet50 => ResNetConfig::resnet50(),
                 _ => ResNetConfig::resnet18(),
             };
-            let resnet = base.with_stem(preset.stem()).with_width(width.unwrap_or(64));
+            let resnet = base
+                .with_stem(preset.stem())
+                .with_width(width.unwrap_or(64));
             return Ok(BackboneConfig::ResNet(resnet));
         }
         Arch::VitTiny => VitConfig::tiny(image, patch),
