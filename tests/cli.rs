@@ -357,7 +357,7 @@ fn every_shipped_recipe_is_what_print_config_writes() {
 fn the_new_methods_train_from_their_shipped_recipes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["moco", "dino", "deepcluster"] {
+    for name in ["moco", "dino", "deepcluster", "lejepa"] {
         let mut recipe = root.join(format!("{name}-cifar.toml"));
         if name == "deepcluster" {
             // 1,000 clusters do not fit the 20 test images: 4 per head.
@@ -559,4 +559,67 @@ fn evaluation_data_is_checked_before_training() {
         t.contains("different classes") && t.contains("zebra") && t.contains("airplane"),
         "{t}"
     );
+}
+
+#[test]
+fn a_vit_pretrains_and_exports_from_the_command_line_and_refuses_a_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = selfsup(&[
+        "pretrain",
+        "--data",
+        SAMPLE,
+        "--method",
+        "lejepa",
+        "--backbone",
+        "vit-tiny",
+        "--head-width",
+        "0.05",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("done: 2 steps"), "{}", text(&o));
+    let exported = dir.path().join("vit.safetensors");
+    let o = selfsup(&[
+        "export",
+        "--checkpoint",
+        out.join("checkpoint.ckpt").to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&exported).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = file.names().into_iter().map(String::from).collect();
+    // ViT-Tiny at the cifar preset: 4-pixel patches, 12 blocks, width 192.
+    assert!(names.contains(&"encoder.layers.encoder_layer_11.mlp.3.weight".to_string()));
+    assert_eq!(
+        file.tensor("conv_proj.weight").unwrap().shape(),
+        [192, 3, 4, 4]
+    );
+    assert_eq!(
+        file.tensor("encoder.pos_embedding").unwrap().shape(),
+        [1, 65, 192]
+    );
+
+    let o = selfsup(&[
+        "pretrain",
+        "--backbone",
+        "vit-small",
+        "--width",
+        "32",
+        "--print-config",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--width"), "{}", text(&o));
 }

@@ -193,6 +193,9 @@ fn every_vit_parameter_trains_and_zero_initialised_resnet_scales_too() {
     // torchvision's `zero_init_residual`: the zeroed scales are parameters like the others.
     let config = ResNetConfig::resnet18().with_width(4);
     let plain = config.init(&device()).unwrap();
-    let zeroed = config.with_zero_init_residual(true).init(&device()).unwrap();
+    let zeroed = config
+        .with_zero_init_residual(true)
+        .init(&device())
+        .unwrap();
     assert_eq!(trainable_parameters(&zeroed), trainable_parameters(&plain));
 }

@@ -69,6 +69,10 @@ pub struct FinetuneArgs {
     /// Images per step.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// Layer-wise learning-rate decay for a ViT (e.g. 0.75): each block towards the input
+    /// trains at this factor times the rate of the one above it.
+    #[arg(long)]
+    layer_decay: Option<f64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -194,6 +198,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<()> {
     config.epochs = args.epochs;
     config.lr = args.lr;
     config.batch_size = args.batch_size;
+    config.layer_decay = args.layer_decay;
     let classes = e.val.classes().to_vec();
     let (_, report) = fine_tune(e.encoder, e.train, e.val, &view, &config, device)?;
     println!(
