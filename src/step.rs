@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use crate::augment::Masks;
 use crate::backbone::Encoder;
 use crate::check;
 use crate::collapse::{CollapseStats, CollapseValues};
@@ -74,6 +75,18 @@ pub fn train_step<E: Encoder, M: Method>(
     context: &StepContext,
     optimizer: &mut GroupedOptimizer,
 ) -> Result<(SelfSupervised<E, M>, StepReport)> {
+    train_step_masked(model, views, num_global, None, context, optimizer)
+}
+
+/// [`train_step`] with the batch's patch `masks` (masked-image methods).
+pub fn train_step_masked<E: Encoder, M: Method>(
+    model: SelfSupervised<E, M>,
+    views: &[Tensor<4>],
+    num_global: usize,
+    masks: Option<&Masks>,
+    context: &StepContext,
+    optimizer: &mut GroupedOptimizer,
+) -> Result<(SelfSupervised<E, M>, StepReport)> {
     let values = context.values;
     if !(values.lr.is_finite() && values.lr > 0.0) {
         return Err(Error::invalid_config("lr", values.lr, "a finite value > 0"));
@@ -86,7 +99,7 @@ pub fn train_step<E: Encoder, M: Method>(
     };
     let embeddings = model
         .embedding
-        .embed_views(&views, num_global, requirements.target_views)?;
+        .embed_batch(&views, num_global, &requirements, masks)?;
     let loss = model.method.loss(&embeddings, context)?;
     let loss_value = finite_loss(model.method.name(), &loss, &embeddings)?;
     let collapse = collapse_values(&embeddings)?;

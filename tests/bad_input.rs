@@ -150,6 +150,7 @@ fn dummy_setup() -> selfsup::method::MethodSetup {
         embedding_dim: 16,
         num_views: 2,
         num_global: 2,
+        feature_dim: 8,
         dataset_len: 8,
         seed: 0,
     }

@@ -153,6 +153,7 @@ fn dino_teacher_temperature_warms_up_per_epoch_and_the_centre_moves() {
         embedding_dim: 4,
         num_views: 2,
         num_global: 2,
+        feature_dim: 8,
         dataset_len: 8,
         seed: 0,
     };

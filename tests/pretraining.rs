@@ -8,7 +8,7 @@ use selfsup::augment::ViewTransform;
 use selfsup::backbone::{BackboneConfig, ConvNetConfig, VitConfig};
 use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
 use selfsup::method::{
-    AnyMethodConfig, DeepClusterConfig, MethodConfig, MocoConfig, Preset, RecipeContext,
+    AnyMethodConfig, DeepClusterConfig, MaeConfig, MethodConfig, MocoConfig, Preset, RecipeContext,
 };
 use selfsup::train::{
     CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
@@ -420,9 +420,21 @@ fn tiny_vit() -> BackboneConfig {
 }
 
 #[test]
-fn vit_runs_of_dino_and_multi_crop_lejepa_resume_bit_for_bit() {
+fn vit_runs_of_dino_multi_crop_lejepa_and_mae_resume_bit_for_bit() {
     let lejepa = AnyMethodConfig::lejepa(Preset::Cifar);
-    for (method, local_crops) in [(AnyMethodConfig::dino(Preset::Cifar), 0), (lejepa, 2)] {
+    let mae = AnyMethodConfig::Mae(MaeConfig {
+        patch_size: 8,
+        decoder_depth: 1,
+        decoder_dim: 16,
+        decoder_heads: 2,
+        ..MaeConfig::preset(Preset::Cifar)
+    });
+    let methods = [
+        (AnyMethodConfig::dino(Preset::Cifar), 0),
+        (lejepa, 2),
+        (mae, 0),
+    ];
+    for (method, local_crops) in methods {
         let config = |dir: &std::path::Path| {
             let mut c = tiny_config(method.clone(), 2, Some(dir));
             c.backbone = tiny_vit();

@@ -1,5 +1,5 @@
 //! Augmented views: each step of the papers' torchvision pipelines on decoded images, the
-//! per-method presets, and multi-crop.
+//! per-method presets, multi-crop, and the patch masks of masked-image methods.
 //!
 //! Every view is reproducible: view `v` of image `i` in epoch `e` draws its randomness from the
 //! stream `[seed, e, i, v]` ([`AugmentRng::stream`]), whatever thread builds it.
@@ -9,6 +9,7 @@ pub mod color_jitter;
 pub mod crop;
 pub mod flip;
 pub mod grayscale;
+pub mod masking;
 pub mod multi_view;
 pub mod normalize;
 pub mod presets;
@@ -20,6 +21,7 @@ pub mod view_image;
 pub use blur::GaussianBlur;
 pub use color_jitter::ColorJitter;
 pub use crop::{Crop, CropBox};
+pub use masking::{HostMasks, Masking, Masks};
 pub use multi_view::{ViewGroup, ViewTransform};
 pub use normalize::Normalize;
 pub use presets::Scale;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::masking::Masking;
 use super::recipe::ViewRecipe;
 use super::rng::AugmentRng;
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ pub struct ViewGroup {
 pub struct ViewTransform {
     /// The view groups, global groups first.
     pub groups: Vec<ViewGroup>,
+    /// Patch masks drawn with each batch (MAE, I-JEPA), on the first view's patches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking: Option<Masking>,
 }
 
 impl ViewTransform {
@@ -38,6 +42,15 @@ impl ViewTransform {
                     global: true,
                 })
                 .collect(),
+            masking: None,
+        }
+    }
+
+    /// The same views with `masking` drawn with every batch.
+    pub fn with_masking(self, masking: Masking) -> Self {
+        Self {
+            masking: Some(masking),
+            ..self
         }
     }
 
@@ -102,7 +115,10 @@ impl ViewTransform {
                 "at least one global view group",
             ));
         }
-        Ok(())
+        match &self.masking {
+            Some(masking) => masking.validate(self.view_sizes()[0]),
+            None => Ok(()),
+        }
     }
 
     /// Fails if a `width x height` image is too small for any view.

@@ -144,6 +144,30 @@ impl ViewTransform {
         Self::multi_crop(vec![(g1, 1), (g2, 1)], local, num_local)
     }
 
+    /// MAE's (He et al. 2022) and I-JEPA's single view: a random resized crop of scale
+    /// `scale` and a horizontal flip, no colour distortion; 224 pixels, or 32 at CIFAR
+    /// scale. Add the masks with [`ViewTransform::with_masking`].
+    pub fn masked_image(scale: Scale, crop_scale: (f64, f64)) -> Self {
+        let size = match scale {
+            Scale::Full(s) => s,
+            Scale::Cifar => 32,
+        };
+        Self::from_recipes([ViewRecipe {
+            crop: Crop::RandomResized {
+                size,
+                scale: crop_scale,
+                ratio: Crop::DEFAULT_RATIO,
+            },
+            horizontal_flip: 0.5,
+            color_jitter: None,
+            grayscale: 0.0,
+            blur: None,
+            solarize: 0.0,
+            normalize: Normalize::IMAGENET,
+            allow_upscaling: false,
+        }])
+    }
+
     /// The deterministic evaluation view: resize the shorter side to `resize` (if given),
     /// centre-crop `size`, normalise with ImageNet statistics.
     pub fn eval(resize: Option<usize>, size: usize) -> Self {
@@ -166,6 +190,9 @@ impl ViewTransform {
                 global: false,
             });
         }
-        Self { groups }
+        Self {
+            groups,
+            masking: None,
+        }
     }
 }

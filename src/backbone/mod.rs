@@ -37,6 +37,18 @@ pub trait Encoder: Module + ModuleDisplay {
         None
     }
 
+    /// The output tokens `[B, 1 + K, D]` of only the patches `keep` (`[B, K]` indices), the
+    /// class token first: the other patches never enter the encoder (MAE's encoder,
+    /// I-JEPA's context encoder). `None` for encoders without tokens.
+    fn encode_kept(
+        &self,
+        images: Tensor<4>,
+        keep: Tensor<2, burn::tensor::Int>,
+    ) -> Option<crate::Result<Tensor<3>>> {
+        let _ = (images, keep);
+        None
+    }
+
     /// Checks a batch's shape `[B, C, H, W]` before the forward pass (channels, and a ViT's
     /// minimum side), so a mismatch is an error, not a panic.
     fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
@@ -132,6 +144,17 @@ impl Encoder for Backbone {
         }
     }
 
+    fn encode_kept(
+        &self,
+        images: Tensor<4>,
+        keep: Tensor<2, burn::tensor::Int>,
+    ) -> Option<crate::Result<Tensor<3>>> {
+        match self {
+            Backbone::Vit(m) => Some(m.forward_kept(images, keep)),
+            _ => None,
+        }
+    }
+
     fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
         match self {
             Backbone::Vit(m) => m.check_images(dims),
@@ -152,6 +175,13 @@ impl Encoder for Vit {
     }
     fn encode_tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
         Some(self.forward_tokens(images))
+    }
+    fn encode_kept(
+        &self,
+        images: Tensor<4>,
+        keep: Tensor<2, burn::tensor::Int>,
+    ) -> Option<crate::Result<Tensor<3>>> {
+        Some(self.forward_kept(images, keep))
     }
     fn check_images(&self, dims: [usize; 4]) -> crate::Result<()> {
         Vit::check_images(self, dims)

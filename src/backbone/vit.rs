@@ -191,7 +191,7 @@ pub struct TorchLinear {
 
 impl TorchLinear {
     /// Xavier-uniform weights and a bias from `N(0, bias_std)` (zeros when 0).
-    fn xavier(in_dim: usize, out_dim: usize, bias_std: f64, device: &Device) -> Self {
+    pub fn xavier(in_dim: usize, out_dim: usize, bias_std: f64, device: &Device) -> Self {
         let bias = if bias_std > 0.0 {
             Tensor::random([out_dim], Distribution::Normal(0.0, bias_std), device)
         } else {

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageDataset;
-use crate::augment::{AugmentRng, ViewTransform};
+use crate::augment::{AugmentRng, HostMasks, Masks, ViewTransform};
 use crate::error::{Error, Result};
 
 /// How batches are formed and built.
@@ -82,6 +82,8 @@ pub struct HostBatch {
     pub indices: Vec<usize>,
     /// Their labels, when the dataset has them.
     pub labels: Option<Vec<usize>>,
+    /// The batch's patch masks, when the transform draws them.
+    pub masks: Option<HostMasks>,
 }
 
 /// A batch of views on the device.
@@ -95,6 +97,8 @@ pub struct ViewBatch {
     pub indices: Vec<usize>,
     /// Their labels, when the dataset has them.
     pub labels: Option<Vec<usize>>,
+    /// The batch's patch masks, when the transform draws them.
+    pub masks: Option<Masks>,
 }
 
 impl HostBatch {
@@ -120,6 +124,7 @@ impl HostBatch {
         ViewBatch {
             views,
             num_global: self.num_global,
+            masks: self.masks.as_ref().map(|m| m.to_device(b, device)),
             indices: self.indices,
             labels: self.labels,
         }
@@ -319,7 +324,13 @@ fn build_batch(
         labels.push(dataset.label(index));
     }
     let labels = labels.into_iter().collect::<Option<Vec<usize>>>();
+    let first = indices.first().map_or(0, |&i| i as u64);
+    let masks = transform
+        .masking
+        .as_ref()
+        .map(|m| m.draw(sizes[0], b, [seed, epoch, first]));
     Ok(HostBatch {
+        masks,
         views,
         view_sizes: sizes,
         num_global: transform.num_global(),

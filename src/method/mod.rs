@@ -27,6 +27,7 @@
 //! | MoCo v2 | [`moco`] | momentum target, queue of keys |
 //! | DINO | [`dino`] | momentum teacher on the global crops, centre |
 //! | DeepCluster-v2 | [`deepcluster`] | memory bank, k-means prototypes, an initial pass |
+//! | MAE | [`mae`] | a ViT's tokens of the visible patches, random masks, its own decoder |
 //! | LeJEPA | [`lejepa`] | projections of every crop ([SIGReg](sigreg) on random projections) |
 
 pub mod barlow_twins;
@@ -36,6 +37,7 @@ pub mod deepcluster;
 pub mod dino;
 pub mod kmeans;
 pub mod lejepa;
+pub mod mae;
 pub mod moco;
 mod pairs;
 pub mod queue;
@@ -59,6 +61,7 @@ pub use byol::{Byol, ByolConfig, byol_loss};
 pub use deepcluster::{DeepCluster, DeepClusterConfig, deepcluster_loss};
 pub use dino::{Dino, DinoConfig, dino_loss};
 pub use lejepa::{Lejepa, LejepaConfig, lejepa_loss};
+pub use mae::{Mae, MaeConfig, mae_loss};
 pub use moco::{Moco, MocoConfig, info_nce};
 pub(crate) use pairs::{mean_over_view_pairs, require_views, sum_over_ordered_pairs};
 pub use queue::EmbeddingQueue;
@@ -135,6 +138,19 @@ pub enum TargetViews {
     Global,
 }
 
+/// The tokens a masked-image method needs from a vision transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenInput {
+    /// None: the method compares pooled embeddings of views.
+    #[default]
+    None,
+    /// The online encoder's tokens of the first view's kept patches only (MAE).
+    Kept,
+    /// The online encoder's tokens of the context patches and the momentum target's tokens of
+    /// every patch (I-JEPA).
+    ContextAndTarget,
+}
+
 /// What a method needs from the joint-embedding architecture and the training loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Requirements {
@@ -148,6 +164,8 @@ pub struct Requirements {
     /// One pass over the data before training, through [`Method::after_step`] without an
     /// optimiser step (DeepCluster-v2 fills its memory bank so the first epoch has clusters).
     pub initial_pass: bool,
+    /// Tokens and masks instead of (or beside) pooled embeddings (MAE, I-JEPA).
+    pub tokens: TokenInput,
 }
 
 /// The heads of a method: projector, and predictor when the method has one.
@@ -184,8 +202,10 @@ pub struct Recipe {
 /// What [`MethodConfig::init`] builds the method for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodSetup {
-    /// Dimension of the projector's output.
+    /// Dimension of the projector's output (the features' without a projector).
     pub embedding_dim: usize,
+    /// Dimension of the backbone's features (tokens' width for a ViT).
+    pub feature_dim: usize,
     /// Views per image.
     pub num_views: usize,
     /// Leading global views.
@@ -289,6 +309,15 @@ pub struct ViewEmbeddings {
     pub targets: Vec<Tensor<2>>,
     /// How many views are global crops.
     pub num_global: usize,
+    /// Masked-image methods: the online encoder's tokens of the kept (MAE) or context (I-JEPA)
+    /// patches of the first view, `[B, 1 + K, D]`, class token first.
+    pub tokens: Option<Tensor<3>>,
+    /// I-JEPA: the momentum target's tokens of every patch, `[B, 1 + N, D]`, detached.
+    pub target_tokens: Option<Tensor<3>>,
+    /// Masked-image methods: the first view's images (MAE's pixel targets).
+    pub images: Option<Tensor<4>>,
+    /// Masked-image methods: the batch's masks.
+    pub masks: Option<crate::augment::Masks>,
 }
 
 /// The configuration side of a method: hyper-parameters (serde), heads, recipes, and the

@@ -211,15 +211,19 @@ impl ProjectionHeadConfig {
         self.blocks.last().map_or(0, |b| b.output_dim)
     }
 
+    /// No head: the embeddings are the backbone's features (masked-image methods, whose
+    /// decoder or predictor works on tokens and belongs to the method).
+    pub fn identity() -> Self {
+        Self::new(Vec::new())
+    }
+
+    /// Whether this is the [`identity`](Self::identity).
+    pub fn is_identity(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     /// Checks the chain of dimensions.
     pub fn validate(&self) -> crate::Result<()> {
-        if self.blocks.is_empty() {
-            return Err(Error::invalid_config(
-                "head.blocks",
-                "[]",
-                "at least one block",
-            ));
-        }
         for (i, block) in self.blocks.iter().enumerate() {
             if block.input_dim == 0 || block.output_dim == 0 {
                 return Err(Error::invalid_config(
@@ -343,14 +347,14 @@ pub struct ProjectionHead {
 }
 
 impl ProjectionHead {
-    /// Input features.
-    pub fn input_dim(&self) -> usize {
-        self.blocks[0].linear.weight.dims()[0]
+    /// Input features (`None` for the identity, which takes any).
+    pub fn input_dim(&self) -> Option<usize> {
+        self.blocks.first().map(|b| b.linear.weight.dims()[0])
     }
 
-    /// Output features.
-    pub fn output_dim(&self) -> usize {
-        self.blocks[self.blocks.len() - 1].linear.weight.dims()[1]
+    /// Output features (`None` for the identity).
+    pub fn output_dim(&self) -> Option<usize> {
+        self.blocks.last().map(|b| b.linear.weight.dims()[1])
     }
 
     /// Whether any block normalises with batch statistics (then batches need 2+ samples).
@@ -360,7 +364,9 @@ impl ProjectionHead {
 
     /// Applies the head to `[B, in]`.
     pub fn forward(&self, input: Tensor<2>) -> crate::Result<Tensor<2>> {
-        let expected = self.input_dim();
+        let Some(expected) = self.input_dim() else {
+            return Ok(input);
+        };
         let [batch, features] = input.dims();
         if features != expected {
             return Err(Error::ShapeMismatch {

@@ -8,11 +8,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use crate::augment::Masks;
 use crate::backbone::Encoder;
 use crate::check;
 use crate::energy::Energy;
 use crate::error::Error;
-use crate::method::{Heads, Requirements, TargetViews, ViewEmbeddings};
+use crate::method::{Heads, Requirements, TargetViews, TokenInput, ViewEmbeddings};
 use crate::model::ema::{ema_copy, ema_update};
 use crate::model::head::{ProjectionHead, ProjectionHeadConfig};
 
@@ -50,7 +51,7 @@ impl JointEmbeddingConfig {
                 context: "joint embedding".into(),
                 what: "backbone parameters (to find the device)".into(),
             })?;
-        if self.projector.input_dim() != backbone.feature_dim() {
+        if !self.projector.is_identity() && self.projector.input_dim() != backbone.feature_dim() {
             return Err(Error::invalid_config(
                 "projector input_dim",
                 self.projector.input_dim(),
@@ -60,7 +61,11 @@ impl JointEmbeddingConfig {
         let projector = self.projector.init(&device)?;
         let predictor = match &self.predictor {
             Some(p) => {
-                let out = self.projector.output_dim();
+                let out = if self.projector.is_identity() {
+                    backbone.feature_dim()
+                } else {
+                    self.projector.output_dim()
+                };
                 if p.input_dim() != out || p.output_dim() != out {
                     return Err(Error::invalid_config(
                         "predictor dimensions",
@@ -156,6 +161,29 @@ impl<E: Encoder> JointEmbedding<E> {
         num_global: usize,
         target_views: TargetViews,
     ) -> crate::Result<ViewEmbeddings> {
+        let requirements = Requirements {
+            target_views,
+            ..Requirements::default()
+        };
+        self.embed_batch(views, num_global, &requirements, None)
+    }
+
+    /// [`embed_views`](Self::embed_views) for what `requirements` asks: for masked-image
+    /// methods ([`TokenInput`] other than `None`), the tokens of the first view's kept or
+    /// context patches under `masks` (and the target's tokens of every patch), with two
+    /// pooled embeddings for the collapse monitor: the means of two random halves of the kept
+    /// patches (MAE), or of the context and of the target's tokens (I-JEPA).
+    pub fn embed_batch(
+        &self,
+        views: &[Tensor<4>],
+        num_global: usize,
+        requirements: &Requirements,
+        masks: Option<&Masks>,
+    ) -> crate::Result<ViewEmbeddings> {
+        if requirements.tokens != TokenInput::None {
+            return self.embed_tokens(views, requirements.tokens, masks);
+        }
+        let target_views = requirements.target_views;
         if views.len() < 2 {
             return Err(Error::MissingInput {
                 context: "joint embedding".into(),
@@ -221,6 +249,61 @@ impl<E: Encoder> JointEmbedding<E> {
             out.projections.push(z);
         }
         Ok(out)
+    }
+
+    fn embed_tokens(
+        &self,
+        views: &[Tensor<4>],
+        input: TokenInput,
+        masks: Option<&Masks>,
+    ) -> crate::Result<ViewEmbeddings> {
+        let missing = |what: &str| Error::MissingInput {
+            context: "masked-image method".into(),
+            what: what.into(),
+        };
+        let images = views.first().ok_or_else(|| missing("a view"))?.clone();
+        let masks = masks.ok_or_else(|| missing("patch masks (views.masking)"))?;
+        self.online.backbone.check_images(images.dims())?;
+        let no_tokens = || missing("tokens: the backbone must be a vision transformer");
+        let tokens = self
+            .online
+            .backbone
+            .encode_kept(images.clone(), masks.keep.clone())
+            .ok_or_else(no_tokens)??;
+        let [b, k, d] = tokens.dims();
+        let patches = tokens.clone().narrow(1, 1, k - 1);
+        let (first, second, target_tokens) = match input {
+            TokenInput::ContextAndTarget => {
+                let target = self
+                    .target
+                    .as_ref()
+                    .ok_or_else(|| missing("a momentum target"))?;
+                let all = target
+                    .backbone
+                    .encode_tokens(images.clone())
+                    .ok_or_else(no_tokens)?
+                    .detach();
+                let n = all.dims()[1];
+                let pooled = all.clone().narrow(1, 1, n - 1).mean_dim(1);
+                (patches.mean_dim(1), pooled, Some(all))
+            }
+            _ => {
+                let half = ((k - 1) / 2).max(1);
+                let rest = (k - 1 - half).max(1);
+                let second = tokens.clone().narrow(1, k - rest, rest).mean_dim(1);
+                (patches.narrow(1, 0, half).mean_dim(1), second, None)
+            }
+        };
+        let pooled = [first, second].map(|t| t.reshape([b, d]));
+        Ok(ViewEmbeddings {
+            projections: pooled.to_vec(),
+            num_global: 1,
+            tokens: Some(tokens),
+            target_tokens,
+            images: Some(images),
+            masks: Some(masks.clone()),
+            ..ViewEmbeddings::default()
+        })
     }
 
     /// Moves the EMA target towards the online weights with decay `tau` (after each optimiser

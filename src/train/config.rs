@@ -155,6 +155,7 @@ impl<C: MethodConfig> PretrainConfig<C> {
         self.lr.validate()?;
         self.ema.validate()?;
         check_backbone(&self.backbone)?;
+        check_masking(&self.views, &self.backbone)?;
         self.check_loop()
     }
 
@@ -237,6 +238,26 @@ fn at_most(field: &str, value: usize, max: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Patch masks need a vision transformer with the masks' patch size.
+fn check_masking(views: &ViewTransform, backbone: &BackboneConfig) -> Result<()> {
+    let Some(masking) = &views.masking else {
+        return Ok(());
+    };
+    match backbone {
+        BackboneConfig::Vit(v) if v.patch_size == masking.patch_size() => Ok(()),
+        BackboneConfig::Vit(v) => Err(Error::invalid_config(
+            "views.masking.patch_size",
+            masking.patch_size(),
+            format!("the ViT's patch size {}", v.patch_size),
+        )),
+        _ => Err(Error::invalid_config(
+            "backbone",
+            "a convolutional network",
+            "a vision transformer (patch masks need patch tokens: --backbone vit-tiny)",
+        )),
+    }
 }
 
 /// Checks the built-in backbones' sizes, naming the field.

@@ -158,8 +158,14 @@ pub fn build_model<E: Encoder, C: MethodConfig>(
     let heads = config
         .method
         .heads(backbone.feature_dim(), config.head_width);
+    let feature_dim = backbone.feature_dim();
     let setup = MethodSetup {
-        embedding_dim: heads.projector.output_dim(),
+        embedding_dim: if heads.projector.is_identity() {
+            feature_dim
+        } else {
+            heads.projector.output_dim()
+        },
+        feature_dim,
         num_views: config.views.num_views(),
         num_global: config.views.num_global(),
         dataset_len,

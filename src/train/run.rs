@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::eval::effective_rank;
 use crate::method::{Method, MethodConfig, Progress, StepContext};
 use crate::optim::{GroupedOptimizer, ParamGroups};
-use crate::step::{SelfSupervised, train_step};
+use crate::step::{SelfSupervised, train_step_masked};
 
 /// The state of a run between steps, apart from the model (which moves through every step).
 struct Run<'a, C: MethodConfig> {
@@ -134,7 +134,12 @@ impl<'a, C: MethodConfig> Run<'a, C> {
             reporter: Reporter::new(false, 0, 0, config.epochs),
             architecture,
             dataset_len,
-            embedding_dim: model.embedding.online.projector.output_dim(),
+            embedding_dim: model
+                .embedding
+                .online
+                .projector
+                .output_dim()
+                .unwrap_or_else(|| model.embedding.online.backbone.feature_dim()),
             options,
             checkpoint: None,
         })
@@ -237,8 +242,12 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         for batch in self.loader.epoch(u64::MAX) {
             let batch = batch?;
             let views: Vec<_> = batch.views.iter().map(|v| v.clone().autodiff()).collect();
-            let embeddings =
-                embedding.embed_views(&views, batch.num_global, requirements.target_views)?;
+            let embeddings = embedding.embed_batch(
+                &views,
+                batch.num_global,
+                &requirements,
+                batch.masks.as_ref(),
+            )?;
             let context = StepContext {
                 progress: self.progress(0),
                 values: &values,
@@ -329,10 +338,11 @@ impl<'a, C: MethodConfig> Run<'a, C> {
             values: &values,
             indices: &batch.indices,
         };
-        let (model, report) = train_step(
+        let (model, report) = train_step_masked(
             model,
             &batch.views,
             batch.num_global,
+            batch.masks.as_ref(),
             &context,
             &mut self.optimizer,
         )

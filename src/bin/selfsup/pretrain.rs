@@ -87,7 +87,7 @@ pub struct PretrainArgs {
     /// imagenet preset, 16-pixel at cifar.
     #[arg(long)]
     pub crops: Option<usize>,
-    /// The backbone (default resnet18, with the preset's stem).
+    /// The backbone (default resnet18 with the preset's stem; vit-tiny for mae and ijepa).
     #[arg(long, value_enum)]
     pub backbone: Option<Arch>,
     /// First-stage channels of the backbone (ResNet: 64 is full width).
@@ -247,7 +247,14 @@ fn build_config(args: &PretrainArgs, data: Option<&dyn ImageDataset>) -> Result<
         }
         (None, None, None) => Preset::Cifar,
     };
-    let arch = args.backbone.unwrap_or(Arch::Resnet18);
+    // Masked-image methods need patch tokens: their default backbone is ViT-Tiny.
+    let masked = matches!(args.method.as_deref(), Some("mae" | "ijepa"));
+    let default_arch = if masked {
+        Arch::VitTiny
+    } else {
+        Arch::Resnet18
+    };
+    let arch = args.backbone.unwrap_or(default_arch);
     let mut c = match file {
         None => PretrainConfig::builtin(
             args.method.as_deref().unwrap_or("byol"),
