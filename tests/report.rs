@@ -163,3 +163,70 @@ fn pca_keeps_a_planar_cloud_intact_and_orders_the_components() {
     assert!(spread(|p| p.0) > 10.0 * spread(|p| p.1));
     assert!(principal_components_2d(&points[..3], 1, 3).is_err());
 }
+
+#[test]
+fn an_mae_run_gets_a_reconstruction_sheet_that_keeps_the_visible_patches() {
+    use selfsup::backbone::VitConfig;
+    use selfsup::method::MaeConfig;
+    use selfsup::report::RECONSTRUCTION_PNG;
+    let dir = tempfile::tempdir().unwrap();
+    let method = AnyMethodConfig::Mae(MaeConfig {
+        patch_size: 8,
+        decoder_depth: 1,
+        decoder_dim: 16,
+        decoder_heads: 2,
+        ..MaeConfig::preset(Preset::Cifar)
+    });
+    let backbone = BackboneConfig::Vit(VitConfig::new(32, 8, 1, 2, 16, 32));
+    let mut c = PretrainConfig::cifar(method, backbone, 1);
+    c.loader = LoaderConfig {
+        batch_size: 8,
+        workers: 2,
+        ..LoaderConfig::default()
+    };
+    c.progress = false;
+    c.output_dir = Some(dir.path().to_path_buf());
+    pretrain_with(&c, sample(), &Device::flex(), PretrainOptions::default()).unwrap();
+    let data = ReportData {
+        bank: sample(),
+        queries: sample(),
+    };
+    let out = dir.path().join("report");
+    let files = write_report(
+        &[dir.path().to_path_buf()],
+        Some(&data),
+        &out,
+        &Device::flex(),
+    )
+    .unwrap();
+    assert!(files.contains(&out.join(RECONSTRUCTION_PNG)));
+    let sheet = image::open(out.join(RECONSTRUCTION_PNG)).unwrap().to_rgb8();
+    // 8 images in rows of three 96-pixel pictures with 4-pixel gaps.
+    assert_eq!(sheet.dimensions(), (3 * 100 + 4, 8 * 100 + 4));
+    // 4 x 4 patches of 24 sheet pixels (8 image pixels): 75% masked, grey in column 2 and
+    // predicted in column 3; the visible ones equal the image in both.
+    let cell =
+        |col: u32, row: u32, x: u32, y: u32| *sheet.get_pixel(4 + col * 100 + x, 4 + row * 100 + y);
+    for row in 0..8 {
+        let mut grey = 0;
+        let mut kept = 0;
+        for patch in 0..16 {
+            let (x, y) = ((patch % 4) * 24 + 12, (patch / 4) * 24 + 12);
+            let masked = cell(1, row, x, y);
+            if masked.0 == [128, 128, 128] && cell(0, row, x, y) != masked {
+                grey += 1;
+            } else {
+                assert_eq!(
+                    cell(2, row, x, y),
+                    cell(0, row, x, y),
+                    "a visible patch changed"
+                );
+                kept += 1;
+            }
+        }
+        assert!(
+            grey >= 10 && kept >= 3,
+            "row {row}: {grey} masked, {kept} kept"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 
 mod charts;
 mod pca;
+mod reconstruction;
 mod retrieval;
 mod series;
 
@@ -22,13 +23,19 @@ use plotters::prelude::{BitMapBackend, DrawingArea, IntoDrawingArea};
 
 pub use charts::{Thresholds, training_curves};
 pub use pca::{principal_components_2d, scatter};
+pub use reconstruction::reconstruction_sheet;
 pub use retrieval::{Retrieval, nearest, pick_queries, sheet};
 pub use series::RunSeries;
 
-use crate::data::ImageDataset;
+use crate::augment::Normalize;
+use crate::backbone::Backbone;
+use crate::data::{ImageDataset, LoaderConfig, ViewLoader};
 use crate::error::{Error, Result};
 use crate::eval::extract_features;
 use crate::method::MethodConfig;
+use crate::method::{AnyMethod, Mae};
+use crate::step::SelfSupervised;
+use crate::train::PretrainConfig;
 use crate::train::{CHECKPOINT_FILE, Checkpoint, load_checkpoint};
 
 /// The font family the report draws text with.
@@ -39,6 +46,8 @@ pub const TRAINING_PNG: &str = "training.png";
 pub const RETRIEVAL_PNG: &str = "retrieval.png";
 /// The PCA scatter's file.
 pub const PCA_PNG: &str = "pca.png";
+/// MAE's reconstruction sheet's file.
+pub const RECONSTRUCTION_PNG: &str = "reconstruction.png";
 /// Query images on the retrieval sheet.
 pub const RETRIEVAL_QUERIES: usize = 8;
 /// Neighbours per query on the retrieval sheet.
@@ -211,5 +220,51 @@ fn embedding_pictures(
     let pca = out.join(PCA_PNG);
     scatter(&points, &labels, data.queries.classes(), &title, 800)?.save(&pca)?;
     written.push(pca);
+    if let AnyMethod::Mae(mae) = &model.method {
+        let sheet = mae_reconstructions(&model, mae, &meta.config, data, device)?;
+        let path = out.join(RECONSTRUCTION_PNG);
+        PngCanvas::from_image(sheet).save(&path)?;
+        written.push(path);
+    }
     Ok(written)
+}
+
+/// MAE's reconstructions of the retrieval sheet's query images at the evaluation view, under
+/// masks drawn as in training (seeded by [`RETRIEVAL_SEED`]).
+fn mae_reconstructions(
+    model: &SelfSupervised<Backbone>,
+    mae: &Mae,
+    config: &PretrainConfig,
+    data: &ReportData,
+    device: &Device,
+) -> Result<RgbImage> {
+    let masking = config
+        .views
+        .masking
+        .as_ref()
+        .ok_or_else(|| Error::MissingInput {
+            context: "MAE reconstructions".into(),
+            what: "the run's masks (views.masking)".into(),
+        })?;
+    let view = config.eval_view();
+    let ids = pick_queries(data.queries.len(), RETRIEVAL_QUERIES, RETRIEVAL_SEED);
+    let loader = ViewLoader::new(
+        data.queries.clone(),
+        view.clone(),
+        LoaderConfig::in_order(ids.len().max(1)),
+        device,
+    )?;
+    let batch = loader.build_batch(0, &ids)?;
+    let size = batch.view_sizes[0];
+    let masks = masking.draw(size, ids.len(), [RETRIEVAL_SEED, 0, 0]);
+    let batch = batch.to_device(device);
+    let masks = masks.to_device(ids.len(), device);
+    let encoder = model.embedding.online.backbone.valid();
+    let mae = mae.valid();
+    let normalize = view
+        .recipes()
+        .next()
+        .map(|r| r.normalize)
+        .unwrap_or(Normalize::IMAGENET);
+    reconstruction_sheet(&encoder, &mae, batch.views[0].clone(), &masks, &normalize)
 }
