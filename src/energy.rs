@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check;
 use crate::error::Result;
+use crate::method::ijepa::smooth_l1;
 
 /// Smallest norm used when L2-normalising, as in PyTorch's `F.normalize`.
 pub const NORMALIZE_EPS: f64 = 1e-12;
@@ -37,8 +38,10 @@ pub fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
 
 /// A distance between two embeddings, used as the energy `E(x, y)` of a pair.
 ///
-/// Both energies are computed on L2-normalised embeddings, so they are bounded and
-/// insensitive to the scale of the encoder output.
+/// The cosine and squared-L2 energies are computed on L2-normalised embeddings, so they are
+/// bounded and insensitive to the scale of the encoder output. The prediction error compares a
+/// predicted representation with its target as they are (I-JEPA's energy, see
+/// [`Ijepa::energy`](crate::method::Ijepa::energy)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Energy {
     /// Cosine distance `1 - cos(a, b)`, in `[0, 2]`.
@@ -47,12 +50,18 @@ pub enum Energy {
     /// Squared Euclidean distance between normalised embeddings,
     /// `||a/|a| - b/|b|||^2 = 2 - 2 cos(a, b)`, in `[0, 4]`. BYOL's loss is this energy.
     SquaredL2,
+    /// Mean smooth-L1 distance (beta 1) between a prediction and its target representation,
+    /// `mean_j smooth_l1(a_j - b_j)`: the predictive architectures' energy (I-JEPA).
+    PredictionError,
 }
 
 impl Energy {
     /// Energy of matched pairs: row `i` of `a` against row `i` of `b`. `[B, D] x [B, D] -> [B]`.
     pub fn energy(&self, a: Tensor<2>, b: Tensor<2>) -> Result<Tensor<1>> {
         check::same_shape(|| "energy: second embedding batch".into(), &a, &b)?;
+        if *self == Energy::PredictionError {
+            return Ok(smooth_l1(a - b).mean_dim(1).squeeze_dim(1));
+        }
         let cos = cosine_similarity(a, b);
         Ok(self.of_cosine(cos))
     }
@@ -66,6 +75,12 @@ impl Energy {
                 expected: vec![b.dims()[0], da],
                 found: b.dims().to_vec(),
             });
+        }
+        if *self == Energy::PredictionError {
+            let [n, d] = a.dims();
+            let m = b.dims()[0];
+            let pairs = a.unsqueeze_dim::<3>(1).expand([n, m, d]) - b.unsqueeze_dim::<3>(0);
+            return Ok(smooth_l1(pairs).mean_dim(2).reshape([n, m]));
         }
         let cos = l2_normalize(a).matmul(l2_normalize(b).transpose());
         Ok(self.of_cosine(cos))
@@ -91,7 +106,9 @@ impl Energy {
     fn of_cosine<const D: usize>(&self, cos: Tensor<D>) -> Tensor<D> {
         match self {
             Energy::Cosine => cos.neg().add_scalar(1.0),
-            Energy::SquaredL2 => cos.mul_scalar(-2.0).add_scalar(2.0),
+            // The prediction error is not a function of the cosine; `energy` and
+            // `energy_matrix` compute it before reaching here.
+            Energy::SquaredL2 | Energy::PredictionError => cos.mul_scalar(-2.0).add_scalar(2.0),
         }
     }
 }

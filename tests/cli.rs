@@ -357,7 +357,7 @@ fn every_shipped_recipe_is_what_print_config_writes() {
 fn the_new_methods_train_from_their_shipped_recipes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["moco", "dino", "deepcluster", "lejepa", "mae"] {
+    for name in ["moco", "dino", "deepcluster", "lejepa", "mae", "ijepa"] {
         let mut recipe = root.join(format!("{name}-cifar.toml"));
         if name == "deepcluster" {
             // 1,000 clusters do not fit the 20 test images: 4 per head.
@@ -379,8 +379,9 @@ fn the_new_methods_train_from_their_shipped_recipes() {
             "--device",
             "cpu",
         ];
-        // MAE keeps its recipe's ViT-Tiny (patch masks need patch tokens).
-        args.extend(if name == "mae" { &TINY[4..] } else { &TINY[..] });
+        // MAE and I-JEPA keep their recipes' ViT-Tiny (patch masks need patch tokens).
+        let masked = matches!(name, "mae" | "ijepa");
+        args.extend(if masked { &TINY[4..] } else { &TINY[..] });
         let o = selfsup(&args);
         assert!(o.status.success(), "{name}: {}", text(&o));
         assert!(text(&o).contains("done: 2 steps"), "{name}: {}", text(&o));

@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use selfsup::augment::{HostMasks, Masking, Scale, ViewTransform};
@@ -183,4 +184,90 @@ fn the_mae_encoder_never_sees_the_masked_patches() {
     let scribbled = Tensor::<4>::from_data(data, &d);
     assert_eq!(before, tokens(scribbled));
     assert_eq!(before.len(), 2 * (1 + host.keep_count) * 16);
+}
+
+#[test]
+fn ijepa_loss_and_gradient_match_the_reference_formula() {
+    let f = fixture("ijepa.json");
+    let d = device();
+    let pred = leaf::<3>(&f["pred"], &d);
+    let target = leaf::<3>(&f["target"], &d);
+    let loss = selfsup::method::ijepa_loss(pred.clone(), target.clone()).unwrap();
+    assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
+    let grads = loss.backward();
+    assert_tensor("grad_pred", &pred.grad(&grads).unwrap(), &f["grad_pred"]);
+    assert!(
+        target.grad(&grads).is_none(),
+        "targets are under stop-gradient"
+    );
+}
+
+/// A tiny I-JEPA model: a 2-block ViT with 4-pixel patches on 16-pixel images.
+fn tiny_ijepa(
+    d: &burn::tensor::Device,
+) -> selfsup::step::SelfSupervised<selfsup::backbone::Backbone> {
+    use selfsup::method::{AnyMethodConfig, IjepaConfig, Preset};
+    let method = AnyMethodConfig::Ijepa(IjepaConfig {
+        predictor_depth: 1,
+        predictor_dim: 8,
+        predictor_heads: 2,
+        ..IjepaConfig::preset(Preset::Cifar)
+    });
+    let backbone = selfsup::backbone::BackboneConfig::Vit(VitConfig::new(16, 4, 2, 2, 16, 32));
+    let config = selfsup::train::PretrainConfig::cifar(method, backbone.clone(), 1);
+    d.seed(3);
+    let vit = backbone.init(d).unwrap();
+    selfsup::train::build_model(&config, vit, 8, d).unwrap()
+}
+
+#[test]
+fn the_ijepa_target_encoder_gets_no_gradient_and_moves_only_by_ema() {
+    let d = device();
+    let model = tiny_ijepa(&d);
+    let target = model.embedding.target.as_ref().expect("a momentum target");
+    assert!(collect(target).trainable.iter().all(|t| !t));
+    let before = collect(target);
+    let online_before = collect(&model.embedding.online);
+    // tau = 1: only the optimiser could move the target.
+    let mut stepper = Stepper::sgd(&model, 0.5, 10, 1.0);
+    stepper.masks = Some(Masking::ijepa(4).draw(16, 4, [1, 0, 0]).to_device(4, &d));
+    let images = random::<4>([4, 3, 16, 16], 9, &d);
+    let (model, report) = stepper.step(model, &[images]);
+    assert!(report.loss.is_finite() && report.loss > 0.0);
+    let after = collect(model.embedding.target.as_ref().unwrap());
+    assert_eq!(before.values, after.values, "the target moved without EMA");
+    assert_ne!(
+        online_before.values,
+        collect(&model.embedding.online).values
+    );
+}
+
+#[test]
+fn ijepa_energy_is_the_per_image_prediction_error_whose_mean_is_the_loss() {
+    let d = plain_device();
+    let model = tiny_ijepa(&d.clone().autodiff()).valid();
+    let masks = Masking::ijepa(4).draw(16, 4, [2, 0, 0]).to_device(4, &d);
+    let requirements = Requirements {
+        momentum_target: true,
+        tokens: TokenInput::ContextAndTarget,
+        ..Requirements::default()
+    };
+    let images = random::<4>([4, 3, 16, 16], 4, &d);
+    let views = model
+        .embedding
+        .embed_batch(&[images], 1, &requirements, Some(&masks))
+        .unwrap();
+    let selfsup::method::AnyMethod::Ijepa(ijepa) = &model.method else {
+        panic!("an I-JEPA model");
+    };
+    let energy = values(&ijepa.energy(&views).unwrap());
+    assert_eq!(energy.len(), 4);
+    assert!(energy.iter().all(|e| e.is_finite() && *e > 0.0));
+    let (p, t) = ijepa.predict(&views).unwrap();
+    let loss = values(&selfsup::method::ijepa_loss(p, t).unwrap())[0];
+    let mean = energy.iter().sum::<f64>() / 4.0;
+    assert!(
+        (mean - loss).abs() < 1e-5 * loss.max(1.0),
+        "{mean} vs {loss}"
+    );
 }

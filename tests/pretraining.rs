@@ -8,7 +8,8 @@ use selfsup::augment::ViewTransform;
 use selfsup::backbone::{BackboneConfig, ConvNetConfig, VitConfig};
 use selfsup::data::{ImageDataset, ImageFolder, LoaderConfig};
 use selfsup::method::{
-    AnyMethodConfig, DeepClusterConfig, MaeConfig, MethodConfig, MocoConfig, Preset, RecipeContext,
+    AnyMethodConfig, DeepClusterConfig, IjepaConfig, MaeConfig, MethodConfig, MocoConfig, Preset,
+    RecipeContext,
 };
 use selfsup::train::{
     CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
@@ -420,7 +421,7 @@ fn tiny_vit() -> BackboneConfig {
 }
 
 #[test]
-fn vit_runs_of_dino_multi_crop_lejepa_and_mae_resume_bit_for_bit() {
+fn vit_runs_of_dino_multi_crop_lejepa_mae_and_ijepa_resume_bit_for_bit() {
     let lejepa = AnyMethodConfig::lejepa(Preset::Cifar);
     let mae = AnyMethodConfig::Mae(MaeConfig {
         patch_size: 8,
@@ -429,10 +430,17 @@ fn vit_runs_of_dino_multi_crop_lejepa_and_mae_resume_bit_for_bit() {
         decoder_heads: 2,
         ..MaeConfig::preset(Preset::Cifar)
     });
+    let ijepa = AnyMethodConfig::Ijepa(IjepaConfig {
+        patch_size: 8,
+        predictor_depth: 1,
+        predictor_dim: 8,
+        predictor_heads: 2,
+    });
     let methods = [
         (AnyMethodConfig::dino(Preset::Cifar), 0),
         (lejepa, 2),
         (mae, 0),
+        (ijepa, 0),
     ];
     for (method, local_crops) in methods {
         let config = |dir: &std::path::Path| {

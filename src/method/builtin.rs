@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BarlowTwins, BarlowTwinsConfig, Byol, ByolConfig, DeepCluster, DeepClusterConfig, Dino,
-    DinoConfig, Heads, Lejepa, LejepaConfig, Mae, MaeConfig, Method, MethodConfig, MethodSetup,
-    Moco, MocoConfig, Preset, Progress, Recipe, RecipeContext, Requirements, SimClr, SimClrConfig,
-    SimSiam, SimSiamConfig, StepContext, Swav, SwavConfig, Vicreg, VicregConfig, ViewEmbeddings,
+    DinoConfig, Heads, Ijepa, IjepaConfig, Lejepa, LejepaConfig, Mae, MaeConfig, Method,
+    MethodConfig, MethodSetup, Moco, MocoConfig, Preset, Progress, Recipe, RecipeContext,
+    Requirements, SimClr, SimClrConfig, SimSiam, SimSiamConfig, StepContext, Swav, SwavConfig,
+    Vicreg, VicregConfig, ViewEmbeddings,
 };
 use crate::error::{Error, Result};
 use crate::model::ProjectionHead;
@@ -172,6 +173,8 @@ builtin_methods! {
     Dino(DinoConfig, Dino) = "dino", dino;
     /// DeepCluster-v2 (Caron et al. 2020).
     DeepCluster(DeepClusterConfig, DeepCluster) = "deepcluster", deepcluster;
+    /// I-JEPA (Assran et al. 2023).
+    Ijepa(IjepaConfig, Ijepa) = "ijepa", ijepa;
     /// MAE (He et al. 2022).
     Mae(MaeConfig, Mae) = "mae", mae;
     /// LeJEPA (Balestriero & LeCun 2025).

@@ -27,6 +27,7 @@
 //! | MoCo v2 | [`moco`] | momentum target, queue of keys |
 //! | DINO | [`dino`] | momentum teacher on the global crops, centre |
 //! | DeepCluster-v2 | [`deepcluster`] | memory bank, k-means prototypes, an initial pass |
+//! | I-JEPA | [`ijepa`] | a ViT's context tokens, the momentum target's tokens, multi-block masks, its own predictor |
 //! | MAE | [`mae`] | a ViT's tokens of the visible patches, random masks, its own decoder |
 //! | LeJEPA | [`lejepa`] | projections of every crop ([SIGReg](sigreg) on random projections) |
 
@@ -35,6 +36,7 @@ mod builtin;
 pub mod byol;
 pub mod deepcluster;
 pub mod dino;
+pub mod ijepa;
 pub mod kmeans;
 pub mod lejepa;
 pub mod mae;
@@ -60,6 +62,7 @@ pub use builtin::{AnyMethod, AnyMethodConfig};
 pub use byol::{Byol, ByolConfig, byol_loss};
 pub use deepcluster::{DeepCluster, DeepClusterConfig, deepcluster_loss};
 pub use dino::{Dino, DinoConfig, dino_loss};
+pub use ijepa::{Ijepa, IjepaConfig, ijepa_loss};
 pub use lejepa::{Lejepa, LejepaConfig, lejepa_loss};
 pub use mae::{Mae, MaeConfig, mae_loss};
 pub use moco::{Moco, MocoConfig, info_nce};

@@ -139,7 +139,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
 use selfsup::method::{AnyMethodConfig, Method, Progress, ScheduleValues, StepContext};
 use selfsup::optim::{EmaSchedule, GroupedOptimizer, OptimizerConfig, ParamGroups};
-use selfsup::step::{SelfSupervised, StepReport, train_step};
+use selfsup::step::{SelfSupervised, StepReport, train_step_masked};
 use selfsup::train::{PretrainConfig, build_model};
 
 /// A tiny convnet backbone (width 4, 2 stages: 8 features).
@@ -184,6 +184,8 @@ pub struct Stepper {
     pub step: usize,
     pub total: usize,
     pub epoch: usize,
+    /// The patch masks of masked-image methods' steps.
+    pub masks: Option<selfsup::augment::Masks>,
 }
 
 impl Stepper {
@@ -206,6 +208,7 @@ impl Stepper {
             step: 0,
             total,
             epoch: 0,
+            masks: None,
         }
     }
 
@@ -251,7 +254,9 @@ impl Stepper {
             values: &values,
             indices: &indices,
         };
-        let out = train_step(model, views, 2, &context, &mut self.optimizer)?;
+        let global = views.len().min(2);
+        let masks = self.masks.as_ref();
+        let out = train_step_masked(model, views, global, masks, &context, &mut self.optimizer)?;
         self.step += 1;
         Ok(out)
     }
