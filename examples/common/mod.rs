@@ -79,3 +79,9 @@ pub fn run(config: &PretrainConfig) -> selfsup::Result<()> {
     }
     Ok(())
 }
+
+/// A small CIFAR ViT for the masked-image examples: 4-pixel patches on 32-pixel images, 4
+/// blocks of width 96 (3 heads), class-token pooling.
+pub fn small_vit() -> BackboneConfig {
+    BackboneConfig::Vit(selfsup::backbone::VitConfig::new(32, 4, 4, 3, 96, 384))
+}
