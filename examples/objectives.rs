@@ -39,10 +39,12 @@ fn view(images: &Tensor<4>, mirror: bool) -> Tensor<4> {
     if mirror { x.flip([3]) } else { x }
 }
 
-/// Every built-in method, with prototype counts and a queue that fit 64-image batches.
+/// Every built-in joint-embedding method, with prototype counts and a queue that fit 64-image
+/// batches (the masked-image methods, MAE and I-JEPA, need a ViT and masks: their examples).
 fn methods() -> Vec<AnyMethodConfig> {
     AnyMethodConfig::NAMES
         .iter()
+        .filter(|name| !matches!(**name, "mae" | "ijepa"))
         .map(|name| match AnyMethodConfig::preset(name, Preset::Cifar) {
             Ok(AnyMethodConfig::Swav(c)) => AnyMethodConfig::Swav(SwavConfig {
                 num_prototypes: 32,
@@ -80,7 +82,12 @@ fn main() -> selfsup::Result<()> {
         let mut model = build_model(&config, backbone, BATCH, &device)?;
         // DeepCluster-v2 clusters its memory bank (random here) before the epoch.
         model.method = model.method.start_epoch(0, 0)?;
-        let dim = model.embedding.online.projector.output_dim();
+        let dim = model
+            .embedding
+            .online
+            .projector
+            .output_dim()
+            .unwrap_or_else(|| model.embedding.online.backbone.feature_dim());
         let lr = WarmupCosine::new(0.1, 5, STEPS)?;
         let ema = EmaSchedule::new(0.99, STEPS)?;
         let groups = ParamGroups::rank_one_excluded(&model);

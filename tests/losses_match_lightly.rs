@@ -205,7 +205,9 @@ fn sigreg_loss_and_gradient_match_lightly() {
         t_max: f["t_max"].as_f64().unwrap(),
         num_vectors: unit_vectors.dims()[1],
     };
-    let loss = sigreg.loss(&[proj.clone()], unit_vectors).unwrap();
+    let loss = sigreg
+        .loss(std::slice::from_ref(&proj), unit_vectors)
+        .unwrap();
     assert_close("loss", &values(&loss), &[f["loss"].as_f64().unwrap()]);
     let grads = loss.backward();
     assert_tensor("grad_proj", &proj.grad(&grads).unwrap(), &f["grad_proj"]);

@@ -79,7 +79,7 @@ impl Masking {
     /// Checks the ranges, naming each field, for views of `view_size` pixels.
     pub fn validate(&self, view_size: usize) -> Result<()> {
         let p = self.patch_size();
-        if p == 0 || view_size % p != 0 || view_size / p < 2 {
+        if p == 0 || !view_size.is_multiple_of(p) || view_size / p < 2 {
             return Err(Error::invalid_config(
                 "views.masking.patch_size",
                 p,

@@ -105,14 +105,14 @@ impl VitConfig {
                 ));
             }
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::invalid_config(
                 "backbone.patch_size",
                 self.patch_size,
                 format!("a divisor of image_size {}", self.image_size),
             ));
         }
-        if self.hidden_dim % self.num_heads != 0 {
+        if !self.hidden_dim.is_multiple_of(self.num_heads) {
             return Err(Error::invalid_config(
                 "backbone.num_heads",
                 self.num_heads,

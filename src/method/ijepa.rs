@@ -84,7 +84,7 @@ impl MethodConfig for IjepaConfig {
             ("method.predictor_heads", self.predictor_heads),
         ])?;
         let d = self.predictor_dim;
-        if d % self.predictor_heads != 0 || d % 4 != 0 {
+        if !d.is_multiple_of(self.predictor_heads) || !d.is_multiple_of(4) {
             return Err(Error::invalid_config(
                 "method.predictor_dim",
                 d,

@@ -86,7 +86,8 @@ impl MethodConfig for MaeConfig {
             ("method.decoder_dim", self.decoder_dim),
             ("method.decoder_heads", self.decoder_heads),
         ])?;
-        if self.decoder_dim % self.decoder_heads != 0 || self.decoder_dim % 4 != 0 {
+        let dim = self.decoder_dim;
+        if !dim.is_multiple_of(self.decoder_heads) || !dim.is_multiple_of(4) {
             return Err(Error::invalid_config(
                 "method.decoder_dim",
                 self.decoder_dim,
