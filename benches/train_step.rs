@@ -19,7 +19,10 @@
 //! glibc's allocator settings alone instead of calling `allocator::retain_freed_memory` as
 //! `pretrain` does; for before/after), `SELFSUP_BENCH_OPTIMIZER` (`sgd`: momentum 0.9, weight
 //! decay 5e-4, lr 0.06, the default; `lars`: VICReg's CIFAR LARS at lr 0.3; `lars-tensor-ops`:
-//! the same with the update composed of tensor operations instead of the fused CPU step).
+//! the same with the update composed of tensor operations instead of the fused CPU step),
+//! `SELFSUP_BENCH_BACKBONE` (`resnet18`, the default, or `vit-tiny`: ViT-Tiny with 4-pixel
+//! patches, `vit-N`: its first N blocks; with a ViT, `mae` and `ijepa` are benchmarkable and
+//! draw their masks each step, and the optimiser is AdamW, weight decay 0.05, lr 5e-4).
 //! Prints the median and the spread of images/s.
 
 use std::time::Instant;
@@ -28,6 +31,7 @@ use burn::tensor::Distribution;
 use selfsup::method::{Progress, ScheduleValues, StepContext};
 use selfsup::optim::{GroupedOptimizer, ParamGroups};
 use selfsup::prelude::*;
+use selfsup::step::train_step_masked;
 use selfsup::train::build_model;
 
 fn env(name: &str, default: usize) -> usize {
@@ -81,6 +85,34 @@ fn main() -> selfsup::Result<()> {
     Ok(())
 }
 
+/// The backbone of `SELFSUP_BENCH_BACKBONE`.
+fn bench_backbone(width: usize) -> selfsup::Result<BackboneConfig> {
+    let name = std::env::var("SELFSUP_BENCH_BACKBONE").unwrap_or_else(|_| "resnet18".into());
+    if name == "resnet18" {
+        let resnet = ResNetConfig::resnet18()
+            .with_stem(Stem::Cifar)
+            .with_width(width);
+        return Ok(BackboneConfig::ResNet(resnet));
+    }
+    let depth = match name.strip_prefix("vit-") {
+        Some("tiny") => Some(12),
+        Some(n) => n.parse().ok(),
+        None => None,
+    };
+    match depth {
+        Some(depth) => {
+            let mut vit = selfsup::backbone::VitConfig::cifar_tiny();
+            vit.num_layers = depth;
+            Ok(BackboneConfig::Vit(vit))
+        }
+        None => Err(selfsup::Error::invalid_config(
+            "SELFSUP_BENCH_BACKBONE",
+            name,
+            "resnet18, vit-tiny or vit-N (ViT-Tiny's first N blocks)",
+        )),
+    }
+}
+
 /// The network and batch being timed.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -104,11 +136,8 @@ fn measure(
     } = shape;
     let device = device.clone();
     device.seed(0);
-    let backbone_config = BackboneConfig::ResNet(
-        ResNetConfig::resnet18()
-            .with_stem(Stem::Cifar)
-            .with_width(width),
-    );
+    let backbone_config = bench_backbone(width)?;
+    let vit = matches!(backbone_config, BackboneConfig::Vit(_));
     // The papers' heads scaled by `head_width` (BYOL: projector and predictor 4096 hidden,
     // 256 out at 1.0).
     let mut config = PretrainConfig::cifar(method.clone(), backbone_config.clone(), 1);
@@ -118,6 +147,7 @@ fn measure(
     let mut model = build_model(&config, backbone_config.init(&device)?, bank, &device)?;
     model.method = model.method.start_epoch(0, 0)?;
     let (optimizer, lr) = match std::env::var("SELFSUP_BENCH_OPTIMIZER").as_deref() {
+        Err(_) if vit => (OptimizerConfig::adamw(0.05), 5e-4),
         Ok("sgd") | Err(_) => (OptimizerConfig::cifar_sgd(), 0.06),
         Ok(lars @ ("lars" | "lars-tensor-ops")) => {
             selfsup::optim::lars::set_fused_cpu_step(lars == "lars");
@@ -140,6 +170,8 @@ fn measure(
         Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device),
         Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device),
     ];
+    let masking = config.views.masking.clone();
+    let view_count = if masking.is_some() { 1 } else { 2 };
     let mut rates = Vec::with_capacity(steps);
     for step in 0..=steps {
         let start = Instant::now();
@@ -156,7 +188,20 @@ fn measure(
             values: &values,
             indices: &indices,
         };
-        let (next, report) = train_step(model, &views, 2, &context, &mut optimizer)?;
+        // Masks are drawn as the loader draws them, once per batch (inside the timing).
+        let masks = masking.as_ref().map(|m| {
+            m.draw(32, batch, [0, 0, step as u64])
+                .to_device(batch, &device)
+        });
+        let views = &views[..view_count];
+        let (next, report) = train_step_masked(
+            model,
+            views,
+            view_count,
+            masks.as_ref(),
+            &context,
+            &mut optimizer,
+        )?;
         model = next;
         let seconds = start.elapsed().as_secs_f64();
         if step > 0 {
@@ -166,8 +211,15 @@ fn measure(
     }
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
+    let network = match &backbone_config {
+        BackboneConfig::Vit(v) => format!(
+            "ViT patch {} depth {} width {}",
+            v.patch_size, v.num_layers, v.hidden_dim
+        ),
+        _ => format!("ResNet-18 CIFAR stem width {width}"),
+    };
     println!(
-        "{} train step, ResNet-18 CIFAR stem width {width}, heads x{head_width}, batch {batch}, \
+        "{} train step, {network}, heads x{head_width}, batch {batch}, \
          32x32, device {device_name} ({} CPU threads, {conv_label}): median {median:.1} images/s (min {:.1}, max {:.1}) over \
          {steps} steps",
         method.name(),

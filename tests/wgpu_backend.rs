@@ -17,6 +17,8 @@ use selfsup::step::SelfSupervised;
 fn methods() -> Vec<AnyMethodConfig> {
     AnyMethodConfig::NAMES
         .iter()
+        // The masked-image methods need a ViT and masks: tests/masked_image.rs.
+        .filter(|name| !matches!(**name, "mae" | "ijepa"))
         .map(
             |name| match AnyMethodConfig::preset(name, Preset::Cifar).unwrap() {
                 AnyMethodConfig::Swav(c) => AnyMethodConfig::Swav(SwavConfig {
@@ -131,4 +133,70 @@ fn pretraining_knn_and_the_linear_probe_run_on_wgpu() {
     )
     .unwrap();
     assert_eq!(report.num_samples, 20);
+}
+
+/// Two SGD steps of a 1-block ViT on 16-pixel images under fixed masks on `device`, from the
+/// CPU model's initial weights.
+fn vit_two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
+    use selfsup::augment::Masking;
+    use selfsup::backbone::{BackboneConfig, VitConfig};
+    let backbone = BackboneConfig::Vit(VitConfig::new(16, 4, 1, 2, 16, 32));
+    let config = selfsup::train::PretrainConfig::cifar(method.clone(), backbone.clone(), 1);
+    let build = |d: &Device| {
+        d.seed(11);
+        selfsup::train::build_model(&config, backbone.init(d).unwrap(), 8, d).unwrap()
+    };
+    let weights = build(&Device::flex().autodiff()).into_record();
+    let mut model = build(device).load_record(weights);
+    let mut stepper = common::Stepper::sgd(&model, 0.05, 2, 0.99);
+    stepper.masks = config
+        .views
+        .masking
+        .as_ref()
+        .map(|m: &Masking| m.draw(16, 8, [4, 0, 0]).to_device(8, device));
+    let views = [
+        common::random([8, 3, 16, 16], 1, device),
+        common::random([8, 3, 16, 16], 2, device),
+    ];
+    let count = if stepper.masks.is_some() { 1 } else { 2 };
+    let mut losses = Vec::new();
+    for _ in 0..2 {
+        let (next, report) = stepper.step(model, &views[..count]);
+        model = next;
+        losses.push(report.loss);
+    }
+    losses
+}
+
+#[test]
+fn vit_methods_two_training_steps_match_the_cpu_within_1e_3() {
+    use selfsup::method::{IjepaConfig, MaeConfig};
+    let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
+    let methods = [
+        AnyMethodConfig::Mae(MaeConfig {
+            decoder_depth: 1,
+            decoder_dim: 16,
+            decoder_heads: 2,
+            ..MaeConfig::preset(Preset::Cifar)
+        }),
+        AnyMethodConfig::Ijepa(IjepaConfig {
+            predictor_depth: 1,
+            predictor_dim: 8,
+            predictor_heads: 2,
+            ..IjepaConfig::preset(Preset::Cifar)
+        }),
+        AnyMethodConfig::dino(Preset::Cifar),
+        AnyMethodConfig::lejepa(Preset::Cifar),
+    ];
+    for method in methods {
+        let cpu = vit_two_step_losses(&method, &Device::flex().autodiff());
+        let gpu = vit_two_step_losses(&method, &wgpu);
+        for (c, g) in cpu.iter().zip(&gpu) {
+            assert!(
+                (c - g).abs() <= 1e-3 * c.abs().max(1.0),
+                "{}: cpu {cpu:?} vs wgpu {gpu:?}",
+                method.name()
+            );
+        }
+    }
 }
