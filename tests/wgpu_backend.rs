@@ -6,12 +6,16 @@
 mod common;
 
 use burn::module::Module;
+use selfsup::backbone::Backbone;
 use selfsup::device::{DeviceChoice, select_device};
 use selfsup::method::{
     AnyMethodConfig, DeepClusterConfig, Method, MethodConfig, MocoConfig, Preset, SwavConfig,
 };
 use selfsup::prelude::Device;
 use selfsup::step::SelfSupervised;
+
+/// A model's record: weights and method state.
+type ModelRecord = burn::store::ModuleRecord;
 
 /// Every built-in method, with prototypes and queues that fit the tiny test.
 fn methods() -> Vec<AnyMethodConfig> {
@@ -41,12 +45,11 @@ fn methods() -> Vec<AnyMethodConfig> {
         .collect()
 }
 
-/// Two SGD steps of a tiny convnet on `device`, from the same initial weights and views.
-fn two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
-    // The CPU model's weights and state (from a fixed seed), loaded into the same model on
-    // `device`.
-    let weights = common::tiny_model(method, &Device::flex().autodiff()).into_record();
-    let model = common::tiny_model(method, device).load_record(weights);
+/// Two SGD steps of a tiny convnet on `device`, from the CPU model's initial weights and state
+/// `weights` (one record for both devices: the device RNG is shared with the tests running in
+/// parallel, so two CPU models built in turn could differ).
+fn two_step_losses(method: &AnyMethodConfig, weights: &ModelRecord, device: &Device) -> Vec<f32> {
+    let model = common::tiny_model(method, device).load_record(weights.clone());
     let mut model = SelfSupervised {
         method: model.method.start_epoch(0, 5).unwrap(),
         ..model
@@ -69,8 +72,9 @@ fn two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
 fn two_training_steps_match_the_cpu_within_1e_3() {
     let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
     for method in methods() {
-        let cpu = two_step_losses(&method, &Device::flex().autodiff());
-        let gpu = two_step_losses(&method, &wgpu);
+        let weights = common::tiny_model(&method, &Device::flex().autodiff()).into_record();
+        let cpu = two_step_losses(&method, &weights, &Device::flex().autodiff());
+        let gpu = two_step_losses(&method, &weights, &wgpu);
         for (c, g) in cpu.iter().zip(&gpu) {
             assert!(
                 (c - g).abs() <= 1e-3 * c.abs().max(1.0),
@@ -136,18 +140,17 @@ fn pretraining_knn_and_the_linear_probe_run_on_wgpu() {
 }
 
 /// Two SGD steps of a 1-block ViT on 16-pixel images under fixed masks on `device`, from the
-/// CPU model's initial weights.
-fn vit_two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
+/// CPU model's initial weights `weights`.
+fn vit_two_step_losses(
+    method: &AnyMethodConfig,
+    weights: &ModelRecord,
+    device: &Device,
+) -> Vec<f32> {
     use selfsup::augment::Masking;
     use selfsup::backbone::{BackboneConfig, VitConfig};
     let backbone = BackboneConfig::Vit(VitConfig::new(16, 4, 1, 2, 16, 32));
-    let config = selfsup::train::PretrainConfig::cifar(method.clone(), backbone.clone(), 1);
-    let build = |d: &Device| {
-        d.seed(11);
-        selfsup::train::build_model(&config, backbone.init(d).unwrap(), 8, d).unwrap()
-    };
-    let weights = build(&Device::flex().autodiff()).into_record();
-    let mut model = build(device).load_record(weights);
+    let config = selfsup::train::PretrainConfig::cifar(method.clone(), backbone, 1);
+    let mut model = vit_model(method, device).load_record(weights.clone());
     let mut stepper = common::Stepper::sgd(&model, 0.05, 2, 0.99);
     stepper.masks = config
         .views
@@ -166,6 +169,14 @@ fn vit_two_step_losses(method: &AnyMethodConfig, device: &Device) -> Vec<f32> {
         losses.push(report.loss);
     }
     losses
+}
+
+/// A 1-block ViT model of `method` on `device`.
+fn vit_model(method: &AnyMethodConfig, device: &Device) -> SelfSupervised<Backbone> {
+    use selfsup::backbone::{BackboneConfig, VitConfig};
+    let backbone = BackboneConfig::Vit(VitConfig::new(16, 4, 1, 2, 16, 32));
+    let config = selfsup::train::PretrainConfig::cifar(method.clone(), backbone.clone(), 1);
+    selfsup::train::build_model(&config, backbone.init(device).unwrap(), 8, device).unwrap()
 }
 
 #[test]
@@ -189,8 +200,9 @@ fn vit_methods_two_training_steps_match_the_cpu_within_1e_3() {
         AnyMethodConfig::lejepa(Preset::Cifar),
     ];
     for method in methods {
-        let cpu = vit_two_step_losses(&method, &Device::flex().autodiff());
-        let gpu = vit_two_step_losses(&method, &wgpu);
+        let weights = vit_model(&method, &Device::flex().autodiff()).into_record();
+        let cpu = vit_two_step_losses(&method, &weights, &Device::flex().autodiff());
+        let gpu = vit_two_step_losses(&method, &weights, &wgpu);
         for (c, g) in cpu.iter().zip(&gpu) {
             assert!(
                 (c - g).abs() <= 1e-3 * c.abs().max(1.0),
