@@ -1,6 +1,6 @@
 //! The CPU kernels behind the `flex` feature, and with them every `unsafe` block of the crate:
 //! fast convolutions ([`conv`]), fused batch norm ([`batch_norm`]), the fused LARS step
-//! ([`lars`]), contiguous f32 access to flex tensors, and the allocator setting
+//! (`lars`), contiguous f32 access to flex tensors, and the allocator setting
 //! ([`allocator`]) that keeps freed activations in the process.
 //!
 //! Nothing here is needed to use the crate: [`crate::conv::conv2d`], [`crate::batch_norm`] and

@@ -11,7 +11,7 @@
 //!   and what happens before and after each step and at the start of each epoch.
 //!
 //! The training loop ([`crate::train`]) is generic over [`MethodConfig`]: a method written
-//! outside this crate trains through [`crate::train::pretrain`] like the built-in ones
+//! outside this crate trains through [`crate::train::pretrain()`] like the built-in ones
 //! (`tests/custom_method.rs` does it). The built-in methods are the arms of [`AnyMethodConfig`]
 //! and [`AnyMethod`], generated from one list in `builtin.rs`: adding a method is its file plus
 //! one line there.
