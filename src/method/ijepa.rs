@@ -22,8 +22,7 @@
 //! scale. The ViT here keeps torchvision's class token, which both encoders run and the method
 //! ignores (the reference ViT has none).
 
-use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +32,10 @@ use super::{
     StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
-use crate::backbone::vit::{EncoderBlock, TorchLinear, gather_tokens};
+use crate::backbone::vit::gather_tokens;
 use crate::check;
 use crate::error::{Error, Result};
-use crate::model::ProjectionHeadConfig;
+use crate::model::{ProjectionHeadConfig, TokenTransformer, TokenTransformerShape};
 use crate::optim::{EmaConfig, LrConfig, OptimizerConfig};
 
 /// I-JEPA's configuration.
@@ -122,37 +121,30 @@ impl MethodConfig for IjepaConfig {
     }
 
     fn init(&self, setup: &MethodSetup, device: &Device) -> Result<Ijepa> {
-        let (d, dp) = (setup.feature_dim, self.predictor_dim);
-        let blocks = (0..self.predictor_depth)
-            .map(|_| EncoderBlock::new(dp, self.predictor_heads, 4 * dp, 1e-6, device))
-            .collect();
         Ok(Ijepa {
-            predictor_embed: TorchLinear::xavier(d, dp, 0.0, device),
-            mask_token: Param::from_tensor(Tensor::random(
-                [1, 1, dp],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
-            predictor_blocks: blocks,
-            predictor_norm: LayerNormConfig::new(dp).with_epsilon(1e-6).init(device),
-            predictor_proj: TorchLinear::xavier(dp, d, 0.0, device),
+            predictor: self.predictor_shape(setup.feature_dim).init(device),
         })
+    }
+}
+
+impl IjepaConfig {
+    /// The predictor for encoder tokens of width `feature_dim` (it predicts that width).
+    fn predictor_shape(&self, feature_dim: usize) -> TokenTransformerShape {
+        TokenTransformerShape {
+            input_dim: feature_dim,
+            width: self.predictor_dim,
+            depth: self.predictor_depth,
+            heads: self.predictor_heads,
+            output_dim: feature_dim,
+        }
     }
 }
 
 /// The I-JEPA module: the predictor (trained with the context encoder).
 #[derive(Module, Debug)]
 pub struct Ijepa {
-    /// Encoder width to predictor width.
-    pub predictor_embed: TorchLinear,
-    /// The learned token put at every target position, `[1, 1, predictor_dim]`.
-    pub mask_token: Param<Tensor<3>>,
-    /// The predictor's transformer blocks.
-    pub predictor_blocks: Vec<EncoderBlock>,
-    /// The predictor's final LayerNorm.
-    pub predictor_norm: LayerNorm,
-    /// Predictor width back to the encoder's.
-    pub predictor_proj: TorchLinear,
+    /// Context tokens and mask tokens at the target positions to predicted target tokens.
+    pub predictor: TokenTransformer,
 }
 
 impl Method for Ijepa {
@@ -206,8 +198,8 @@ impl Ijepa {
     /// The predictor on the context tokens (`[B, 1 + K_c, D]`, class token first) for every
     /// target block of `masks`: `[M * B, K_t, D]`, block-major.
     pub fn predictor(&self, context: Tensor<3>, masks: &Masks) -> Result<Tensor<3>> {
-        let [b, k, d] = context.dims();
-        let dp = self.mask_token.dims()[2];
+        let [b, k, _] = context.dims();
+        let dp = self.predictor.width();
         let blocks = masks.targets.len();
         if blocks == 0 {
             return Err(Error::MissingInput {
@@ -215,32 +207,20 @@ impl Ijepa {
                 what: "target blocks in the masks".into(),
             });
         }
+        let n = masks.grid * masks.grid;
         let positions = sincos_positions(masks.grid, dp, &context.device())
-            .narrow(0, 1, masks.grid * masks.grid)
+            .narrow(0, 1, n)
             .unsqueeze_dim::<3>(0)
-            .expand([b, masks.grid * masks.grid, dp]);
+            .expand([b, n, dp]);
         let at = |indices: &Tensor<2, Int>| gather_tokens(positions.clone(), indices.clone());
-        let context = self
-            .predictor_embed
-            .forward(context.narrow(1, 1, k - 1).reshape([b * (k - 1), d]))
-            .reshape([b, k - 1, dp])
-            + at(&masks.keep)?;
+        let context = self.predictor.embed(context.narrow(1, 1, k - 1)) + at(&masks.keep)?;
         let kt = masks.targets[0].dims()[1];
         let mut sequences = Vec::with_capacity(blocks);
         for block in &masks.targets {
-            let queries = self.mask_token.val().expand([b, kt, dp]) + at(block)?;
+            let queries = self.predictor.mask_tokens(b, kt) + at(block)?;
             sequences.push(Tensor::cat(vec![context.clone(), queries], 1));
         }
-        let x = Tensor::cat(sequences, 0);
-        let x = self
-            .predictor_blocks
-            .iter()
-            .fold(x, |x, block| block.forward(x));
-        let x = self.predictor_norm.forward(x).narrow(1, k - 1, kt);
-        Ok(self
-            .predictor_proj
-            .forward(x.reshape([blocks * b * kt, dp]))
-            .reshape([blocks * b, kt, d]))
+        Ok(self.predictor.predict_last(Tensor::cat(sequences, 0), kt))
     }
 
     /// I-JEPA's energy of each image `[B]`: the mean smooth-L1 prediction error over its

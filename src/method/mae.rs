@@ -14,8 +14,7 @@
 //! 40 warmup epochs at ImageNet scale), one view cropped at scale 0.2-1 with flips; decoder 8
 //! blocks of width 512 (16 heads) at ImageNet scale, 4 of width 256 (8 heads) at CIFAR scale.
 
-use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -24,10 +23,9 @@ use super::{
     StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
-use crate::backbone::vit::{EncoderBlock, TorchLinear};
 use crate::check;
 use crate::error::{Error, Result};
-use crate::model::ProjectionHeadConfig;
+use crate::model::{ProjectionHeadConfig, TokenTransformer, TokenTransformerShape};
 use crate::optim::{EmaConfig, LrConfig, OptimizerConfig};
 
 /// MAE's configuration.
@@ -86,18 +84,7 @@ impl MethodConfig for MaeConfig {
             ("method.decoder_dim", self.decoder_dim),
             ("method.decoder_heads", self.decoder_heads),
         ])?;
-        let dim = self.decoder_dim;
-        if !dim.is_multiple_of(self.decoder_heads) || !dim.is_multiple_of(4) {
-            return Err(Error::invalid_config(
-                "method.decoder_dim",
-                self.decoder_dim,
-                format!(
-                    "a multiple of 4 and of decoder_heads ({})",
-                    self.decoder_heads
-                ),
-            ));
-        }
-        Ok(())
+        self.decoder_shape(1).validate("method.decoder")
     }
 
     fn heads(&self, _feature_dim: usize, _width: f64) -> Heads {
@@ -131,40 +118,32 @@ impl MethodConfig for MaeConfig {
     }
 
     fn init(&self, setup: &MethodSetup, device: &Device) -> Result<Mae> {
-        let (d, dd) = (setup.feature_dim, self.decoder_dim);
-        let pixels = self.patch_size * self.patch_size * 3;
-        let blocks = (0..self.decoder_depth)
-            .map(|_| EncoderBlock::new(dd, self.decoder_heads, 4 * dd, 1e-6, device))
-            .collect();
         Ok(Mae {
-            decoder_embed: TorchLinear::xavier(d, dd, 0.0, device),
-            mask_token: Param::from_tensor(Tensor::random(
-                [1, 1, dd],
-                burn::tensor::Distribution::Normal(0.0, 0.02),
-                device,
-            )),
-            decoder_blocks: blocks,
-            decoder_norm: LayerNormConfig::new(dd).with_epsilon(1e-6).init(device),
-            decoder_pred: TorchLinear::xavier(dd, pixels, 0.0, device),
+            decoder: self.decoder_shape(setup.feature_dim).init(device),
             patch_size: self.patch_size,
             norm_pix_loss: self.norm_pix_loss,
         })
     }
 }
 
+impl MaeConfig {
+    /// The decoder for encoder tokens of width `input_dim`.
+    fn decoder_shape(&self, input_dim: usize) -> TokenTransformerShape {
+        TokenTransformerShape {
+            input_dim,
+            width: self.decoder_dim,
+            depth: self.decoder_depth,
+            heads: self.decoder_heads,
+            output_dim: self.patch_size * self.patch_size * 3,
+        }
+    }
+}
+
 /// The MAE module: the decoder (trained with the encoder) and the loss settings.
 #[derive(Module, Debug)]
 pub struct Mae {
-    /// Encoder width to decoder width.
-    pub decoder_embed: TorchLinear,
-    /// The learned token put at every masked position, `[1, 1, decoder_dim]`.
-    pub mask_token: Param<Tensor<3>>,
-    /// The decoder's transformer blocks.
-    pub decoder_blocks: Vec<EncoderBlock>,
-    /// The decoder's final LayerNorm.
-    pub decoder_norm: LayerNorm,
-    /// Decoder width to the `p^2 * 3` pixels of a patch.
-    pub decoder_pred: TorchLinear,
+    /// The decoder: encoder tokens and mask tokens to the pixels of every patch.
+    pub decoder: TokenTransformer,
     /// Side of a patch.
     pub patch_size: usize,
     /// Normalised pixel targets.
@@ -209,31 +188,17 @@ impl Mae {
             context: "MAE decoder".into(),
             what: "the masks' restore order (MAE's random masking)".into(),
         })?;
-        let [b, k, d] = tokens.dims();
-        let x = self
-            .decoder_embed
-            .forward(tokens.reshape([b * k, d]))
-            .reshape([b, k, self.mask_token.dims()[2]]);
-        let dd = x.dims()[2];
+        let [b, k, _] = tokens.dims();
+        let x = self.decoder.embed(tokens);
+        let dd = self.decoder.width();
         let n = masks.grid * masks.grid;
         let visible = x.clone().narrow(1, 1, k - 1);
-        let mask_tokens = self.mask_token.val().expand([b, n + 1 - k, dd]);
-        let shuffled = Tensor::cat(vec![visible, mask_tokens], 1);
+        let shuffled = Tensor::cat(vec![visible, self.decoder.mask_tokens(b, n + 1 - k)], 1);
         let index = restore.unsqueeze_dim::<3>(2).expand([b, n, dd]);
         let unshuffled = shuffled.gather(1, index);
         let x = Tensor::cat(vec![x.narrow(1, 0, 1), unshuffled], 1);
         let positions = sincos_positions(masks.grid, dd, &x.device());
-        let x = x + positions.unsqueeze();
-        let x = self
-            .decoder_blocks
-            .iter()
-            .fold(x, |x, block| block.forward(x));
-        let x = self.decoder_norm.forward(x).narrow(1, 1, n);
-        let pixels = self.decoder_pred.weight.dims()[0];
-        Ok(self
-            .decoder_pred
-            .forward(x.reshape([b * n, dd]))
-            .reshape([b, n, pixels]))
+        Ok(self.decoder.predict_last(x + positions.unsqueeze(), n))
     }
 }
 
