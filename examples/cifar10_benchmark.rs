@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use selfsup::augment::ViewTransform;
-use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem};
+use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig};
 use selfsup::data::{
     ImageDataset, LoaderConfig, Subset, ViewLoader, holdout_last_per_class, open_dataset,
 };
@@ -56,7 +56,7 @@ use selfsup::train::{
 #[derive(Parser, Debug)]
 struct Args {
     /// Any built-in method (byol, simsiam, barlow-twins or barlow, swav, vicreg, simclr,
-    /// moco, dino, deepcluster).
+    /// moco, dino, deepcluster, lejepa; mae and ijepa with --vit-depth).
     #[arg(long, default_value = "byol")]
     method: String,
     /// Pretraining epochs.
@@ -77,6 +77,10 @@ struct Args {
     /// ResNet-18 width (first-stage channels).
     #[arg(long, default_value_t = 16)]
     width: usize,
+    /// A ViT-Tiny of this many blocks (4-pixel patches, width 192, 3 heads) instead of the
+    /// ResNet-18 (needed by mae and ijepa; e.g. 6 for the 4-epoch protocol on 2 cores).
+    #[arg(long)]
+    vit_depth: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -214,11 +218,18 @@ fn main() -> selfsup::Result<()> {
     );
 
     let method = method(&args.method)?;
-    let backbone = BackboneConfig::ResNet(
-        ResNetConfig::resnet18()
-            .with_stem(Stem::Cifar)
-            .with_width(args.width),
-    );
+    let backbone = match args.vit_depth {
+        Some(depth) => {
+            let mut vit = VitConfig::cifar_tiny();
+            vit.num_layers = depth;
+            BackboneConfig::Vit(vit)
+        }
+        None => BackboneConfig::ResNet(
+            ResNetConfig::resnet18()
+                .with_stem(Stem::Cifar)
+                .with_width(args.width),
+        ),
+    };
     let mut config = PretrainConfig::cifar(method, backbone, args.epochs);
     config.optimizer = optimizer(config.optimizer.clone(), &args)?;
     config.head_width = 0.25;
