@@ -130,6 +130,22 @@ fn method(name: &str) -> selfsup::Result<AnyMethodConfig> {
     AnyMethodConfig::preset(name, Preset::Cifar)
 }
 
+/// The ResNet-18 at `--width`, or the ViT-Tiny of `--vit-depth` blocks.
+fn backbone(args: &Args) -> BackboneConfig {
+    match args.vit_depth {
+        Some(depth) => {
+            let mut vit = VitConfig::cifar_tiny();
+            vit.num_layers = depth;
+            BackboneConfig::Vit(vit)
+        }
+        None => BackboneConfig::ResNet(
+            ResNetConfig::resnet18()
+                .with_stem(Stem::Cifar)
+                .with_width(args.width),
+        ),
+    }
+}
+
 /// The method's optimiser, with the kind, weight decay and LARS eta the flags ask for.
 fn optimizer(preset: OptimizerConfig, args: &Args) -> selfsup::Result<OptimizerConfig> {
     let mut c = match args.optimizer.as_deref() {
@@ -218,18 +234,7 @@ fn main() -> selfsup::Result<()> {
     );
 
     let method = method(&args.method)?;
-    let backbone = match args.vit_depth {
-        Some(depth) => {
-            let mut vit = VitConfig::cifar_tiny();
-            vit.num_layers = depth;
-            BackboneConfig::Vit(vit)
-        }
-        None => BackboneConfig::ResNet(
-            ResNetConfig::resnet18()
-                .with_stem(Stem::Cifar)
-                .with_width(args.width),
-        ),
-    };
+    let backbone = backbone(&args);
     let mut config = PretrainConfig::cifar(method, backbone, args.epochs);
     config.optimizer = optimizer(config.optimizer.clone(), &args)?;
     config.head_width = 0.25;

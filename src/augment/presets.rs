@@ -152,20 +152,7 @@ impl ViewTransform {
             Scale::Full(s) => s,
             Scale::Cifar => 32,
         };
-        Self::from_recipes([ViewRecipe {
-            crop: Crop::RandomResized {
-                size,
-                scale: crop_scale,
-                ratio: Crop::DEFAULT_RATIO,
-            },
-            horizontal_flip: 0.5,
-            color_jitter: None,
-            grayscale: 0.0,
-            blur: None,
-            solarize: 0.0,
-            normalize: Normalize::IMAGENET,
-            allow_upscaling: false,
-        }])
+        Self::from_recipes([ViewRecipe::crop_and_flip(size, crop_scale)])
     }
 
     /// The deterministic evaluation view: resize the shorter side to `resize` (if given),

@@ -54,6 +54,26 @@ impl ViewRecipe {
         }
     }
 
+    /// A random resized crop of `size` pixels at area `scale` with a horizontal flip (p 0.5),
+    /// no colour distortion, ImageNet normalisation: MAE's and I-JEPA's view, and
+    /// fine-tuning's default augmentation.
+    pub fn crop_and_flip(size: usize, scale: (f64, f64)) -> Self {
+        Self {
+            crop: Crop::RandomResized {
+                size,
+                scale,
+                ratio: Crop::DEFAULT_RATIO,
+            },
+            horizontal_flip: 0.5,
+            color_jitter: None,
+            grayscale: 0.0,
+            blur: None,
+            solarize: 0.0,
+            normalize: Normalize::IMAGENET,
+            allow_upscaling: false,
+        }
+    }
+
     /// The view's side length.
     pub fn size(&self) -> usize {
         self.crop.size()

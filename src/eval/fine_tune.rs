@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::report::{ClassificationReport, argmax_classes};
-use crate::augment::{Crop, Normalize, ViewRecipe, ViewTransform};
+use crate::augment::{ViewRecipe, ViewTransform};
 use crate::backbone::Encoder;
 use crate::data::{ImageDataset, LoaderConfig, ViewLoader, check_same_classes};
 use crate::error::{Error, Result};
@@ -66,20 +66,7 @@ impl FineTuneConfig {
             batch_size: 128,
             lr: 0.05,
             optimizer: OptimizerConfig::cifar_sgd(),
-            views: ViewTransform::from_recipes([ViewRecipe {
-                crop: Crop::RandomResized {
-                    size: image_size,
-                    scale: (0.5, 1.0),
-                    ratio: Crop::DEFAULT_RATIO,
-                },
-                horizontal_flip: 0.5,
-                color_jitter: None,
-                grayscale: 0.0,
-                blur: None,
-                solarize: 0.0,
-                normalize: Normalize::IMAGENET,
-                allow_upscaling: false,
-            }]),
+            views: ViewTransform::from_recipes([ViewRecipe::crop_and_flip(image_size, (0.5, 1.0))]),
             seed: 0,
             layer_decay: None,
         }
