@@ -277,38 +277,25 @@ fn main() -> selfsup::Result<()> {
     let train_seconds: f64 = epoch_seconds.iter().sum();
     let trained_images = (trained.steps * args.batch) as f64;
 
-    let evaluate = |encoder: &selfsup::backbone::Backbone| -> selfsup::Result<(f64, f64)> {
-        let knn = knn_accuracy(encoder, &eval, config.knn, &device)?;
-        let probe = linear_probe(
-            encoder,
-            train.clone(),
-            val.clone(),
-            &eval.transform,
-            &LinearProbeConfig::default(),
-            &device,
-        )?;
-        Ok((knn, probe.top1))
+    let scores = if args.train_only {
+        Scores::default()
+    } else {
+        final_scores(&trained.backbone(), &config, &eval, &device)?
     };
-    let (mut knn, mut probe, mut random_knn, mut random_probe, mut pixels) =
-        (None, None, None, None, None);
-    if !args.train_only {
-        let (trained_knn, trained_probe) = evaluate(&trained.backbone())?;
-        let (init_knn, init_probe) = evaluate(&init_backbone(&config, &device)?.valid())?;
-        (knn, probe) = (Some(trained_knn), Some(trained_probe));
-        (random_knn, random_probe) = (Some(init_knn), Some(init_probe));
-        pixels = Some(raw_pixel_knn(
-            train.clone(),
-            val.clone(),
-            &eval.transform,
-            &device,
-        )?);
-    }
+    let Scores {
+        knn,
+        probe,
+        random_knn,
+        random_probe,
+        pixels,
+    } = scores;
 
     let summary = serde_json::json!({
         "tool": "selfsup",
         "method": args.method,
         "epochs": args.epochs,
         "width": args.width,
+        "backbone": config.backbone,
         "batch": args.batch,
         "warmup_epochs": args.warmup,
         "base_lr": config.lr.base_lr,
@@ -331,15 +318,66 @@ fn main() -> selfsup::Result<()> {
         "total_seconds": started.elapsed().as_secs_f64(),
     });
     println!("{summary}");
-    if let Some(out) = &args.out {
-        let io = |source| selfsup::Error::Io {
-            path: out.clone(),
-            source,
-        };
-        if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(out, format!("{summary}\n")).map_err(io)?;
+    match &args.out {
+        Some(out) => write_summary(out, &summary),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The final evaluations: kNN and linear probe of the trained and the random-init encoder,
+/// and kNN on raw pixels (all `None` for a throughput run).
+#[derive(Default)]
+struct Scores {
+    knn: Option<f64>,
+    probe: Option<f64>,
+    random_knn: Option<f64>,
+    random_probe: Option<f64>,
+    pixels: Option<f64>,
+}
+
+fn final_scores(
+    trained: &selfsup::backbone::Backbone,
+    config: &PretrainConfig,
+    eval: &KnnEvaluation,
+    device: &Device,
+) -> selfsup::Result<Scores> {
+    let evaluate = |encoder: &selfsup::backbone::Backbone| -> selfsup::Result<(f64, f64)> {
+        let knn = knn_accuracy(encoder, eval, config.knn, device)?;
+        let probe = linear_probe(
+            encoder,
+            eval.bank.clone(),
+            eval.queries.clone(),
+            &eval.transform,
+            &LinearProbeConfig::default(),
+            device,
+        )?;
+        Ok((knn, probe.top1))
+    };
+    let (knn, probe) = evaluate(trained)?;
+    let (random_knn, random_probe) = evaluate(&init_backbone(config, device)?.valid())?;
+    let pixels = raw_pixel_knn(
+        eval.bank.clone(),
+        eval.queries.clone(),
+        &eval.transform,
+        device,
+    )?;
+    Ok(Scores {
+        knn: Some(knn),
+        probe: Some(probe),
+        random_knn: Some(random_knn),
+        random_probe: Some(random_probe),
+        pixels: Some(pixels),
+    })
+}
+
+/// Writes the JSON summary line to `out`, creating its folder.
+fn write_summary(out: &std::path::Path, summary: &serde_json::Value) -> selfsup::Result<()> {
+    let io = |source| selfsup::Error::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(out, format!("{summary}\n")).map_err(io)
 }

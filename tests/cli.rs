@@ -567,7 +567,7 @@ fn evaluation_data_is_checked_before_training() {
 fn a_vit_pretrains_and_exports_from_the_command_line_and_refuses_a_width() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = selfsup(&[
+    let mut args = vec![
         "pretrain",
         "--data",
         SAMPLE,
@@ -575,20 +575,15 @@ fn a_vit_pretrains_and_exports_from_the_command_line_and_refuses_a_width() {
         "lejepa",
         "--backbone",
         "vit-tiny",
-        "--head-width",
-        "0.05",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--workers",
-        "2",
         "--no-progress",
         "--device",
         "cpu",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    // TINY's run settings without its convnet backbone.
+    args.extend(&TINY[4..]);
+    let o = selfsup(&args);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("done: 2 steps"), "{}", text(&o));
     let exported = dir.path().join("vit.safetensors");
