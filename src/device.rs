@@ -73,25 +73,35 @@ fn not_compiled(name: &str, feature: &str) -> Error {
 /// no usable adapter is an error; `Auto` then falls back to the next choice (cuda, a wgpu
 /// GPU, the CPU; wgpu's software device only when the CPU backend was not compiled in).
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    select_device_at(choice, 0)
+}
+
+/// [`select_device`] with GPU number `gpu` of its kind: each rank of a data-parallel run on
+/// one machine takes the GPU of its local rank
+/// ([`World::local_rank`](crate::distributed::World::local_rank)). The CPU is shared.
+pub fn select_device_at(choice: DeviceChoice, gpu: usize) -> Result<Device> {
     match choice {
-        DeviceChoice::Auto => select_device(DeviceChoice::Cuda)
-            .or_else(|_| wgpu_gpu())
+        DeviceChoice::Auto => select_device_at(DeviceChoice::Cuda, gpu)
+            .or_else(|_| wgpu_gpu(gpu))
             .or_else(|_| cpu())
-            .or_else(|_| select_device(DeviceChoice::Wgpu)),
+            .or_else(|_| select_device_at(DeviceChoice::Wgpu, gpu)),
         DeviceChoice::Cpu => cpu(),
-        DeviceChoice::Wgpu => usable(wgpu(burn::tensor::DeviceKind::DefaultDevice)?, "wgpu"),
-        DeviceChoice::Cuda => usable(cuda()?, "cuda"),
+        DeviceChoice::Wgpu if gpu == 0 => {
+            usable(wgpu(burn::tensor::DeviceKind::DefaultDevice)?, "wgpu")
+        }
+        DeviceChoice::Wgpu => wgpu_gpu(gpu),
+        DeviceChoice::Cuda => usable(cuda(gpu)?, "cuda"),
     }
 }
 
-/// The first usable hardware GPU through wgpu: discrete, integrated, then virtual.
-fn wgpu_gpu() -> Result<Device> {
+/// The usable hardware GPU number `index` through wgpu: discrete, integrated, then virtual.
+fn wgpu_gpu(index: usize) -> Result<Device> {
     use burn::tensor::DeviceKind;
     let mut last = not_compiled("wgpu", "wgpu");
     for kind in [
-        DeviceKind::DiscreteGpu(0),
-        DeviceKind::IntegratedGpu(0),
-        DeviceKind::VirtualGpu(0),
+        DeviceKind::DiscreteGpu(index),
+        DeviceKind::IntegratedGpu(index),
+        DeviceKind::VirtualGpu(index),
     ] {
         match wgpu(kind).and_then(|d| usable(d, "wgpu")) {
             Ok(device) => return Ok(device),
@@ -160,12 +170,12 @@ fn wgpu(_kind: burn::tensor::DeviceKind) -> Result<Device> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<Device> {
-    Ok(Device::cuda(0))
+fn cuda(index: usize) -> Result<Device> {
+    Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<Device> {
+fn cuda(_index: usize) -> Result<Device> {
     Err(not_compiled("cuda", "cuda"))
 }
 

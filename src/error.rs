@@ -145,6 +145,15 @@ pub enum Error {
         /// What failed.
         source: Box<Error>,
     },
+    /// The ranks of a data-parallel run cannot work together (MPI missing or failing, the
+    /// ranks' parameters drifted apart).
+    #[error("distributed run, rank {rank}: {reason}")]
+    Distributed {
+        /// The rank that found the problem.
+        rank: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A background worker thread stopped unexpectedly.
     #[error("data loader worker failed: {0}")]
     Worker(String),

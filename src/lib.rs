@@ -69,6 +69,7 @@ pub mod collapse;
 pub mod conv;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod energy;
 pub mod error;
 pub mod eval;

@@ -12,7 +12,9 @@ use crate::backbone::Encoder;
 use crate::check;
 use crate::collapse::{CollapseStats, CollapseValues};
 use crate::error::{Error, Result};
-use crate::method::{AnyMethod, Method, ScheduleValues, StepContext, ViewEmbeddings};
+use crate::method::{
+    AnyMethod, GlobalBatch, Method, Requirements, ScheduleValues, StepContext, ViewEmbeddings,
+};
 use crate::model::JointEmbedding;
 use crate::optim::GroupedOptimizer;
 
@@ -97,13 +99,31 @@ pub fn train_step_masked<E: Encoder, M: Method>(
         method: model.method.before_step(context)?,
         ..model
     };
-    let embeddings = model
+    let world = crate::distributed::active().world;
+    let local = model
         .embedding
         .embed_batch(&views, num_global, &requirements, masks)?;
+    let (embeddings, indices) = global_embeddings(local, &requirements, context.indices)?;
+    let context = &StepContext {
+        indices: &indices,
+        ..*context
+    };
     let loss = model.method.loss(&embeddings, context)?;
-    let loss_value = finite_loss(model.method.name(), &loss, &embeddings)?;
+    let mut loss_value = finite_loss(model.method.name(), &loss, &embeddings)?;
     let collapse = collapse_values(&embeddings)?;
+    // Each rank backpropagates its share of the mean of the ranks' losses; summing the
+    // ranks' gradients then gives the gradient of that mean (crate::distributed).
+    let loss = if world.is_distributed() {
+        loss.div_scalar(world.size() as f64)
+    } else {
+        loss
+    };
     let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    if world.is_distributed() {
+        let mut reported = [loss_value];
+        crate::distributed::sum_gradients(&model, &mut grads, &mut reported, &world)?;
+        loss_value = reported[0] / world.size() as f32;
+    }
     let frozen = model
         .method
         .frozen_parameters(&model.embedding.online.projector, context);
@@ -130,6 +150,25 @@ pub fn train_step_masked<E: Encoder, M: Method>(
             collapse,
         },
     ))
+}
+
+/// The embeddings and dataset indices the method sees: on several ranks, those of the whole
+/// global batch when its loss compares embeddings across the batch
+/// ([`GlobalBatch::Gathered`]), else this rank's own.
+pub(crate) fn global_embeddings(
+    local: ViewEmbeddings,
+    requirements: &Requirements,
+    indices: &[usize],
+) -> Result<(ViewEmbeddings, Vec<usize>)> {
+    let world = crate::distributed::active().world;
+    if world.is_distributed() && requirements.global_batch == GlobalBatch::Gathered {
+        Ok((
+            crate::distributed::gather_embeddings(local)?,
+            crate::distributed::gather_indices(indices),
+        ))
+    } else {
+        Ok((local, indices.to_vec()))
+    }
 }
 
 /// The loss value on the host; a NaN or infinite loss is an error naming the first

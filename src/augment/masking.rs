@@ -306,6 +306,30 @@ pub struct Masks {
 }
 
 impl HostMasks {
+    /// The masks of images `start..start + len` of the batch (a rank's share).
+    pub fn rows(&self, start: usize, len: usize) -> HostMasks {
+        let n = self.grid * self.grid;
+        let take = |values: &[i64], per_image: usize| {
+            values[start * per_image..(start + len) * per_image].to_vec()
+        };
+        HostMasks {
+            grid: self.grid,
+            keep: take(&self.keep, self.keep_count),
+            keep_count: self.keep_count,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| take(t, self.target_count))
+                .collect(),
+            target_count: self.target_count,
+            restore: if self.restore.is_empty() {
+                Vec::new()
+            } else {
+                take(&self.restore, n)
+            },
+        }
+    }
+
     /// The masks of a batch of `batch` images on `device`.
     pub fn to_device(&self, batch: usize, device: &Device) -> Masks {
         let int = |values: &[i64], count: usize| {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageDataset;
 use crate::augment::{AugmentRng, HostMasks, Masks, ViewTransform};
+use crate::distributed::Shard;
 use crate::error::{Error, Result};
 
 /// How batches are formed and built.
@@ -158,6 +159,7 @@ pub struct ViewLoader {
     transform: Arc<ViewTransform>,
     config: LoaderConfig,
     device: Device,
+    shard: Shard,
 }
 
 impl ViewLoader {
@@ -194,7 +196,28 @@ impl ViewLoader {
             transform: Arc::new(transform),
             config,
             device: device.clone(),
+            shard: Shard::default(),
         })
+    }
+
+    /// The loader of one rank: every batch holds only `shard`'s images of the global batch
+    /// of `batch_size` ([`Shard`]), with the views and masks one process would draw for them.
+    /// The world size must divide the batch size, and the last, smaller batch is dropped.
+    pub fn with_shard(self, shard: Shard) -> Result<Self> {
+        shard.local_batch(self.config.batch_size)?;
+        if shard.size > 1 && !self.config.drop_last {
+            return Err(Error::invalid_config(
+                "loader.drop_last",
+                false,
+                "true when training on more than one rank (every rank needs a full share)",
+            ));
+        }
+        Ok(Self { shard, ..self })
+    }
+
+    /// This loader's rank's part of each global batch.
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// The dataset.
@@ -239,6 +262,7 @@ impl ViewLoader {
             self.config.seed,
             epoch,
             indices,
+            MaskRows::whole(indices),
         )
     }
 
@@ -273,6 +297,7 @@ impl ViewLoader {
                     transform: self.transform.clone(),
                     order: order.clone(),
                     batch_size: self.config.batch_size,
+                    shard: self.shard,
                     seed: self.config.seed,
                     epoch,
                     end,
@@ -296,6 +321,26 @@ impl ViewLoader {
     }
 }
 
+/// Which masks a batch takes: rows `start..start + len` of the masks drawn for a global batch
+/// of `global` images whose first image is `first` (so a rank's shard gets the rows one
+/// process would give those images).
+struct MaskRows {
+    first: u64,
+    global: usize,
+    start: usize,
+}
+
+impl MaskRows {
+    /// The masks of a batch that is its own global batch.
+    fn whole(indices: &[usize]) -> Self {
+        Self {
+            first: indices.first().map_or(0, |&i| i as u64),
+            global: indices.len(),
+            start: 0,
+        }
+    }
+}
+
 /// Decodes and augments the images at `indices` into one host batch.
 fn build_batch(
     dataset: &dyn ImageDataset,
@@ -303,6 +348,7 @@ fn build_batch(
     seed: u64,
     epoch: u64,
     indices: &[usize],
+    mask_rows: MaskRows,
 ) -> Result<HostBatch> {
     let sizes = transform.view_sizes();
     let b = indices.len();
@@ -324,11 +370,19 @@ fn build_batch(
         labels.push(dataset.label(index));
     }
     let labels = labels.into_iter().collect::<Option<Vec<usize>>>();
-    let first = indices.first().map_or(0, |&i| i as u64);
-    let masks = transform
-        .masking
-        .as_ref()
-        .map(|m| m.draw(sizes[0], b, [seed, epoch, first]));
+    let masks = transform.masking.as_ref().map(|m| {
+        let MaskRows {
+            first,
+            global,
+            start,
+        } = mask_rows;
+        let drawn = m.draw(sizes[0], global, [seed, epoch, first]);
+        if global == b {
+            drawn
+        } else {
+            drawn.rows(start, b)
+        }
+    });
     Ok(HostBatch {
         masks,
         views,
@@ -352,6 +406,7 @@ struct WorkerJob {
     transform: Arc<ViewTransform>,
     order: Arc<Vec<usize>>,
     batch_size: usize,
+    shard: Shard,
     seed: u64,
     epoch: u64,
     end: usize,
@@ -383,8 +438,21 @@ impl WorkerJob {
             if self.gate.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let start = batch * self.batch_size;
-            let stop = (start + self.batch_size).min(self.order.len());
+            let global_start = batch * self.batch_size;
+            let (start, stop) = if self.shard.size > 1 {
+                let rows = self.shard.positions(batch, self.batch_size);
+                (rows.start, rows.end)
+            } else {
+                (
+                    global_start,
+                    (global_start + self.batch_size).min(self.order.len()),
+                )
+            };
+            let mask_rows = MaskRows {
+                first: self.order[global_start] as u64,
+                global: (global_start + self.batch_size).min(self.order.len()) - global_start,
+                start: start - global_start,
+            };
             // A panic in a dataset or decoder must reach the consumer as an error: a dead
             // worker would otherwise leave it waiting for this batch forever.
             let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -394,6 +462,7 @@ impl WorkerJob {
                     self.seed,
                     self.epoch,
                     &self.order[start..stop],
+                    mask_rows,
                 )
             }));
             let result = built.unwrap_or_else(|panic| {

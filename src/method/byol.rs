@@ -19,8 +19,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, ViewEmbeddings, require_views, scaled,
+    GlobalBatch, Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext,
+    Requirements, StepContext, ViewEmbeddings, require_views, scaled,
 };
 use crate::augment::ViewTransform;
 use crate::energy::cosine_similarity;
@@ -102,6 +102,7 @@ impl Method for Byol {
         Requirements {
             predictor: true,
             momentum_target: true,
+            global_batch: GlobalBatch::Local,
             ..Requirements::default()
         }
     }

@@ -28,7 +28,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Progress, Recipe, RecipeContext,
+    GlobalBatch, Heads, Method, MethodConfig, MethodSetup, Preset, Progress, Recipe, RecipeContext,
     Requirements, StepContext, TargetViews, ViewEmbeddings, at_least_one, buffer, non_negative,
     positive, require_views, scaled, set_buffer,
 };
@@ -202,6 +202,7 @@ impl Method for Dino {
         Requirements {
             momentum_target: true,
             target_views: TargetViews::Global,
+            global_batch: GlobalBatch::Local,
             ..Requirements::default()
         }
     }
@@ -325,6 +326,7 @@ pub fn dino_center_update(
             found: all.dims().to_vec(),
         });
     }
-    let batch_center = all.mean_dim(0);
+    // The mean over the global batch: each rank's mean, averaged over ranks.
+    let batch_center = crate::distributed::mean_across_ranks(all.mean_dim(0))?;
     Ok(center.mul_scalar(momentum) + batch_center.mul_scalar(1.0 - momentum))
 }

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::mae::sincos_positions;
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, TokenInput, ViewEmbeddings, at_least_one,
+    GlobalBatch, Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext,
+    Requirements, StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
 use crate::backbone::vit::gather_tokens;
@@ -156,6 +156,7 @@ impl Method for Ijepa {
         Requirements {
             momentum_target: true,
             tokens: TokenInput::ContextAndTarget,
+            global_batch: GlobalBatch::Local,
             ..Requirements::default()
         }
     }

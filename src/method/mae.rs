@@ -19,8 +19,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, TokenInput, ViewEmbeddings, at_least_one,
+    GlobalBatch, Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext,
+    Requirements, StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
 use crate::check;
@@ -158,6 +158,7 @@ impl Method for Mae {
     fn requirements(&self) -> Requirements {
         Requirements {
             tokens: TokenInput::Kept,
+            global_batch: GlobalBatch::Local,
             ..Requirements::default()
         }
     }

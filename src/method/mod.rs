@@ -10,6 +10,12 @@
 //!   queue, DeepCluster's memory bank), so checkpoints save and restore it with the weights,
 //!   and what happens before and after each step and at the start of each epoch.
 //!
+//! On several ranks ([`crate::distributed`]) a method's [`Requirements::global_batch`] says
+//! whether its loss needs the whole global batch ([`GlobalBatch::Gathered`]: Barlow Twins,
+//! VICReg, SimCLR, SwAV, MoCo, DeepCluster-v2, LeJEPA, and any method that does not say) or
+//! is a mean over images ([`GlobalBatch::Local`]: BYOL, SimSiam, MAE, I-JEPA, and DINO, whose
+//! centre averages the ranks' batch means).
+//!
 //! The training loop ([`crate::train`]) is generic over [`MethodConfig`]: a method written
 //! outside this crate trains through [`crate::train::pretrain()`] like the built-in ones
 //! (`tests/custom_method.rs` does it). The built-in methods are the arms of [`AnyMethodConfig`]
@@ -154,6 +160,24 @@ pub enum TokenInput {
     ContextAndTarget,
 }
 
+/// How a method's loss uses the batch when training on several ranks
+/// ([`crate::distributed`]): what makes `N` ranks with `B` images each train exactly as one
+/// process with `N B`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GlobalBatch {
+    /// The loss compares embeddings across the batch (negatives, cross-correlation, variance
+    /// and covariance, Sinkhorn, SIGReg, a queue or memory bank filled from the batch): the
+    /// projections, predictions and targets of every rank are gathered (the local rows keep
+    /// their gradient) and every rank computes the loss, and the state update, of the whole
+    /// global batch. The safe choice, and the default.
+    #[default]
+    Gathered,
+    /// The loss is a mean over images (BYOL, SimSiam, MAE, I-JEPA; DINO, whose centre alone
+    /// needs the global batch and averages it over ranks itself): each rank computes it on its
+    /// own images, and averaging over ranks gives the global batch's.
+    Local,
+}
+
 /// What a method needs from the joint-embedding architecture and the training loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Requirements {
@@ -169,6 +193,8 @@ pub struct Requirements {
     pub initial_pass: bool,
     /// Tokens and masks instead of (or beside) pooled embeddings (MAE, I-JEPA).
     pub tokens: TokenInput,
+    /// What the loss needs of the batch on several ranks.
+    pub global_batch: GlobalBatch,
 }
 
 /// The heads of a method: projector, and predictor when the method has one.

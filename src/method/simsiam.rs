@@ -17,8 +17,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
-    StepContext, ViewEmbeddings, require_views, scaled,
+    GlobalBatch, Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext,
+    Requirements, StepContext, ViewEmbeddings, require_views, scaled,
 };
 use crate::augment::ViewTransform;
 use crate::energy::cosine_similarity;
@@ -98,6 +98,7 @@ impl Method for SimSiam {
     fn requirements(&self) -> Requirements {
         Requirements {
             predictor: true,
+            global_batch: GlobalBatch::Local,
             ..Requirements::default()
         }
     }

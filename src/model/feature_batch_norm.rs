@@ -87,7 +87,27 @@ impl FeatureBatchNorm {
 
     /// [`forward`](Self::forward), then a ReLU when `relu`; in training on the CPU both run in
     /// one pass of this crate's fused kernels (`crate::batch_norm`).
+    ///
+    /// On several ranks with synchronised batch norm
+    /// ([`DistributedConfig::sync_batch_norm`](crate::distributed::DistributedConfig)), the
+    /// batch statistics are those of the global batch: every rank's rows are gathered
+    /// (keeping their gradients), normalised together, and each rank keeps its own.
     pub fn forward_activated(&self, input: Tensor<2>, relu: bool) -> crate::Result<Tensor<2>> {
+        let active = crate::distributed::active();
+        if active.sync_batch_norm
+            && active.world.is_distributed()
+            && self.uses_batch_statistics(&input)
+        {
+            let local = input.dims()[0];
+            let all = crate::distributed::gather_rows(input)?;
+            let rows = active.world.shard().rows(local);
+            return Ok(self.normalize(all, relu)?.slice([rows]));
+        }
+        self.normalize(input, relu)
+    }
+
+    /// The normalisation of `input` with its own batch statistics (or the running ones).
+    fn normalize(&self, input: Tensor<2>, relu: bool) -> crate::Result<Tensor<2>> {
         let [batch, features] = input.dims();
         let device = input.device();
         let gamma = match &self.gamma {

@@ -10,6 +10,7 @@ use crate::augment::ViewTransform;
 use crate::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig, Stem};
 use crate::check::ensure;
 use crate::data::LoaderConfig;
+use crate::distributed::DistributedConfig;
 use crate::error::{Error, Result};
 use crate::eval::KnnConfig;
 use crate::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
@@ -87,6 +88,10 @@ pub struct PretrainConfig<C = AnyMethodConfig> {
     pub output_dir: Option<PathBuf>,
     /// Show a progress bar (without one, a line per epoch is printed).
     pub progress: bool,
+    /// Data-parallel settings, used on more than one rank ([`crate::distributed`]); written
+    /// only when they differ from the defaults.
+    #[serde(default, skip_serializing_if = "DistributedConfig::is_default")]
+    pub distributed: DistributedConfig,
 }
 
 impl<C: MethodConfig> PretrainConfig<C> {
@@ -115,6 +120,7 @@ impl<C: MethodConfig> PretrainConfig<C> {
             checkpoint_every_epochs: 1,
             output_dir: None,
             progress: true,
+            distributed: DistributedConfig::default(),
         }
     }
 

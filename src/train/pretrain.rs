@@ -15,6 +15,7 @@ use super::run::train_model;
 use crate::augment::ViewTransform;
 use crate::backbone::{Backbone, Encoder};
 use crate::data::{ImageDataset, check_same_classes};
+use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::eval::{KnnClassifier, KnnConfig, extract_features};
 use crate::method::{AnyMethodConfig, MethodConfig, MethodSetup, Progress, ScheduleValues};
@@ -78,6 +79,9 @@ pub struct PretrainOptions {
     pub knn: Option<KnnEvaluation>,
     /// Resume from this checkpoint (configuration and architecture must match).
     pub resume: Option<PathBuf>,
+    /// The ranks training together ([`World::init`] under `mpirun`; a world of one by
+    /// default). Every rank calls the pretraining function with the same configuration.
+    pub world: World,
 }
 
 /// The result of pretraining.

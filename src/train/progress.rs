@@ -10,6 +10,7 @@ use super::metrics::{EpochMetrics, StepMetrics};
 pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     epochs: usize,
+    silent: bool,
 }
 
 impl Reporter {
@@ -29,11 +30,27 @@ impl Reporter {
             bar.set_position(done as u64);
             bar
         });
-        Self { bar, epochs }
+        Self {
+            bar,
+            epochs,
+            silent: false,
+        }
+    }
+
+    /// A reporter that shows nothing (the ranks other than 0).
+    pub(crate) fn silent(epochs: usize) -> Self {
+        Self {
+            bar: None,
+            epochs,
+            silent: true,
+        }
     }
 
     /// Prints a line above the bar, or on stderr.
     pub(crate) fn line(&self, line: String) {
+        if self.silent {
+            return;
+        }
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(line),
             _ => eprintln!("{line}"),

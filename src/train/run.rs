@@ -15,17 +15,19 @@ use super::config::PretrainConfig;
 use super::metrics::{EpochMetrics, MetricsWriter, StepMetrics};
 use super::monitor::collapse_signals;
 use super::pretrain::{
-    CHECKPOINT_FILE, Control, METRICS_FILE, PretrainOptions, Pretrained, knn_accuracy, load_weights,
+    CHECKPOINT_FILE, Control, KnnEvaluation, METRICS_FILE, PretrainOptions, Pretrained,
+    knn_accuracy, load_weights,
 };
 use super::progress::Reporter;
 use super::schedules::Schedules;
 use crate::backbone::Encoder;
 use crate::data::{ImageDataset, ViewBatch, ViewLoader};
+use crate::distributed;
 use crate::error::{Error, Result};
 use crate::eval::effective_rank;
 use crate::method::{Method, MethodConfig, Progress, StepContext};
 use crate::optim::{GroupedOptimizer, ParamGroups};
-use crate::step::{SelfSupervised, train_step_masked};
+use crate::step::{SelfSupervised, global_embeddings, train_step_masked};
 
 /// The state of a run between steps, apart from the model (which moves through every step).
 struct Run<'a, C: MethodConfig> {
@@ -74,6 +76,28 @@ pub(crate) fn train_model<E: Encoder, C: MethodConfig>(
         // Reuse freed activations instead of faulting in fresh pages every step.
         crate::kernels::allocator::retain_freed_memory();
     }
+    let world = options.world;
+    let _active = distributed::activate(distributed::Active {
+        world,
+        sync_batch_norm: config.distributed.sync_batch_norm,
+    });
+    let trained = train_on_rank(config, model, architecture, dataset, device, options);
+    match trained {
+        // A rank that stops alone would leave the others waiting in a collective forever.
+        Err(e) if world.is_distributed() => world.abort(&e),
+        trained => trained,
+    }
+}
+
+/// [`train_model`] on this rank of its world.
+fn train_on_rank<E: Encoder, C: MethodConfig>(
+    config: &PretrainConfig<C>,
+    model: SelfSupervised<E, C::Method>,
+    architecture: &str,
+    dataset: Arc<dyn ImageDataset>,
+    device: &Device,
+    options: PretrainOptions,
+) -> Result<Pretrained<E, C::Method>> {
     let mut run = Run::new(config, &model, architecture, dataset, device, options)?;
     let (mut model, start_epoch) = run.resume(model)?;
     run.open_outputs(start_epoch)?;
@@ -111,7 +135,8 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         options: PretrainOptions,
     ) -> Result<Self> {
         let dataset_len = dataset.len();
-        let loader = ViewLoader::new(dataset, config.views.clone(), config.loader.clone(), device)?;
+        let loader = ViewLoader::new(dataset, config.views.clone(), config.loader.clone(), device)?
+            .with_shard(options.world.shard())?;
         let steps_per_epoch = loader.batches_per_epoch();
         let schedules = Schedules::new(config, steps_per_epoch)?;
         let optimizer = Self::optimizer(config, model, &schedules)?;
@@ -199,6 +224,10 @@ impl<'a, C: MethodConfig> Run<'a, C> {
     /// Creates the output folder, opens the metrics (dropping what the resumed checkpoint does
     /// not cover) and the progress display.
     fn open_outputs(&mut self, start_epoch: usize) -> Result<()> {
+        if !self.options.world.is_root() {
+            self.reporter = Reporter::silent(self.config.epochs);
+            return Ok(());
+        }
         if let Some(dir) = &self.config.output_dir {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.clone(),
@@ -247,16 +276,17 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         for batch in self.loader.epoch(u64::MAX) {
             let batch = batch?;
             let views: Vec<_> = batch.views.iter().map(|v| v.clone().autodiff()).collect();
-            let embeddings = untracked.embed_batch(
+            let local = untracked.embed_batch(
                 &views,
                 batch.num_global,
                 &requirements,
                 batch.masks.as_ref(),
             )?;
+            let (embeddings, indices) = global_embeddings(local, &requirements, &batch.indices)?;
             let context = StepContext {
                 progress: self.progress(0),
                 values: &values,
-                indices: &batch.indices,
+                indices: &indices,
             };
             method = method.after_step(&embeddings, &context)?;
         }
@@ -284,7 +314,7 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         let mut step_start = Instant::now();
         for batch in self.loader.epoch(epoch as u64) {
             let batch = batch?;
-            let images = batch.len();
+            let images = batch.len() * self.options.world.size();
             let (next, mut m) = self.step(model, batch, epoch)?;
             model = next;
             m.images_per_second = images as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
@@ -353,6 +383,11 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         )
         .map_err(at_step)?;
         self.step += 1;
+        let world = self.options.world;
+        let check_every = self.config.distributed.check_every_steps;
+        if world.is_distributed() && check_every > 0 && self.step.is_multiple_of(check_every) {
+            distributed::check_same_parameters(&model, &world, step).map_err(at_step)?;
+        }
         let effective_rank = rank_view
             .map(|view| effective_rank(model.embedding.online.backbone.valid().encode(view)))
             .transpose()
@@ -411,12 +446,7 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         let last_epoch = epoch + 1 == config.epochs;
         let due = |every: usize| last_epoch || (every > 0 && (epoch + 1).is_multiple_of(every));
         let knn_top1 = match &self.options.knn {
-            Some(eval) if due(config.knn_every_epochs) => Some(knn_accuracy(
-                &model.embedding.online.backbone,
-                eval,
-                config.knn,
-                &self.device,
-            )?),
+            Some(eval) if due(config.knn_every_epochs) => Some(self.knn_on_root(model, eval)?),
             _ => None,
         };
         let m = EpochMetrics {
@@ -442,10 +472,34 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         self.history.push(m);
         if let (Some(dir), true) = (&config.output_dir, due(config.checkpoint_every_epochs)) {
             let path = dir.join(CHECKPOINT_FILE);
-            self.snapshot(model, epoch + 1)?.write_atomic(&path)?;
+            if self.options.world.is_root() {
+                self.snapshot(model, epoch + 1)?.write_atomic(&path)?;
+            }
+            // The others wait, so a rank that goes on to resume finds the file complete.
+            self.options.world.barrier();
             self.checkpoint = Some(path);
         }
         Ok(())
+    }
+
+    /// kNN top-1 of the online backbone, computed by rank 0 and shared with every rank.
+    fn knn_on_root<E: Encoder>(
+        &self,
+        model: &SelfSupervised<E, C::Method>,
+        eval: &KnnEvaluation,
+    ) -> Result<f64> {
+        let world = self.options.world;
+        let mut accuracy = [0.0];
+        if world.is_root() {
+            accuracy[0] = knn_accuracy(
+                &model.embedding.online.backbone,
+                eval,
+                self.config.knn,
+                &self.device,
+            )?;
+        }
+        world.broadcast(&mut accuracy);
+        Ok(accuracy[0])
     }
 
     /// The training state after `epochs_completed` epochs.

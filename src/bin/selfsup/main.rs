@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use selfsup::Result;
-use selfsup::device::{DeviceChoice, select_device};
+use selfsup::device::{DeviceChoice, select_device, select_device_at};
+use selfsup::distributed::{self, World};
 
 #[derive(Parser)]
 #[command(
@@ -53,9 +54,12 @@ fn run(cli: Cli) -> Result<()> {
     {
         return pretrain::print_config(args);
     }
+    if let Command::Pretrain(args) = &cli.command {
+        return pretrain_on_world(args, choice);
+    }
     let device = select_device(choice)?;
     match cli.command {
-        Command::Pretrain(args) => pretrain::run(&args, &device),
+        Command::Pretrain(args) => pretrain::run(&args, &device, World::single()),
         Command::Knn(args) => evaluate::knn(&args, &device),
         Command::Probe(args) => evaluate::probe(&args, &device),
         Command::Finetune(args) => evaluate::finetune(&args, &device),
@@ -71,6 +75,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `selfsup pretrain` on every rank of the world it was launched into (`mpirun`, `srun`), each
+/// on the GPU of its local rank. An error on any rank ends every rank: the others would wait
+/// for it in a collective forever.
+fn pretrain_on_world(args: &pretrain::PretrainArgs, choice: DeviceChoice) -> Result<()> {
+    let world = World::init()?;
+    let outcome =
+        select_device_at(choice, world.local_rank()).and_then(|d| pretrain::run(args, &d, world));
+    match outcome {
+        Err(e) if world.is_distributed() => world.abort(&e),
+        outcome => {
+            distributed::finalize();
+            outcome
         }
     }
 }

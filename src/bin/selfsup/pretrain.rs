@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use selfsup::backbone::{BackboneConfig, ConvNetConfig, ResNetConfig, VitConfig};
 use selfsup::data::{ImageDataset, open_dataset};
+use selfsup::distributed::World;
 use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
 use selfsup::prelude::Device;
 use selfsup::report::{ReportData, write_report};
@@ -120,6 +121,10 @@ pub struct PretrainArgs {
     /// Hide the progress bar (a line per epoch is still printed).
     #[arg(long)]
     pub no_progress: bool,
+    /// Under `mpirun` / `srun`: normalise the heads' batch norm with the statistics of the
+    /// global batch (synchronised batch norm) rather than each rank's.
+    #[arg(long)]
+    pub sync_batch_norm: bool,
     /// Print the resulting configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -310,6 +315,9 @@ fn apply_flags(args: &PretrainArgs, c: &mut PretrainConfig) {
     if args.out.is_some() {
         c.output_dir = args.out.clone();
     }
+    if args.sync_batch_norm {
+        c.distributed.sync_batch_norm = true;
+    }
     if args.no_progress {
         c.progress = false;
     }
@@ -335,7 +343,7 @@ pub fn print_config(args: &PretrainArgs) -> Result<()> {
 }
 
 /// `selfsup pretrain`.
-pub fn run(args: &PretrainArgs, device: &Device) -> Result<()> {
+pub fn run(args: &PretrainArgs, device: &Device, world: World) -> Result<()> {
     let data = args.data.as_ref().ok_or_else(|| Error::MissingInput {
         context: "selfsup pretrain".into(),
         what: "--data (the training images)".into(),
@@ -361,9 +369,21 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<()> {
     let options = PretrainOptions {
         knn,
         resume: args.resume.clone(),
+        world,
         ..Default::default()
     };
     let trained = pretrain_with(&c, train, device, options)?;
+    if !world.is_root() {
+        // Rank 0 reports and writes the files.
+        return Ok(());
+    }
+    if world.is_distributed() {
+        println!(
+            "trained on {} ranks, {} images per rank per step",
+            world.size(),
+            c.loader.batch_size / world.size()
+        );
+    }
     if let Some(last) = trained.history.last() {
         println!(
             "done: {} steps, final loss {:.4}{}",
