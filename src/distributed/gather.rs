@@ -13,7 +13,7 @@ use crate::method::ViewEmbeddings;
 ///
 /// Differentiable like PyTorch's `GatherLayer` (SimCLR, VICReg, Barlow Twins): the backward
 /// pass sums the output's gradient over all ranks and hands each rank the rows of its own
-/// `x`, `dx_r = sum_s dL_s / dy[r B .. (r + 1) B]`, so a loss every rank computes on the
+/// `x`, `dx_r = sum_s dL_s / dy[r B .. (r + 1) B]` (one reduce-scatter), so a loss every rank computes on the
 /// gathered batch backpropagates into every rank's encoder. Every rank must call it, in the
 /// same order, as every rank must run the backward pass.
 pub fn gather_rows<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>> {
@@ -115,15 +115,14 @@ mod extension {
         Autodiff
     )]
     pub trait RankGather: Backend {
-        /// `[size * B, ...]` from every rank's `[B, ...]`; `rank` is this process's.
-        fn rank_gather_rows(x: FloatTensor<Self>, rank: usize, size: usize) -> FloatTensor<Self>;
+        /// `[size * B, ...]` from every rank's `[B, ...]` in a world of `size`.
+        fn rank_gather_rows(x: FloatTensor<Self>, size: usize) -> FloatTensor<Self>;
     }
 
     pub(super) fn gather_tracked<const D: usize>(x: Tensor<D>, world: &World) -> Tensor<D> {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as RankGather>::rank_gather_rows(
             x.into_dispatch(),
-            world.rank(),
             world.size(),
         ))
     }
@@ -153,11 +152,7 @@ mod extension {
     macro_rules! plain_gather {
         ($backend:ty) => {
             impl RankGather for $backend {
-                fn rank_gather_rows(
-                    x: FloatTensor<Self>,
-                    _rank: usize,
-                    size: usize,
-                ) -> FloatTensor<Self> {
+                fn rank_gather_rows(x: FloatTensor<Self>, size: usize) -> FloatTensor<Self> {
                     gather_primitive::<Self>(x, size)
                 }
             }
@@ -174,8 +169,8 @@ mod extension {
     /// Which rows of the gathered gradient belong to this rank.
     #[derive(Debug, Clone)]
     struct OwnRows {
-        rank: usize,
         local: usize,
+        size: usize,
     }
 
     #[derive(Debug)]
@@ -194,12 +189,11 @@ mod extension {
             let [parent] = ops.parents;
             let device = grad.device();
             let mut dims = grad.shape().to_vec();
-            let mut values = host_values::<B>(grad);
-            mpi_world::all_reduce_sum(&mut values);
+            let OwnRows { local, size } = ops.state;
+            // Each rank needs only the sum of its own rows: a reduce-scatter, not the
+            // all-reduce of the whole gathered gradient (GatherLayer's), half the bytes.
+            let own = mpi_world::reduce_scatter_sum(&host_values::<B>(grad), size);
             let Some(parent) = parent else { return };
-            let row: usize = dims[1..].iter().product();
-            let OwnRows { rank, local } = ops.state;
-            let own = values[rank * local * row..(rank + 1) * local * row].to_vec();
             dims[0] = local;
             grads.register::<B>(
                 parent.id,
@@ -209,7 +203,7 @@ mod extension {
     }
 
     impl<B: Backend, C: CheckpointStrategy> RankGather for Autodiff<B, C> {
-        fn rank_gather_rows(x: FloatTensor<Self>, rank: usize, size: usize) -> FloatTensor<Self> {
+        fn rank_gather_rows(x: FloatTensor<Self>, size: usize) -> FloatTensor<Self> {
             let local = x.primitive().shape().to_vec()[0];
             match GatherBackward
                 .prepare::<C>([x.node()])
@@ -217,7 +211,7 @@ mod extension {
                 .stateful()
             {
                 OpsKind::Tracked(prep) => prep.finish(
-                    OwnRows { rank, local },
+                    OwnRows { local, size },
                     gather_primitive::<B>(x.primitive().clone(), size),
                 ),
                 OpsKind::UnTracked(prep) => {

@@ -80,7 +80,8 @@ pub struct PretrainOptions {
     /// Resume from this checkpoint (configuration and architecture must match).
     pub resume: Option<PathBuf>,
     /// The ranks training together ([`World::init`] under `mpirun`; a world of one by
-    /// default). Every rank calls the pretraining function with the same configuration.
+    /// default). Every rank calls the pretraining function with the same configuration, and
+    /// its hooks must decide alike on every rank (a rank that stops alone is waited for).
     pub world: World,
 }
 
