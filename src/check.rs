@@ -59,6 +59,15 @@ pub(crate) fn finite<const D: usize>(
     }
 }
 
+/// The values of a float tensor as `f32` on the host; `what` names them in the error.
+pub(crate) fn host_f32<const D: usize>(tensor: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::tensor_read(what, e))
+}
+
 /// Reads a one-element tensor as `f32`.
 pub(crate) fn scalar(tensor: &Tensor<1>) -> f32 {
     tensor.clone().without_autodiff().into_scalar::<f32>()

@@ -4,7 +4,8 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::{World, active};
-use crate::error::{Error, Result};
+use crate::check::host_f32;
+use crate::error::Result;
 use crate::method::ViewEmbeddings;
 
 /// Every rank's `x` (`[B, ...]`, the same shape on every rank) concatenated along the first
@@ -32,12 +33,7 @@ pub fn gather_rows<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>> {
 fn host_gather<const D: usize>(x: Tensor<D>, world: &World) -> Result<Tensor<D>> {
     let mut dims = x.dims();
     let device = x.device();
-    let values = x
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::tensor_read("rows to gather across ranks", e))?;
+    let values = host_f32(x.detach(), "rows to gather across ranks")?;
     dims[0] *= world.size();
     Ok(Tensor::from_data(
         TensorData::new(world.all_gather(&values), dims),
@@ -81,12 +77,7 @@ pub(crate) fn mean_across_ranks<const D: usize>(x: Tensor<D>) -> Result<Tensor<D
     }
     let dims = x.dims();
     let device = x.device();
-    let mut values = x
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::tensor_read("statistics to average across ranks", e))?;
+    let mut values = host_f32(x.detach(), "statistics to average across ranks")?;
     world.all_reduce_sum(&mut values);
     let n = world.size() as f32;
     values.iter_mut().for_each(|v| *v /= n);

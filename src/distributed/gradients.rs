@@ -6,6 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::World;
+use crate::check::host_f32;
 use crate::error::{Error, Result};
 
 /// One trainable parameter's place in the flattened buffer.
@@ -83,10 +84,10 @@ impl ModuleVisitor for Flatten<'_> {
             Some(grad) => {
                 let dims = grad.dims().to_vec();
                 let device = grad.device();
-                match grad.into_data().convert::<f32>().try_into_vec::<f32>() {
+                match host_f32(grad, "a gradient to sum across ranks") {
                     Ok(v) => self.values.extend(v),
                     Err(e) => {
-                        self.error = Some(Error::tensor_read("a gradient to sum across ranks", e));
+                        self.error = Some(e);
                         return;
                     }
                 }
@@ -154,12 +155,7 @@ pub(crate) fn parameter_checksum<M: Module>(module: &M) -> Result<[f64; 2]> {
             if !param.is_require_grad() || self.error.is_some() {
                 return;
             }
-            match param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-            {
+            match host_f32(param.val(), "parameters to checksum") {
                 Ok(values) => {
                     for (i, &v) in values.iter().enumerate() {
                         let w = 1.0 + (i % 7) as f64;
@@ -167,7 +163,7 @@ pub(crate) fn parameter_checksum<M: Module>(module: &M) -> Result<[f64; 2]> {
                         self.sums[1] += w * f64::from(v) * f64::from(v);
                     }
                 }
-                Err(e) => self.error = Some(Error::tensor_read("parameters to checksum", e)),
+                Err(e) => self.error = Some(e),
             }
         }
     }

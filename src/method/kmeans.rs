@@ -172,9 +172,5 @@ fn cluster_means(points: &[f32], dim: usize, assignments: &[usize], old: Vec<f32
 
 /// The values of a float tensor as f32 on the host.
 fn read_f32(t: &Tensor<2>, what: &str) -> Result<Vec<f32>> {
-    t.clone()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::tensor_read(what, e))
+    crate::check::host_f32(t.clone(), what)
 }
