@@ -14,6 +14,10 @@
 # "--optimizer sgd --lr 0.01", the earlier recipe), SELFSUP_BENCH_ARGS to every run of both
 # tools (e.g. "--knn-every", "--warmup 1", or "--optimizer sgd --lr 0.12" for the old common
 # recipe).
+# mae, ijepa and lejepa-vit (LeJEPA on the ViT) run on a small ViT (SELFSUP_VIT_ARGS, default
+# "--vit-depth 4 --vit-width 128 --decoder-depth 2": 4 blocks of width 128, 2 heads, MLP 512,
+# 4-pixel patches; MAE's decoder 2 blocks of 128, I-JEPA's predictor 2 blocks of 64), small
+# enough that 4 epochs take about 40 minutes per tool on 2 cores; lejepa runs on the ResNet.
 # Data: tar -xJf ../shared/data/cifar10-train.tar.xz -C target/data   (SELFSUP_CIFAR_DIR overrides)
 # PyTorch env: ../shared/tools/setup-pytorch-reference.sh (or SELFSUP_REF_PYTHON)
 set -euo pipefail
@@ -32,15 +36,22 @@ for m in $METHODS; do
     # lr 0.12 in both tools and 0.03 in selfsup; with SGD it needs lr 0.01, with its LARS preset
     # it trains at 0.3 and learns faster.)
     RECIPE=""
-    [ "$m" = vicreg ] && RECIPE=${SELFSUP_VICREG_ARGS:-}
+    METHOD=$m
+    VIT=${SELFSUP_VIT_ARGS:---vit-depth 4 --vit-width 128 --decoder-depth 2}
+    case $m in
+        vicreg) RECIPE=${SELFSUP_VICREG_ARGS:-} ;;
+        mae) RECIPE="$VIT --decoder-width 128" ;;
+        ijepa) RECIPE="$VIT --decoder-width 64" ;;
+        lejepa-vit) RECIPE="$VIT"; METHOD=lejepa ;;
+    esac
     # shellcheck disable=SC2086
     set -- $RECIPE ${SELFSUP_BENCH_ARGS:-}
     echo "== $m: selfsup ($*)"
-    "${CARGO_TARGET_DIR:-target}/release/examples/cifar10_benchmark" --method "$m" --epochs "$EPOCHS" \
+    "${CARGO_TARGET_DIR:-target}/release/examples/cifar10_benchmark" --method "$METHOD" --epochs "$EPOCHS" \
         "$@" --data "$DATA" --out "$OUT/$m-selfsup.json" 2>&1 | grep -vE "^\s*$" | tail -n 3 \
         || echo "selfsup $m failed"
     echo "== $m: pytorch ($*)"
-    "$PY" benches/reference/cifar10_torch.py --method "$m" --epochs "$EPOCHS" "$@" \
+    "$PY" benches/reference/cifar10_torch.py --method "$METHOD" --epochs "$EPOCHS" "$@" \
         --data "$DATA" --out "$OUT/$m-torch.json" 2>&1 | grep -v -i warning | tail -n 2 \
         || echo "pytorch $m failed"
 done

@@ -11,8 +11,9 @@
 //!
 //! Environment: `SELFSUP_BENCH_BATCH` (default 128), `SELFSUP_BENCH_REPS` (timed repetitions,
 //! median reported, default 5; one untimed warm-up first), `SELFSUP_BENCH_SHAPES` (name
-//! prefixes, comma-separated; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`, `flex`; default
-//! both). Prints one CSV row per shape and implementation:
+//! prefixes, comma-separated; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`: the fast kernels
+//! with the algorithm measured per shape; `im2col`, `winograd`: the fast kernels with that
+//! algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one CSV row per shape and implementation:
 //! `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts 3x the forward FLOPs).
 
 use std::time::Instant;
@@ -20,7 +21,9 @@ use std::time::Instant;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
-use selfsup::conv::{ConvGeometry, conv2d, set_fast_conv, uses_fast_kernels};
+use selfsup::conv::{
+    ConvAlgorithm, ConvGeometry, conv2d, set_conv_algorithm, set_fast_conv, uses_fast_kernels,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -49,8 +52,10 @@ fn main() {
         .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let impls: Vec<String> = std::env::var("SELFSUP_BENCH_IMPLS")
-        .map(|s| s.split(',').map(str::to_owned).collect())
-        .unwrap_or_default();
+        .unwrap_or_else(|_| "selfsup,flex".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let shapes = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/benches/conv_shapes.csv"
@@ -87,11 +92,18 @@ fn main() {
             padding: [pad, pad],
         };
         let gflop = geometry.forward_flops() / 1e9;
-        for (label, fast) in [("selfsup", true), ("flex", false)] {
-            if !impls.is_empty() && !impls.iter().any(|i| i == label) {
+        let variants = [
+            ("selfsup", true, None),
+            ("im2col", true, Some(ConvAlgorithm::Im2col)),
+            ("winograd", true, Some(ConvAlgorithm::Winograd)),
+            ("flex", false, None),
+        ];
+        for (label, fast, algorithm) in variants {
+            if !impls.iter().any(|i| i == label) {
                 continue;
             }
             set_fast_conv(fast);
+            set_conv_algorithm(algorithm);
             let device = Device::flex();
             device.seed(1);
             let config = Conv2dConfig::new([cin, cout], [k, k])
@@ -122,4 +134,5 @@ fn main() {
         }
     }
     set_fast_conv(true);
+    set_conv_algorithm(None);
 }

@@ -25,14 +25,17 @@
 //!   bank = the 45,000 training images, queries = the 5,000 validation images; linear probe
 //!   (Adam, 30 epochs on standardised frozen features).
 //!
-//! Options: `--method byol|simsiam|barlow|swav|vicreg`, `--epochs`, `--data DIR`, `--out FILE`
+//! Options: `--method` (any built-in method), `--epochs`, `--data DIR`, `--out FILE`
 //! (JSON summary), `--limit N` (use only the first N training images per class, for a quick
 //! check), `--train-only` (no final evaluation: a throughput run), `--knn-every` (kNN on the
 //! validation split after every epoch), `--metrics DIR`
 //! (per-step loss, learning rate and images/s in `DIR/metrics.jsonl`), `--burn-kernels`
 //! (burn's convolution and batch norm instead of this crate's, for before/after runs),
 //! `--width`, `--batch`, `--optimizer sgd|lars`, `--lr`, `--weight-decay`, `--lars-eta`,
-//! `--warmup`.
+//! `--warmup`; for vision transformers `--vit-depth` (a ViT instead of the ResNet),
+//! `--vit-width`, `--vit-pool cls|mean`, and `--decoder-depth` / `--decoder-width` for MAE's
+//! decoder or I-JEPA's predictor (the 4-epoch protocol of BENCHMARKS.md: `--vit-depth 4
+//! --vit-width 128 --decoder-depth 2`, decoder width 128 for MAE and 64 for I-JEPA).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use selfsup::augment::ViewTransform;
-use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig};
+use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig, VitPool};
 use selfsup::data::{
     ImageDataset, LoaderConfig, Subset, ViewLoader, holdout_last_per_class, open_dataset,
 };
@@ -81,6 +84,21 @@ struct Args {
     /// ResNet-18 (needed by mae and ijepa; e.g. 6 for the 4-epoch protocol on 2 cores).
     #[arg(long)]
     vit_depth: Option<usize>,
+    /// Token width of the `--vit-depth` ViT (heads of 64, MLP 4 x width; default 192, ViT-Tiny's).
+    #[arg(long, default_value_t = 192)]
+    vit_width: usize,
+    /// The ViT's pooled feature for the evaluations: `cls` (class token) or `mean` (mean of the
+    /// patch tokens); default `mean` for ijepa (the paper's evaluation; its encoder has no class
+    /// token to train), `cls` otherwise.
+    #[arg(long)]
+    vit_pool: Option<String>,
+    /// Blocks of MAE's decoder or I-JEPA's predictor (default: the CIFAR preset's, 4).
+    #[arg(long)]
+    decoder_depth: Option<usize>,
+    /// Token width of MAE's decoder or I-JEPA's predictor, heads of 32 (default: the CIFAR
+    /// preset's, 256 for MAE and 96 for I-JEPA).
+    #[arg(long)]
+    decoder_width: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     batch: usize,
@@ -121,21 +139,58 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn method(name: &str) -> selfsup::Result<AnyMethodConfig> {
-    let name = if name == "barlow" {
-        "barlow-twins"
-    } else {
-        name
+/// The method's CIFAR preset, with the decoder or predictor shape the flags ask for.
+fn method(args: &Args) -> selfsup::Result<AnyMethodConfig> {
+    let name = match args.method.as_str() {
+        "barlow" => "barlow-twins",
+        other => other,
     };
-    AnyMethodConfig::preset(name, Preset::Cifar)
+    let mut method = AnyMethodConfig::preset(name, Preset::Cifar)?;
+    match &mut method {
+        AnyMethodConfig::Mae(mae) => {
+            mae.decoder_depth = args.decoder_depth.unwrap_or(mae.decoder_depth);
+            if let Some(width) = args.decoder_width {
+                mae.decoder_dim = width;
+                mae.decoder_heads = (width / 32).max(1);
+            }
+        }
+        AnyMethodConfig::Ijepa(ijepa) => {
+            ijepa.predictor_depth = args.decoder_depth.unwrap_or(ijepa.predictor_depth);
+            if let Some(width) = args.decoder_width {
+                ijepa.predictor_dim = width;
+                ijepa.predictor_heads = (width / 32).max(1);
+            }
+        }
+        _ => {}
+    }
+    Ok(method)
 }
 
 /// The ResNet-18 at `--width`, or the ViT-Tiny of `--vit-depth` blocks.
-fn backbone(args: &Args) -> BackboneConfig {
-    match args.vit_depth {
+fn backbone(args: &Args) -> selfsup::Result<BackboneConfig> {
+    Ok(match args.vit_depth {
         Some(depth) => {
             let mut vit = VitConfig::cifar_tiny();
             vit.num_layers = depth;
+            vit.hidden_dim = args.vit_width;
+            vit.num_heads = (args.vit_width / 64).max(1);
+            vit.mlp_dim = 4 * args.vit_width;
+            let default_pool = if args.method == "ijepa" {
+                "mean"
+            } else {
+                "cls"
+            };
+            vit.pool = match args.vit_pool.as_deref().unwrap_or(default_pool) {
+                "cls" => VitPool::ClassToken,
+                "mean" => VitPool::MeanPatch,
+                other => {
+                    return Err(selfsup::Error::invalid_config(
+                        "--vit-pool",
+                        other,
+                        "cls or mean",
+                    ));
+                }
+            };
             BackboneConfig::Vit(vit)
         }
         None => BackboneConfig::ResNet(
@@ -143,7 +198,7 @@ fn backbone(args: &Args) -> BackboneConfig {
                 .with_stem(Stem::Cifar)
                 .with_width(args.width),
         ),
-    }
+    })
 }
 
 /// The method's optimiser, with the kind, weight decay and LARS eta the flags ask for.
@@ -233,8 +288,8 @@ fn main() -> selfsup::Result<()> {
         val.len()
     );
 
-    let method = method(&args.method)?;
-    let backbone = backbone(&args);
+    let method = method(&args)?;
+    let backbone = backbone(&args)?;
     let mut config = PretrainConfig::cifar(method, backbone, args.epochs);
     config.optimizer = optimizer(config.optimizer.clone(), &args)?;
     config.head_width = 0.25;
@@ -296,6 +351,7 @@ fn main() -> selfsup::Result<()> {
         "epochs": args.epochs,
         "width": args.width,
         "backbone": config.backbone,
+        "method_config": config.method,
         "batch": args.batch,
         "warmup_epochs": args.warmup,
         "base_lr": config.lr.base_lr,

@@ -13,7 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
-    ConvGeometry, conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, uses_fast_kernels,
+    ConvAlgorithm, ConvGeometry, ConvPass, chosen_algorithm, conv2d, conv2d_forward,
+    conv2d_input_grad, conv2d_weight_grad, set_conv_algorithm, supports_winograd,
+    uses_fast_kernels, winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -148,11 +150,132 @@ fn kernels_match_float64_reference_on_every_shape() {
     }
 }
 
+/// 3x3 stride-1 shapes for Winograd F(2x2, 3x3): the ones above, odd output sides (cut tiles),
+/// padding 0 and 2, batch 1, and the deep layers it is chosen for (reduced batch).
+const WINOGRAD_SHAPES: &[Shape] = &[
+    (1, 5, 7, 9, 3, 3, 1, 1),
+    (2, 4, 5, 5, 6, 3, 1, 0),
+    (2, 3, 6, 7, 5, 3, 1, 2),
+    (1, 1, 3, 3, 1, 3, 1, 1),
+    (3, 64, 8, 8, 64, 3, 1, 1),
+    (2, 96, 4, 4, 128, 3, 1, 1),
+    (2, 16, 32, 32, 16, 3, 1, 1),
+];
+
+/// Held by the tests that fix or measure the algorithm, which is process-wide state.
+static ALGORITHM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Winograd's forward pass, and both fixed algorithms through the public entry points (the
+/// input gradient of a stride-1 layer is a forward convolution), against the float64 direct
+/// convolution at the tolerance of the im2col path.
+#[test]
+fn winograd_matches_float64_reference() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES);
+    for &shape in shapes.filter(|&&s| supports_winograd(&geometry(s))) {
+        let g = geometry(shape);
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let dy = random(&mut rng, g.output_len());
+        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let mut y = vec![f32::NAN; g.output_len()];
+        winograd_forward(&g, &x, &w, &mut y);
+        let forward_error = relative_error(&y, &y_ref);
+        assert!(
+            forward_error < 1e-4,
+            "winograd forward of {shape:?} (seed {seed}): {forward_error:e}"
+        );
+        let mut dw = vec![f32::NAN; g.weight_len()];
+        winograd_weight_grad(&g, &x, &dy, &mut dw);
+        let dw_error = relative_error(&dw, &dw_ref);
+        assert!(
+            dw_error < 1e-4,
+            "winograd weight grad of {shape:?} (seed {seed}): {dw_error:e}"
+        );
+        // The error bound BENCHMARKS.md states comes from these lines (`--nocapture`).
+        eprintln!("winograd {shape:?}: forward {forward_error:.1e}, weight grad {dw_error:.1e}");
+        for algorithm in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
+            set_conv_algorithm(Some(algorithm));
+            let mut y = vec![f32::NAN; g.output_len()];
+            let mut dx = vec![f32::NAN; g.input_len()];
+            let mut dw = vec![f32::NAN; g.weight_len()];
+            conv2d_forward(&g, &x, &w, &mut y);
+            conv2d_input_grad(&g, &dy, &w, &mut dx);
+            conv2d_weight_grad(&g, &x, &dy, &mut dw);
+            set_conv_algorithm(None);
+            for (what, actual, expected) in [
+                ("forward", &y, &y_ref),
+                ("input grad", &dx, &dx_ref),
+                ("weight grad", &dw, &dw_ref),
+            ] {
+                let error = relative_error(actual, expected);
+                assert!(
+                    error < 1e-4,
+                    "{algorithm:?} {what} of {shape:?} (seed {seed}): {error:e}"
+                );
+            }
+        }
+    }
+}
+
+/// The algorithm of a shape is measured once, then fixed: the same inputs take the same path
+/// and give bit-identical results, equal to that algorithm's own.
+#[test]
+fn algorithm_choice_is_deterministic() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = StdRng::seed_from_u64(7);
+    // A batch no other test uses, so this test sees the shape's first call (unless a cache
+    // file from an earlier run already holds it, which the assertions also cover).
+    let g = geometry((11, 32, 8, 8, 48, 3, 1, 1));
+    let x = random(&mut rng, g.input_len());
+    let w = random(&mut rng, g.weight_len());
+    let run = || {
+        let mut y = vec![f32::NAN; g.output_len()];
+        conv2d_forward(&g, &x, &w, &mut y);
+        y
+    };
+    let first = run();
+    let chosen =
+        chosen_algorithm(&g, ConvPass::Forward).expect("a measured shape has an algorithm");
+    for _ in 0..3 {
+        assert!(
+            run()
+                .iter()
+                .zip(&first)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "a rerun of {g:?} differs"
+        );
+        assert_eq!(chosen_algorithm(&g, ConvPass::Forward), Some(chosen));
+    }
+    let own = match chosen {
+        ConvAlgorithm::Winograd => {
+            let mut y = vec![0.0f32; g.output_len()];
+            winograd_forward(&g, &x, &w, &mut y);
+            y
+        }
+        ConvAlgorithm::Im2col => {
+            set_conv_algorithm(Some(ConvAlgorithm::Im2col));
+            let y = run();
+            set_conv_algorithm(None);
+            y
+        }
+    };
+    assert!(
+        own.iter()
+            .zip(&first)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+}
+
 /// The weight gradient sums over the batch in parallel; its result must not depend on how the
 /// work was scheduled, or training runs stop being reproducible. Calls on the same input (many
 /// images, so the work is split across threads) must agree to the bit.
 #[test]
 fn weight_grad_is_bit_for_bit_reproducible() {
+    // Not while another test fixes the algorithm halfway through these calls.
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
     // 32x32 outputs: one image per task, so the batch is summed from many partial results.

@@ -14,7 +14,14 @@ target networks (BYOL EMA 0.99 -> 1, cosine; MoCo v2 key encoder 0.99; DINO teac
 linear probe with Adam on standardised frozen features, raw-pixel kNN, random-init encoder).
 Loader: torchvision ImageFolder + DataLoader with 2 worker processes, decoding JPEGs every epoch,
 as a PyTorch user runs it.
-Methods: byol, simsiam, barlow (or barlow-twins), swav, vicreg, simclr, moco, dino, deepcluster.
+Methods: byol, simsiam, barlow (or barlow-twins), swav, vicreg, simclr, moco, dino, deepcluster,
+lejepa; mae and ijepa with --vit-depth (torchvision's VisionTransformer, 4-pixel patches, width
+--vit-width, heads of 64, MLP 4 x width; MAE's decoder and I-JEPA's predictor of
+--decoder-depth blocks of --decoder-width, heads of 32: benches/reference/vit_torch.py). MAE:
+AdamW betas (0.9, 0.95), weight decay 0.05, lr 1.5e-4; I-JEPA: AdamW, weight decay 0.04 -> 0.4
+along a cosine, lr 1.25e-4, target encoder 0.996 -> 1; LeJEPA: AdamW, weight decay 0.05,
+lr 5e-4, DINO's two global views; AdamW leaves biases, norms, position embeddings, class and mask
+tokens undecayed.
 DeepCluster-v2 uses min(1000, training images) prototypes per head (--limit / --step-bench runs
 with fewer images than prototypes).
 
@@ -33,20 +40,27 @@ import torchvision
 import torchvision.transforms as T
 
 from cifar_resnet import CifarResNet18
+from vit_torch import IjepaPredictor, MaeDecoder, Pooled, lejepa_loss, mlp, vit
 
 p = argparse.ArgumentParser()
-METHODS = ["byol", "simsiam", "barlow", "barlow-twins", "swav", "vicreg", "simclr", "moco", "dino", "deepcluster"]
+METHODS = ["byol", "simsiam", "barlow", "barlow-twins", "swav", "vicreg", "simclr", "moco", "dino", "deepcluster",
+           "lejepa", "mae", "ijepa"]
 p.add_argument("--method", default="byol", choices=METHODS)
 p.add_argument("--epochs", type=int, default=2)
 p.add_argument("--data", default="target/data/cifar10/train")
 p.add_argument("--out")
 p.add_argument("--limit", type=int)
 p.add_argument("--width", type=int, default=16)
+p.add_argument("--vit-depth", type=int, help="a ViT of this many blocks instead of the ResNet-18")
+p.add_argument("--vit-width", type=int, default=192)
+p.add_argument("--vit-pool", choices=["cls", "mean"], help="default: mean for ijepa, cls otherwise")
+p.add_argument("--decoder-depth", type=int, help="MAE decoder / I-JEPA predictor blocks (default 4)")
+p.add_argument("--decoder-width", type=int, help="their width (default: MAE 256, I-JEPA 96)")
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--workers", type=int, default=2)
 p.add_argument("--lr", type=float, help="base learning rate, scaled by batch / 256 (default: the method's preset)")
 p.add_argument("--warmup", type=int, default=0, help="epochs of linear warmup before the cosine")
-p.add_argument("--optimizer", choices=["sgd", "lars"], help="default: the method's preset")
+p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], help="default: the method's preset")
 p.add_argument("--weight-decay", type=float,
                help="default: the preset's, or 5e-4 (SGD) / 1e-4 (LARS) when --optimizer changes the kind")
 p.add_argument("--lars-eta", type=float, default=0.02, help="LARS trust coefficient")
@@ -71,12 +85,20 @@ PRESETS = {
     "vicreg": ("lars", 0.3, 1e-4, 0.0),
     "dino": ("lars", 0.3, 1e-6, 0.0),
     "deepcluster": ("lars", 0.6, 1e-6, 0.0006),
+    "mae": ("adamw", 1.5e-4, 0.05, 0.0),
+    "ijepa": ("adamw", 1.25e-4, 0.04, 0.0),
+    "lejepa": ("adamw", 5e-4, 0.05, 0.0),
 }
+# The weight decay at the last step (a cosine from the first), and AdamW's betas.
+WEIGHT_DECAY_END = {"ijepa": 0.4}.get(a.method)
+ADAM_BETAS = {"mae": (0.9, 0.95)}.get(a.method, (0.9, 0.999))
 preset_optimizer, preset_lr, preset_wd, final_lr = PRESETS[a.method]
 a.optimizer = a.optimizer or preset_optimizer
 a.lr = a.lr if a.lr is not None else preset_lr
 if a.weight_decay is None:
-    a.weight_decay = preset_wd if a.optimizer == preset_optimizer else {"sgd": 5e-4, "lars": 1e-4}[a.optimizer]
+    a.weight_decay = preset_wd if a.optimizer == preset_optimizer else {"sgd": 5e-4, "lars": 1e-4, "adamw": 0.05}[a.optimizer]
+if a.method in ("mae", "ijepa") and not a.vit_depth:
+    p.error(f"{a.method} needs --vit-depth")
 torch.manual_seed(0)
 started = time.perf_counter()
 
@@ -106,6 +128,11 @@ VIEWS = {
     "moco": [view((0.2, 1), MOCO_JITTER, 0.0)] * 2,
     "dino": [view((0.4, 1), BYOL_JITTER, 0.0), view((0.4, 1), BYOL_JITTER, 0.2)],
     "deepcluster": [view((0.14, 1), SIMCLR_JITTER, 0.0)] * 2,
+    "lejepa": [view((0.4, 1), BYOL_JITTER, 0.0), view((0.4, 1), BYOL_JITTER, 0.2)],
+    # MAE and I-JEPA: one crop (and flip for MAE), no colour distortion; the masks come in the loss.
+    "mae": [T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1)), T.RandomHorizontalFlip(0.5),
+                       T.ToTensor(), T.Normalize(MEAN, STD)])],
+    "ijepa": [T.Compose([T.RandomResizedCrop(32, scale=(0.3, 1)), T.ToTensor(), T.Normalize(MEAN, STD)])],
 }[a.method]
 EVAL = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
 
@@ -174,7 +201,23 @@ def dino_head(i, hidden, bottleneck, out):
     return mlp + [L2Norm(), NormedLinear(bottleneck, out)]
 
 
-dim = 8 * a.width
+dim = a.vit_width if a.vit_depth else 8 * a.width
+
+
+def make_backbone():
+    """The ResNet-18 at --width, or the ViT of --vit-depth blocks with its pooled feature."""
+    if not a.vit_depth:
+        return CifarResNet18(a.width)
+    pool = a.vit_pool or ("mean" if a.method == "ijepa" else "cls")
+    return Pooled(vit(32, 4, a.vit_depth, a.vit_width, max(1, a.vit_width // 64), 4 * a.vit_width), pool)
+
+
+def decoder_shape(depth, width):
+    d = a.decoder_width or width
+    return dict(dd=d, depth=a.decoder_depth or depth, heads=max(1, d // 32)) if a.method == "mae" else \
+        dict(dp=d, depth=a.decoder_depth or depth, heads=max(1, d // 32))
+
+
 projector, predictor = {
     "byol": lambda: (block(dim, s(4096), True) + block(s(4096), s(256), True, None, False),
                      block(s(256), s(4096), True) + block(s(4096), s(256), True, None, False)),
@@ -191,14 +234,18 @@ projector, predictor = {
     "moco": lambda: (block(dim, dim, True, None) + block(dim, s(128), True, None, False), None),
     "dino": lambda: (dino_head(dim, s(2048), s(256), s(4096)), None),
     "deepcluster": lambda: (block(dim, s(2048), True) + block(s(2048), s(128), True, None, False), None),
+    # LeJEPA: lightly's projector (2048 hidden at a quarter width, BN, 64 outputs).
+    "lejepa": lambda: (list(mlp([dim, s(2048), s(2048), 64])), None),
+    "mae": lambda: ([], [MaeDecoder(dim, **decoder_shape(4, 256))]),
+    "ijepa": lambda: ([], [IjepaPredictor(dim, **decoder_shape(4, 96))]),
 }[a.method]()
-backbone = CifarResNet18(a.width)
+backbone = make_backbone()
 online = nn.Sequential(backbone, nn.Sequential(*projector))
 predictor = nn.Sequential(*predictor) if predictor else None
 prototypes = nn.Linear(s(128), 3000, bias=False) if a.method == "swav" else None
 # The target network: BYOL's EMA target, MoCo's key encoder, DINO's teacher (backbone + head).
 target = None
-if a.method in ("byol", "moco", "dino"):
+if a.method in ("byol", "moco", "dino", "ijepa"):
     import copy
 
     target = copy.deepcopy(online)
@@ -367,6 +414,12 @@ def cluster(epoch, heads=3, clusters=1000):
 
 
 def loss_of(views, idx, epoch):
+    if a.method == "mae":
+        return predictor[0].loss(backbone.net, views[0])
+    if a.method == "ijepa":
+        return predictor[0].loss(backbone.net, target[0].net, views[0])
+    if a.method == "lejepa":
+        return lejepa_loss(torch.stack([online(x) for x in views]))
     if a.method == "moco":
         q1, q2 = (F.normalize(online(x), dim=1) for x in views)
         with torch.no_grad():
@@ -401,13 +454,17 @@ def loss_of(views, idx, epoch):
     return swav(z1, z2)
 
 
-params = list(online.parameters())
-params += list(predictor.parameters()) if predictor else []
-params += list(prototypes.parameters()) if prototypes else []
+named = list(online.named_parameters())
+named += list(predictor.named_parameters()) if predictor else []
+named += list(prototypes.named_parameters()) if prototypes else []
+params = [q for _, q in named]
 lr = a.lr * a.batch / 256
-# Every 1-D parameter (biases, norm weights and biases) without weight decay, in every optimiser.
-param_groups = [dict(params=[q for q in params if q.ndim > 1], weight_decay=a.weight_decay),
-                dict(params=[q for q in params if q.ndim <= 1], weight_decay=0.0)]
+# Every 1-D parameter (biases, norm weights and biases) without weight decay, in every optimiser;
+# and the ViT's position embeddings, class and mask tokens (MAE's and timm's no_weight_decay()).
+TOKENS = ("pos_embedding", "class_token", "mask_token")
+undecayed = [q.ndim <= 1 or name.split(".")[-1] in TOKENS for name, q in named]
+param_groups = [dict(params=[q for q, u in zip(params, undecayed) if not u], weight_decay=a.weight_decay),
+                dict(params=[q for q, u in zip(params, undecayed) if u], weight_decay=0.0)]
 
 
 class Lars(torch.optim.Optimizer):
@@ -442,6 +499,8 @@ class Lars(torch.optim.Optimizer):
 
 if a.optimizer == "lars":
     opt = Lars(param_groups, lr=lr, weight_decay=a.weight_decay, eta=a.lars_eta)
+elif a.optimizer == "adamw":
+    opt = torch.optim.AdamW(param_groups, lr=lr, betas=ADAM_BETAS, eps=1e-8, weight_decay=a.weight_decay)
 else:
     opt = torch.optim.SGD(param_groups, lr=lr, momentum=0.9, weight_decay=a.weight_decay)
 
@@ -506,7 +565,7 @@ def train_step(views, idx, tau, epoch):
 
 
 # EMA rate of the target: BYOL 0.99 -> 1 and DINO 0.996 -> 1 along a cosine, MoCo constant 0.99.
-EMA_BASE, EMA_COSINE = {"dino": 0.996}.get(a.method, 0.99), a.method != "moco"
+EMA_BASE, EMA_COSINE = {"dino": 0.996, "ijepa": 0.996}.get(a.method, 0.99), a.method != "moco"
 
 
 def ema_rate(step, total):
@@ -546,6 +605,13 @@ def lr_at(step):
         return lr * (step + 1) / warmup
     return final_lr + (lr - final_lr) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
+
+
+def wd_at(step):
+    """The weight decay along a cosine from the preset's to WEIGHT_DECAY_END (selfsup's CosineSchedule)."""
+    return WEIGHT_DECAY_END + (a.weight_decay - WEIGHT_DECAY_END) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+
+
 step = 0
 train_start = time.perf_counter()
 epoch_rates, epoch_seconds, epoch_knn, epoch_loss = [], [], [], []
@@ -569,6 +635,8 @@ for epoch in range(a.epochs):
     for views, _, idx in loader:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
+        if WEIGHT_DECAY_END is not None:
+            opt.param_groups[0]["weight_decay"] = wd_at(step)
         loss = train_step(views, idx, ema_rate(step, total), epoch)
         losses.append(loss.item())
         step += 1
@@ -618,7 +686,7 @@ if a.train_only:
 else:
     knn_top1, probe_top1 = evaluate(backbone)
     torch.manual_seed(0)
-    random_knn, random_probe = evaluate(CifarResNet18(a.width))
+    random_knn, random_probe = evaluate(make_backbone())
     rx, ry = features(None, train_idx, raw=True)
     qx, qy = features(None, val_idx, raw=True)
     raw_knn = knn(rx, ry, qx, qy)
@@ -627,6 +695,8 @@ summary = {
     "method": a.method,
     "epochs": a.epochs,
     "width": a.width,
+    "vit": dict(depth=a.vit_depth, width=a.vit_width, pool=a.vit_pool or ("mean" if a.method == "ijepa" else "cls"),
+                decoder_depth=a.decoder_depth, decoder_width=a.decoder_width) if a.vit_depth else None,
     "batch": a.batch,
     "base_lr": a.lr,
     "optimizer": a.optimizer,

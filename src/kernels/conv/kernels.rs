@@ -17,6 +17,8 @@ use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row};
+use super::plan::{ConvAlgorithm, ConvPass, run_chosen};
+use super::winograd::{supports_winograd, winograd_forward, winograd_weight_grad};
 
 /// Output pixels a group of images should reach before it is multiplied as one matrix.
 const GROUP_COLUMNS: usize = 1024;
@@ -38,7 +40,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// `buffer[..len]`, growing `buffer` when needed; contents are unspecified.
-fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }
@@ -47,10 +49,10 @@ fn prefix(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
+pub(super) struct Mat<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) row_stride: usize,
+    pub(super) col_stride: usize,
 }
 
 impl<'a> Mat<'a> {
@@ -88,7 +90,7 @@ fn matmul(dst: &mut [f32], m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, acc
 /// crate's micro-kernels are column-major: `dst_rs = 1` with `lhs.row_stride = 1` avoids a
 /// transposing pack.
 #[allow(clippy::too_many_arguments)]
-fn matmul_strided(
+pub(super) fn matmul_strided(
     dst: &mut [f32],
     dst_rs: usize,
     dst_cs: usize,
@@ -140,7 +142,7 @@ fn matmul_strided(
 
 /// Images per group: enough for [`GROUP_COLUMNS`] output pixels, but no fewer groups than
 /// threads when the batch allows.
-fn group_size(g: &ConvGeometry) -> usize {
+pub(super) fn group_size(g: &ConvGeometry) -> usize {
     let by_columns = GROUP_COLUMNS.div_ceil(g.out_pixels().max(1));
     let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
     by_columns.min(by_threads).max(1)
@@ -206,8 +208,23 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 ///
 /// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
 /// all contiguous. Every element of `y` is written.
+///
+/// 3x3 stride-1 convolutions run by im2col or by Winograd F(2x2, 3x3), whichever measured
+/// faster for the shape on this machine ([`super::plan`]); everything else by im2col.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
+    if supports_winograd(g) {
+        run_chosen(g, ConvPass::Forward, y, |algorithm, out| match algorithm {
+            ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
+            ConvAlgorithm::Im2col => im2col_forward(g, x, w, out),
+        });
+    } else {
+        im2col_forward(g, x, w, y);
+    }
+}
+
+/// [`conv2d_forward`] by im2col + gemm.
+fn im2col_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     let pixels = g.out_pixels();
     let patch = g.patch_len();
     let image_in = g.in_channels * g.in_pixels();
@@ -343,8 +360,28 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
 /// The patches are unfolded pixel-major (im2row, `(ki, kj, c)` order), so the product runs in
 /// the gemm micro-kernel's native column-major orientation (`m = C_in·kh·kw` contiguous, `k` =
 /// pixels); the result, accumulated as `[C_out, kh, kw, C_in]`, is permuted once at the end.
+///
+/// 3x3 stride-1 layers run by im2col or by Winograd F(3x3, 2x2), whichever measured faster for
+/// the shape ([`super::plan`]).
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     check_lengths(g, x.len(), dw.len(), dy.len());
+    if supports_winograd(g) {
+        run_chosen(
+            g,
+            ConvPass::WeightGrad,
+            dw,
+            |algorithm, out| match algorithm {
+                ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
+                ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out),
+            },
+        );
+    } else {
+        im2col_weight_grad(g, x, dy, dw);
+    }
+}
+
+/// [`conv2d_weight_grad`] by im2row + gemm.
+fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let pixels = g.out_pixels();
     let patch = g.patch_len();
     let image_in = g.in_channels * g.in_pixels();

@@ -1,11 +1,16 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
+//! kernels, Winograd F(2x2, 3x3) and the per-shape choice between them, and their burn backend
+//! extension. [`crate::conv::conv2d`] routes to them.
 
 mod extension;
 mod geometry;
 mod im2col;
 mod kernels;
+mod plan;
+mod winograd;
 
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;
 pub use kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
+pub use plan::{ConvAlgorithm, ConvPass, chosen_algorithm, set_conv_algorithm};
+pub use winograd::{supports_winograd, winograd_forward, winograd_weight_grad};

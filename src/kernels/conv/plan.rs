@@ -1,0 +1,267 @@
+//! Which algorithm computes a convolution: im2col + gemm, or Winograd F(2x2, 3x3) where it
+//! applies. Neither wins everywhere (Winograd does 2.25x fewer multiplications but moves more
+//! memory, so it pays on deep layers and loses on narrow ones, by amounts that differ between
+//! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
+//! both run three times on the call's own data and the faster (by its best time) is kept.
+//!
+//! The choice is deterministic for a shape once made: remembered for the process, and in a
+//! cache file (`conv-algorithms-v1.txt` under `$SELFSUP_CACHE_DIR`, else
+//! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
+//! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
+//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|winograd` or
+//! [`set_conv_algorithm`] fixes the algorithm instead (benchmarks, comparisons).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::geometry::ConvGeometry;
+
+/// How a convolution's forward product is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConvAlgorithm {
+    /// Unfolded patches times the weight matrix (any shape).
+    Im2col,
+    /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
+    Winograd,
+}
+
+impl ConvAlgorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Im2col => "im2col",
+            Self::Winograd => "winograd",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "im2col" => Some(Self::Im2col),
+            "winograd" => Some(Self::Winograd),
+            _ => None,
+        }
+    }
+}
+
+const MEASURED: u8 = 0;
+const FORCED_IM2COL: u8 = 1;
+const FORCED_WINOGRAD: u8 = 2;
+const UNSET: u8 = 255;
+
+static FORCED: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Fixes the algorithm of every convolution it applies to (`Some`), or returns to choosing by
+/// measurement (`None`, the default). Winograd still only runs where it applies.
+pub fn set_conv_algorithm(algorithm: Option<ConvAlgorithm>) {
+    let value = match algorithm {
+        None => MEASURED,
+        Some(ConvAlgorithm::Im2col) => FORCED_IM2COL,
+        Some(ConvAlgorithm::Winograd) => FORCED_WINOGRAD,
+    };
+    FORCED.store(value, Ordering::Relaxed);
+}
+
+/// The fixed algorithm, if any: [`set_conv_algorithm`], else `SELFSUP_CONV_ALGORITHM`.
+fn forced() -> Option<ConvAlgorithm> {
+    let mut value = FORCED.load(Ordering::Relaxed);
+    if value == UNSET {
+        value = match std::env::var("SELFSUP_CONV_ALGORITHM").as_deref() {
+            Ok("im2col") => FORCED_IM2COL,
+            Ok("winograd") => FORCED_WINOGRAD,
+            _ => MEASURED,
+        };
+        // A concurrent set_conv_algorithm wins over the environment.
+        let _ = FORCED.compare_exchange(UNSET, value, Ordering::Relaxed, Ordering::Relaxed);
+        value = FORCED.load(Ordering::Relaxed);
+    }
+    match value {
+        FORCED_IM2COL => Some(ConvAlgorithm::Im2col),
+        FORCED_WINOGRAD => Some(ConvAlgorithm::Winograd),
+        _ => None,
+    }
+}
+
+/// Which product of a convolution an algorithm is chosen for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPass {
+    /// The forward pass (and the input gradient of a stride-1 layer, a forward convolution).
+    Forward,
+    /// The weight gradient.
+    WeightGrad,
+}
+
+/// The cache key of `g`'s `pass` on this machine and thread count.
+fn key(g: &ConvGeometry, pass: ConvPass) -> String {
+    format!(
+        "{} | threads {} | {pass:?} n{} c{} {}x{} o{} k{}x{} s{}x{} p{}x{}",
+        cpu_model(),
+        rayon::current_num_threads(),
+        g.batch,
+        g.in_channels,
+        g.in_height,
+        g.in_width,
+        g.out_channels,
+        g.kernel_height,
+        g.kernel_width,
+        g.stride[0],
+        g.stride[1],
+        g.padding[0],
+        g.padding[1]
+    )
+}
+
+/// The CPU, as precisely as `/proc/cpuinfo` names it: model name, family, model and whether it
+/// has AVX-512 (virtual machines may call different generations just "AMD EPYC").
+fn cpu_model() -> &'static str {
+    static MODEL: OnceLock<String> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return std::env::consts::ARCH.to_string();
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find(|l| l.split(':').next().map(str::trim) == Some(name))
+                .and_then(|l| l.split(':').nth(1))
+                .map_or(String::new(), |v| v.trim().replace('|', "/"))
+        };
+        let avx512 = field("flags").split_whitespace().any(|f| f == "avx512f");
+        format!(
+            "{} family {} model {}{}",
+            field("model name"),
+            field("cpu family"),
+            field("model"),
+            if avx512 { " avx512" } else { "" }
+        )
+    })
+}
+
+fn cache_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("SELFSUP_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
+    Some(dir.join("conv-algorithms-v1.txt"))
+}
+
+/// The choices made so far: the cache file's, then this process's.
+fn plans() -> &'static Mutex<HashMap<String, ConvAlgorithm>> {
+    static PLANS: OnceLock<Mutex<HashMap<String, ConvAlgorithm>>> = OnceLock::new();
+    PLANS.get_or_init(|| {
+        let mut plans = HashMap::new();
+        if let Some(text) = cache_file().and_then(|f| std::fs::read_to_string(f).ok()) {
+            read_plans(&text, &mut plans);
+        }
+        Mutex::new(plans)
+    })
+}
+
+/// Adds the `key = algorithm` lines of a cache file's `text` to `plans`; the last line of a key
+/// wins.
+fn read_plans(text: &str, plans: &mut HashMap<String, ConvAlgorithm>) {
+    for line in text.lines() {
+        if let Some((key, name)) = line.rsplit_once(" = ")
+            && let Some(algorithm) = ConvAlgorithm::parse(name)
+        {
+            plans.insert(key.to_string(), algorithm);
+        }
+    }
+}
+
+/// The cache file opened for appending and locked against other processes (best effort: `None`
+/// when there is no usable cache directory), so that processes started together (the ranks of
+/// a job, a run and its resumption) measure a shape once and agree on it.
+fn lock_cache_file() -> Option<std::fs::File> {
+    let path = cache_file()?;
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
+/// The choice another process wrote for `key` since this one read the cache file.
+fn written_by_another_process(file: &mut std::fs::File, key: &str) -> Option<ConvAlgorithm> {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    file.seek(std::io::SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    let mut plans = plans().lock().unwrap_or_else(|e| e.into_inner());
+    read_plans(&text, &mut plans);
+    plans.get(key).copied()
+}
+
+/// Remembers `algorithm` for `key`, in the process and (best effort: a cache that cannot be
+/// written only costs a measurement next time) in the locked cache `file`.
+fn remember(key: String, algorithm: ConvAlgorithm, file: Option<&mut std::fs::File>) {
+    if let Some(file) = file {
+        let line = format!("{key} = {}\n", algorithm.name());
+        drop(file.write_all(line.as_bytes()));
+    }
+    plans()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, algorithm);
+}
+
+/// The algorithm chosen for `g`'s `pass` so far: fixed, or remembered; `None` until measured.
+pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorithm> {
+    forced().or_else(|| {
+        plans()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key(g, pass))
+            .copied()
+    })
+}
+
+/// Runs `run(algorithm, output)` with the algorithm chosen for `g`'s `pass`, measuring both
+/// first when the shape is new; the result always ends in `y`.
+pub(super) fn run_chosen(
+    g: &ConvGeometry,
+    pass: ConvPass,
+    y: &mut [f32],
+    mut run: impl FnMut(ConvAlgorithm, &mut [f32]),
+) {
+    if let Some(algorithm) = chosen_algorithm(g, pass) {
+        run(algorithm, y);
+        return;
+    }
+    // One measurement at a time, in this process and (through the cache file's lock) among
+    // processes, so concurrent first calls of a shape agree on its algorithm.
+    static MEASURING: Mutex<()> = Mutex::new(());
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut file = lock_cache_file();
+    let key = key(g, pass);
+    let known = match file.as_mut() {
+        Some(file) => written_by_another_process(file, &key),
+        None => chosen_algorithm(g, pass),
+    };
+    if let Some(algorithm) = known {
+        run(algorithm, y);
+        return;
+    }
+    let mut candidate = vec![0.0f32; y.len()];
+    let (mut best_im2col, mut best_winograd) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let start = Instant::now();
+        run(ConvAlgorithm::Im2col, y);
+        best_im2col = best_im2col.min(start.elapsed());
+        let start = Instant::now();
+        run(ConvAlgorithm::Winograd, &mut candidate);
+        best_winograd = best_winograd.min(start.elapsed());
+    }
+    let algorithm = if best_winograd < best_im2col {
+        y.copy_from_slice(&candidate);
+        ConvAlgorithm::Winograd
+    } else {
+        ConvAlgorithm::Im2col
+    };
+    remember(key, algorithm, file.as_mut());
+}
