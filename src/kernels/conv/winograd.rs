@@ -369,22 +369,15 @@ fn transform_input_tile_major(
     }
 }
 
-/// `B'ᵀ d B'` for F(3, 2): as F(2, 3)'s input transform with the last row `d3 - d1`.
+/// `B'ᵀ d B'` for F(3, 2). `B'ᵀ = S Bᵀ` with `S = diag(1, 1, 1, -1)` (only the last row's sign
+/// differs from F(2, 3)'s), so `B'ᵀ d B' = S (Bᵀ d B) S`: F(2, 3)'s transform with the last row
+/// and the last column negated.
 #[inline(always)]
 fn weight_grad_input_transform(d: &[[f32; 4]; 4]) -> [f32; POSITIONS] {
-    let mut r = [[0.0f32; 4]; 4];
-    for j in 0..4 {
-        r[0][j] = d[0][j] - d[2][j];
-        r[1][j] = d[1][j] + d[2][j];
-        r[2][j] = d[2][j] - d[1][j];
-        r[3][j] = d[3][j] - d[1][j];
-    }
-    let mut out = [0.0f32; POSITIONS];
-    for (i, row) in r.iter().enumerate() {
-        out[i * 4] = row[0] - row[2];
-        out[i * 4 + 1] = row[1] + row[2];
-        out[i * 4 + 2] = row[2] - row[1];
-        out[i * 4 + 3] = row[3] - row[1];
+    let mut out = input_transform(d);
+    for k in 0..4 {
+        out[k * 4 + 3] = -out[k * 4 + 3];
+        out[12 + k] = -out[12 + k];
     }
     out
 }
