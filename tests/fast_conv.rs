@@ -118,6 +118,30 @@ fn relative_error(actual: &[f32], expected: &[f64]) -> f64 {
     (diff / norm).sqrt()
 }
 
+/// Forward, input gradient and weight gradient through the public entry points, into buffers
+/// of garbage (every element must be overwritten).
+fn all_three(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f32>; 3] {
+    let mut y = vec![f32::NAN; g.output_len()];
+    let mut dx = vec![f32::NAN; g.input_len()];
+    let mut dw = vec![f32::NAN; g.weight_len()];
+    conv2d_forward(g, x, w, &mut y);
+    conv2d_input_grad(g, dy, w, &mut dx);
+    conv2d_weight_grad(g, x, dy, &mut dw);
+    [y, dx, dw]
+}
+
+/// Each of [`all_three`]'s outputs within 1e-4 relative Frobenius error of its reference.
+fn assert_all_close(context: &str, actual: [Vec<f32>; 3], expected: [&Vec<f64>; 3]) {
+    let names = ["forward", "input grad", "weight grad"];
+    for ((what, actual), expected) in names.iter().zip(&actual).zip(expected) {
+        let error = relative_error(actual, expected);
+        assert!(
+            error < 1e-4,
+            "{what} of {context}: relative error {error:e}"
+        );
+    }
+}
+
 #[test]
 fn kernels_match_float64_reference_on_every_shape() {
     let seed: u64 = rand::random();
@@ -129,24 +153,12 @@ fn kernels_match_float64_reference_on_every_shape() {
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
 
-        // Garbage in the outputs: every element must be overwritten.
-        let mut y = vec![f32::NAN; g.output_len()];
-        let mut dx = vec![f32::NAN; g.input_len()];
-        let mut dw = vec![f32::NAN; g.weight_len()];
-        conv2d_forward(&g, &x, &w, &mut y);
-        conv2d_input_grad(&g, &dy, &w, &mut dx);
-        conv2d_weight_grad(&g, &x, &dy, &mut dw);
-        for (what, actual, expected) in [
-            ("forward", &y, &y_ref),
-            ("input grad", &dx, &dx_ref),
-            ("weight grad", &dw, &dw_ref),
-        ] {
-            let error = relative_error(actual, expected);
-            assert!(
-                error < 1e-4,
-                "{what} of {shape:?} (seed {seed}): relative error {error:e}"
-            );
-        }
+        let context = format!("{shape:?} (seed {seed})");
+        assert_all_close(
+            &context,
+            all_three(&g, &x, &w, &dy),
+            [&y_ref, &dx_ref, &dw_ref],
+        );
     }
 }
 
@@ -198,24 +210,10 @@ fn winograd_matches_float64_reference() {
         eprintln!("winograd {shape:?}: forward {forward_error:.1e}, weight grad {dw_error:.1e}");
         for algorithm in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
             set_conv_algorithm(Some(algorithm));
-            let mut y = vec![f32::NAN; g.output_len()];
-            let mut dx = vec![f32::NAN; g.input_len()];
-            let mut dw = vec![f32::NAN; g.weight_len()];
-            conv2d_forward(&g, &x, &w, &mut y);
-            conv2d_input_grad(&g, &dy, &w, &mut dx);
-            conv2d_weight_grad(&g, &x, &dy, &mut dw);
+            let outputs = all_three(&g, &x, &w, &dy);
             set_conv_algorithm(None);
-            for (what, actual, expected) in [
-                ("forward", &y, &y_ref),
-                ("input grad", &dx, &dx_ref),
-                ("weight grad", &dw, &dw_ref),
-            ] {
-                let error = relative_error(actual, expected);
-                assert!(
-                    error < 1e-4,
-                    "{algorithm:?} {what} of {shape:?} (seed {seed}): {error:e}"
-                );
-            }
+            let context = format!("{algorithm:?}, {shape:?} (seed {seed})");
+            assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         }
     }
 }

@@ -204,20 +204,32 @@ fn input_transform(d: &[[f32; 4]; 4]) -> [f32; POSITIONS] {
 /// `M_e = V_e · U_e` for the 16 positions, stored `[16][C_out][tiles]`: tiles are the
 /// product's contiguous dimension, the gemm micro-kernel's native orientation.
 fn multiply(g: &ConvGeometry, columns: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
-    let (cin, cout) = (g.in_channels, g.out_channels);
+    products_per_position(m, v, u, [columns, g.out_channels, g.in_channels], false);
+}
+
+/// For each of the 16 positions `e`, `dst_e (+)= lhs_e · rhs_e` with `[m, n, k]` the product's
+/// shape, every matrix column-major (`lhs_e` `m x k`, `rhs_e` `k x n`, `dst_e` `m x n`, each
+/// block after the previous one): the orientation of gemm's micro-kernels.
+fn products_per_position(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+) {
     for e in 0..POSITIONS {
         let lhs = Mat {
-            data: &v[e * cin * columns..][..cin * columns],
+            data: &lhs[e * m * k..][..m * k],
             row_stride: 1,
-            col_stride: columns,
+            col_stride: m,
         };
         let rhs = Mat {
-            data: &u[e * cout * cin..][..cout * cin],
+            data: &rhs[e * k * n..][..k * n],
             row_stride: 1,
-            col_stride: cin,
+            col_stride: k,
         };
-        let dst = &mut m[e * cout * columns..][..cout * columns];
-        matmul_strided(dst, 1, columns, columns, cout, cin, lhs, rhs, false);
+        let dst = &mut dst[e * m * n..][..m * n];
+        matmul_strided(dst, 1, m, m, n, k, lhs, rhs, accumulate);
     }
 }
 
@@ -437,21 +449,7 @@ fn gradient_transform(delta: &[[f32; 2]; 2]) -> [f32; POSITIONS] {
 /// `sums_e += V_e · D_e` for the 16 positions: `[C_in x tiles] · [tiles x C_out]`, stored
 /// `[16][C_out][C_in]`.
 fn accumulate_products(g: &ConvGeometry, columns: usize, v: &[f32], d: &[f32], sums: &mut [f32]) {
-    let (cin, cout) = (g.in_channels, g.out_channels);
-    for e in 0..POSITIONS {
-        let lhs = Mat {
-            data: &v[e * columns * cin..][..columns * cin],
-            row_stride: 1,
-            col_stride: cin,
-        };
-        let rhs = Mat {
-            data: &d[e * cout * columns..][..cout * columns],
-            row_stride: 1,
-            col_stride: columns,
-        };
-        let dst = &mut sums[e * cout * cin..][..cout * cin];
-        matmul_strided(dst, 1, cin, cin, cout, columns, lhs, rhs, true);
-    }
+    products_per_position(sums, v, d, [g.in_channels, g.out_channels, columns], true);
 }
 
 /// `A'ᵀ m A'` of a summed 4x4 tile: the 3x3 kernel gradient, row-major.
