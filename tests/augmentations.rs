@@ -401,3 +401,167 @@ fn an_image_smaller_than_the_view_is_an_error_unless_upscaling_is_allowed() {
     }
     t.check_source_size(32, 32, || unreachable!()).unwrap();
 }
+
+/// Deterministic pseudo-random values in `[0, 1)` for reference comparisons.
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// torchvision's `_rgb2hsv` then `_hsv2rgb` with the hue moved by `shift`, per pixel in f64,
+/// with the hexcone sector chosen by `match` as torchvision writes it.
+fn hue_reference(px: [f32; 3], shift: f32) -> [f64; 3] {
+    let [r, g, b] = px.map(f64::from);
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let cr = maxc - minc;
+    if cr == 0.0 {
+        return [r, g, b];
+    }
+    let s = cr / maxc;
+    let (rc, gc, bc) = ((maxc - r) / cr, (maxc - g) / cr, (maxc - b) / cr);
+    let h = if maxc == r {
+        bc - gc
+    } else if maxc == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    let h = (h / 6.0 + 1.0 + f64::from(shift)).rem_euclid(1.0);
+    let i = (h * 6.0).floor();
+    let f = h * 6.0 - i;
+    let p = (maxc * (1.0 - s)).clamp(0.0, 1.0);
+    let q = (maxc * (1.0 - s * f)).clamp(0.0, 1.0);
+    let t = (maxc * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+    match (i as i64).rem_euclid(6) {
+        0 => [maxc, t, p],
+        1 => [q, maxc, p],
+        2 => [p, maxc, t],
+        3 => [p, q, maxc],
+        4 => [t, p, maxc],
+        _ => [maxc, p, q],
+    }
+}
+
+#[test]
+fn hue_rotation_equals_torchvisions_hsv_round_trip() {
+    // Real pixels, random pixels, and the ties and extremes the sector choice depends on;
+    // 1001 pixels, so the last ones take the path for a partial block.
+    let mut pixels: Vec<[f32; 3]> = real_view()
+        .data
+        .chunks_exact(3)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    pixels.extend(
+        noise(3 * 1001, 3)
+            .chunks_exact(3)
+            .map(|p| [p[0], p[1], p[2]]),
+    );
+    pixels.extend([
+        [0.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0],
+        [0.3, 0.3, 0.3],
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [0.5, 0.5, 0.1],
+        [0.1, 0.5, 0.5],
+        [0.5, 0.1, 0.5],
+        [0.9, 0.2, 0.2],
+    ]);
+    for shift in [-0.5, -0.37, -0.1, 0.0, 0.05, 1.0 / 3.0, 0.5] {
+        let mut image = ViewImage {
+            width: pixels.len(),
+            height: 1,
+            data: pixels.iter().flatten().copied().collect(),
+        };
+        color_jitter::adjust_hue(&mut image, shift);
+        for (px, got) in pixels.iter().zip(image.data.chunks_exact(3)) {
+            let want = hue_reference(*px, shift);
+            for c in 0..3 {
+                let err = (f64::from(got[c]) - want[c]).abs();
+                assert!(
+                    err <= 1e-5,
+                    "shift {shift}, pixel {px:?}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The blur as a direct 2-D sum over the `(2r+1)^2` window with reflect padding, in f64.
+fn blur_reference(image: &ViewImage, sigma: f32, radius: usize) -> Vec<f64> {
+    let (w, h) = (image.width, image.height);
+    let r = radius.min(w.max(h) - 1) as i64;
+    let weights: Vec<f64> = (-r..=r)
+        .map(|x| (-0.5 * (x as f64 / f64::from(sigma)).powi(2)).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let reflect = |i: i64, n: usize| -> usize {
+        let n = n as i64;
+        if n == 1 {
+            return 0;
+        }
+        let m = i.rem_euclid(2 * (n - 1));
+        (if m < n { m } else { 2 * (n - 1) - m }) as usize
+    };
+    let mut out = vec![0.0f64; image.data.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for dy in -r..=r {
+                for dx in -r..=r {
+                    let weight =
+                        weights[(dy + r) as usize] * weights[(dx + r) as usize] / (total * total);
+                    let sy = reflect(y as i64 + dy, h);
+                    let sx = reflect(x as i64 + dx, w);
+                    for c in 0..3 {
+                        out[(y * w + x) * 3 + c] +=
+                            weight * f64::from(image.data[(sy * w + sx) * 3 + c]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blur_equals_the_direct_2d_sum_with_reflect_padding() {
+    // Odd sizes, a radius beyond the image (clamped), one-pixel-wide images, the real image.
+    let cases = [
+        (17, 13, 1.7, 6),
+        (5, 3, 2.0, 6),
+        (1, 9, 1.0, 3),
+        (9, 1, 0.6, 2),
+        (32, 32, 2.0, 6),
+    ];
+    for (case, &(w, h, sigma, radius)) in cases.iter().enumerate() {
+        let image = if (w, h) == (32, 32) {
+            real_view()
+        } else {
+            ViewImage {
+                width: w,
+                height: h,
+                data: noise(3 * w * h, case as u64),
+            }
+        };
+        let want = blur_reference(&image, sigma, radius);
+        let mut got = image.clone();
+        gaussian_blur(&mut got, sigma, radius);
+        for (i, (&g, &e)) in got.data.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(g) - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                "{w}x{h} sigma {sigma} radius {radius}, value {i}: {g} vs {e}"
+            );
+        }
+    }
+}

@@ -78,6 +78,10 @@ fn reflect(i: i64, n: usize) -> usize {
 }
 
 /// Separable Gaussian blur of `image` with reflect padding; the radius is limited to the image.
+///
+/// Each pass is a sum of shifted whole rows (`out += k[t] * row[shifted by t]`), which the
+/// compiler vectorises: horizontally on a reflect-padded copy of the interleaved row (a shift
+/// of one pixel is three values), vertically on rows of the intermediate image.
 pub fn gaussian_blur(image: &mut ViewImage, sigma: f32, radius: usize) {
     let (w, h) = (image.width, image.height);
     let radius = radius.min(w.max(h).saturating_sub(1));
@@ -86,36 +90,41 @@ pub fn gaussian_blur(image: &mut ViewImage, sigma: f32, radius: usize) {
     }
     let k = kernel(sigma, radius);
     let r = radius as i64;
-    // Horizontal pass into `tmp`.
-    let mut tmp = vec![0.0f32; image.data.len()];
-    let mut index = vec![0usize; w + 2 * radius];
-    for (j, slot) in index.iter_mut().enumerate() {
-        *slot = reflect(j as i64 - r, w);
-    }
-    for y in 0..h {
-        let row = &image.data[y * w * 3..(y + 1) * w * 3];
-        let out = &mut tmp[y * w * 3..(y + 1) * w * 3];
-        for x in 0..w {
-            let mut acc = [0.0f32; 3];
-            for (t, &kt) in k.iter().enumerate() {
-                let sx = index[x + t] * 3;
-                acc[0] += kt * row[sx];
-                acc[1] += kt * row[sx + 1];
-                acc[2] += kt * row[sx + 2];
-            }
-            out[x * 3..x * 3 + 3].copy_from_slice(&acc);
-        }
-    }
-    // Vertical pass back into the image, whole rows at a time.
     let row_len = w * 3;
-    for y in 0..h {
-        let out = &mut image.data[y * row_len..(y + 1) * row_len];
-        out.fill(0.0);
-        for (t, &kt) in k.iter().enumerate() {
+    let mut padded = vec![0.0f32; (w + 2 * radius) * 3];
+    let mut tmp = vec![0.0f32; image.data.len()];
+    let columns: Vec<usize> = (0..w + 2 * radius)
+        .map(|j| reflect(j as i64 - r, w))
+        .collect();
+    for (row, out) in image
+        .data
+        .chunks_exact(row_len)
+        .zip(tmp.chunks_exact_mut(row_len))
+    {
+        for (dst, &x) in padded.chunks_exact_mut(3).zip(&columns) {
+            dst.copy_from_slice(&row[x * 3..x * 3 + 3]);
+        }
+        weighted_row_sum(out, &k, |t| &padded[t * 3..t * 3 + row_len]);
+    }
+    for (y, out) in image.data.chunks_exact_mut(row_len).enumerate() {
+        weighted_row_sum(out, &k, |t| {
             let sy = reflect(y as i64 + t as i64 - r, h);
-            let src = &tmp[sy * row_len..(sy + 1) * row_len];
+            &tmp[sy * row_len..(sy + 1) * row_len]
+        });
+    }
+}
+
+/// `out = sum_t weights[t] * row(t)`.
+fn weighted_row_sum<'a>(out: &mut [f32], weights: &[f32], row: impl Fn(usize) -> &'a [f32]) {
+    for (t, &weight) in weights.iter().enumerate() {
+        let src = &row(t)[..out.len()];
+        if t == 0 {
             for (o, &s) in out.iter_mut().zip(src) {
-                *o += kt * s;
+                *o = weight * s;
+            }
+        } else {
+            for (o, &s) in out.iter_mut().zip(src) {
+                *o += weight * s;
             }
         }
     }

@@ -150,45 +150,67 @@ pub fn adjust_saturation(image: &mut ViewImage, factor: f32) {
 }
 
 /// torchvision's `adjust_hue`: rotate the hue by `shift` turns (`[-0.5, 0.5]`) in HSV space.
+///
+/// The HSV round trip is written without per-pixel branches (the sector of the hexcone
+/// becomes `k = (n + 6h) mod 6` per channel, `c = v (1 - s clamp(min(k, 4 - k), 0, 1))`), on
+/// blocks of pixels split into channel planes, so that the compiler vectorises it. Gray pixels
+/// (`s = 0`) come back unchanged.
 pub fn adjust_hue(image: &mut ViewImage, shift: f32) {
-    for px in image.data.chunks_exact_mut(3) {
-        let (r, g, b) = (px[0], px[1], px[2]);
-        let maxc = r.max(g).max(b);
-        let minc = r.min(g).min(b);
-        let range = maxc - minc;
-        if range == 0.0 {
-            // Gray pixels have no hue; the round trip leaves them unchanged.
-            continue;
+    // Any whole number of turns is the identity; keeping the shift in [0, 1) keeps every
+    // shifted hue in (0, 3), where subtracting the integer part takes two comparisons.
+    let shift = shift - shift.floor();
+    let mut blocks = image.data.chunks_exact_mut(3 * HUE_BLOCK);
+    for block in &mut blocks {
+        rotate_hue_block::<HUE_BLOCK>(block, shift);
+    }
+    for pixel in blocks.into_remainder().chunks_exact_mut(3) {
+        rotate_hue_block::<1>(pixel, shift);
+    }
+}
+
+/// Pixels per block of [`adjust_hue`]: three planes of this many values stay in registers / L1.
+const HUE_BLOCK: usize = 64;
+
+/// [`adjust_hue`] on `N` interleaved RGB pixels.
+fn rotate_hue_block<const N: usize>(pixels: &mut [f32], shift: f32) {
+    let mut planes = [[0.0f32; N]; 3];
+    for (i, px) in pixels.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            planes[c][i] = px[c];
         }
-        let s = range / maxc;
-        let rc = (maxc - r) / range;
-        let gc = (maxc - g) / range;
-        let bc = (maxc - b) / range;
-        let h = if maxc == r {
+    }
+    let [r, g, b] = &mut planes;
+    for i in 0..N {
+        let (red, green, blue) = (r[i], g[i], b[i]);
+        let v = red.max(green).max(blue);
+        let range = v - red.min(green).min(blue);
+        let s = if v > 0.0 { range / v } else { 0.0 };
+        let inv_range = if range > 0.0 { 1.0 / range } else { 0.0 };
+        let rc = (v - red) * inv_range;
+        let gc = (v - green) * inv_range;
+        let bc = (v - blue) * inv_range;
+        let h = if v == red {
             bc - gc
-        } else if maxc == g {
+        } else if v == green {
             2.0 + rc - bc
         } else {
             4.0 + gc - rc
         };
-        let h = (h / 6.0 + 1.0 + shift).rem_euclid(1.0);
-        let v = maxc;
-        let h6 = h * 6.0;
-        let sector = h6.floor();
-        let f = h6 - sector;
-        let p = (v * (1.0 - s)).clamp(0.0, 1.0);
-        let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
-        let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-        let (nr, ng, nb) = match (sector as i32).rem_euclid(6) {
-            0 => (v, t, p),
-            1 => (q, v, p),
-            2 => (p, v, t),
-            3 => (p, q, v),
-            4 => (t, p, v),
-            _ => (v, p, q),
+        let turned = h / 6.0 + 1.0 + shift;
+        let turned = turned - if turned >= 1.0 { 1.0 } else { 0.0 };
+        let h6 = 6.0 * (turned - if turned >= 1.0 { 1.0 } else { 0.0 });
+        let channel = |n: f32| {
+            let k = n + h6;
+            let k = k - if k >= 6.0 { 6.0 } else { 0.0 };
+            (v * (1.0 - s * k.min(4.0 - k).clamp(0.0, 1.0))).clamp(0.0, 1.0)
         };
-        px[0] = nr;
-        px[1] = ng;
-        px[2] = nb;
+        r[i] = channel(5.0);
+        g[i] = channel(3.0);
+        b[i] = channel(1.0);
+    }
+    for (i, px) in pixels.chunks_exact_mut(3).enumerate() {
+        for c in 0..3 {
+            px[c] = planes[c][i];
+        }
     }
 }

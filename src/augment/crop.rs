@@ -250,22 +250,35 @@ pub fn resample(source: &image::RgbImage, crop: CropBox, out: usize) -> ViewImag
         .map(|(s, l)| s + l)
         .max()
         .unwrap_or(row_lo);
-    // Horizontal pass: source rows (u8) -> `out` columns (f32, still 0..255).
+    // Horizontal pass: source rows -> `out` columns (f32, still 0..255). Each row's columns
+    // in use are widened to f32 once, so the taps read floats (no per-tap conversion).
+    let col_lo = fx.starts.iter().copied().min().unwrap_or(0);
+    let col_hi = fx
+        .starts
+        .iter()
+        .zip(&fx.lens)
+        .map(|(s, l)| s + l)
+        .max()
+        .unwrap_or(col_lo);
+    let mut wide = vec![0.0f32; (col_hi - col_lo) * 3];
     let mut rows = vec![0.0f32; (row_hi - row_lo) * out * 3];
     for (r, y) in (row_lo..row_hi).enumerate() {
-        let src_row = &raw[y * width * 3..(y + 1) * width * 3];
+        let src_row = &raw[(y * width + col_lo) * 3..(y * width + col_hi) * 3];
+        for (w, &v) in wide.iter_mut().zip(src_row) {
+            *w = f32::from(v);
+        }
         let dst_row = &mut rows[r * out * 3..(r + 1) * out * 3];
         let mut offset = 0;
         for (o, dst) in dst_row.chunks_exact_mut(3).enumerate() {
-            let (start, len) = (fx.starts[o], fx.lens[o]);
+            let (start, len) = (fx.starts[o] - col_lo, fx.lens[o]);
             let w = &fx.weights[offset..offset + len];
             offset += len;
+            let taps = &wide[start * 3..(start + len) * 3];
             let mut acc = [0.0f32; 3];
-            for (k, &wk) in w.iter().enumerate() {
-                let p = &src_row[(start + k) * 3..(start + k) * 3 + 3];
-                acc[0] += wk * f32::from(p[0]);
-                acc[1] += wk * f32::from(p[1]);
-                acc[2] += wk * f32::from(p[2]);
+            for (&wk, p) in w.iter().zip(taps.chunks_exact(3)) {
+                acc[0] += wk * p[0];
+                acc[1] += wk * p[1];
+                acc[2] += wk * p[2];
             }
             dst.copy_from_slice(&acc);
         }
