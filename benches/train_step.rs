@@ -7,8 +7,8 @@
 //! SELFSUP_BENCH_WIDTH=64 SELFSUP_BENCH_BATCH=128 cargo bench --bench train_step
 //! ```
 //!
-//! Environment: `SELFSUP_BENCH_DEVICE` (`cpu`, `wgpu` or `cuda`; default `cpu`; the GPU
-//! backends need `--features wgpu` / `--features cuda`), `SELFSUP_BENCH_WIDTH` (first-stage
+//! Environment: `SELFSUP_BENCH_DEVICE` (`cpu`, `wgpu`, `vulkan` or `cuda`; default `cpu`; the
+//! GPU backends need `--features wgpu` / `vulkan` / `cuda`), `SELFSUP_BENCH_WIDTH` (first-stage
 //! channels, default 16),
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU

@@ -1,5 +1,6 @@
-//! Choosing the device: the CPU (burn's `flex`), a GPU through wgpu, or CUDA, by name, with a
-//! clear error when the backend was not compiled in.
+//! Choosing the device: the CPU (burn's `flex`), a GPU through wgpu (or wgpu pinned to Vulkan
+//! with the SPIR-V compiler), or CUDA, by name, with a clear error when the backend was not
+//! compiled in.
 
 use std::str::FromStr;
 
@@ -21,6 +22,8 @@ pub enum DeviceChoice {
     Cpu,
     /// A GPU through wgpu (Vulkan, Metal, DX12; Mesa's lavapipe on CPU-only machines).
     Wgpu,
+    /// A GPU through wgpu on Vulkan, kernels compiled to SPIR-V by cubecl (feature `vulkan`).
+    Vulkan,
     /// An NVIDIA GPU through CUDA (device 0).
     Cuda,
 }
@@ -33,11 +36,12 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
+            "vulkan" => Ok(Self::Vulkan),
             "cuda" => Ok(Self::Cuda),
             other => Err(Error::invalid_config(
                 "device",
                 other,
-                "one of auto, cpu, wgpu, cuda",
+                "one of auto, cpu, wgpu, vulkan, cuda",
             )),
         }
     }
@@ -51,6 +55,9 @@ pub fn compiled_backends() -> Vec<&'static str> {
     }
     if cfg!(feature = "wgpu") {
         v.push("wgpu");
+    }
+    if cfg!(feature = "vulkan") {
+        v.push("vulkan");
     }
     if cfg!(feature = "cuda") {
         v.push("cuda");
@@ -82,28 +89,37 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
 pub fn select_device_at(choice: DeviceChoice, gpu: usize) -> Result<Device> {
     match choice {
         DeviceChoice::Auto => select_device_at(DeviceChoice::Cuda, gpu)
-            .or_else(|_| wgpu_gpu(gpu))
+            .or_else(|_| wgpu_gpu(gpu, wgpu, "wgpu"))
             .or_else(|_| cpu())
             .or_else(|_| select_device_at(DeviceChoice::Wgpu, gpu)),
         DeviceChoice::Cpu => cpu(),
         DeviceChoice::Wgpu if gpu == 0 => {
             usable(wgpu(burn::tensor::DeviceKind::DefaultDevice)?, "wgpu")
         }
-        DeviceChoice::Wgpu => wgpu_gpu(gpu),
+        DeviceChoice::Wgpu => wgpu_gpu(gpu, wgpu, "wgpu"),
+        DeviceChoice::Vulkan if gpu == 0 => {
+            usable(vulkan(burn::tensor::DeviceKind::DefaultDevice)?, "vulkan")
+        }
+        DeviceChoice::Vulkan => wgpu_gpu(gpu, vulkan, "vulkan"),
         DeviceChoice::Cuda => usable(cuda(gpu)?, "cuda"),
     }
 }
 
-/// The usable hardware GPU number `index` through wgpu: discrete, integrated, then virtual.
-fn wgpu_gpu(index: usize) -> Result<Device> {
+/// The usable hardware GPU number `index` through `open` (wgpu or vulkan, called `name`):
+/// discrete, integrated, then virtual.
+fn wgpu_gpu(
+    index: usize,
+    open: fn(burn::tensor::DeviceKind) -> Result<Device>,
+    name: &str,
+) -> Result<Device> {
     use burn::tensor::DeviceKind;
-    let mut last = not_compiled("wgpu", "wgpu");
+    let mut last = not_compiled(name, name);
     for kind in [
         DeviceKind::DiscreteGpu(index),
         DeviceKind::IntegratedGpu(index),
         DeviceKind::VirtualGpu(index),
     ] {
-        match wgpu(kind).and_then(|d| usable(d, "wgpu")) {
+        match open(kind).and_then(|d| usable(d, name)) {
             Ok(device) => return Ok(device),
             Err(e) => last = e,
         }
@@ -167,6 +183,16 @@ fn wgpu(kind: burn::tensor::DeviceKind) -> Result<Device> {
 #[cfg(not(feature = "wgpu"))]
 fn wgpu(_kind: burn::tensor::DeviceKind) -> Result<Device> {
     Err(not_compiled("wgpu", "wgpu"))
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan(kind: burn::tensor::DeviceKind) -> Result<Device> {
+    Ok(Device::vulkan(kind))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan(_kind: burn::tensor::DeviceKind) -> Result<Device> {
+    Err(not_compiled("vulkan", "vulkan"))
 }
 
 #[cfg(feature = "cuda")]

@@ -322,6 +322,22 @@ fn bad_arguments_give_clear_errors() {
         assert!(!o.status.success());
         assert!(text(&o).contains("--features cuda"), "{}", text(&o));
     }
+    #[cfg(not(feature = "vulkan"))]
+    {
+        let o = selfsup(&[
+            "knn",
+            "--checkpoint",
+            ckpt,
+            "--train",
+            SAMPLE,
+            "--val",
+            SAMPLE,
+            "--device",
+            "vulkan",
+        ]);
+        assert!(!o.status.success());
+        assert!(text(&o).contains("--features vulkan"), "{}", text(&o));
+    }
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! The GPU code path: the same training steps on wgpu as on the CPU (CI runs this on Mesa's
 //! lavapipe, a software Vulkan device). The fixture tests run on wgpu too, with
-//! `SELFSUP_TEST_DEVICE=wgpu` (see `.ci/run`).
+//! `SELFSUP_TEST_DEVICE=wgpu` (see `.ci/run`). `SELFSUP_TEST_GPU=vulkan` runs them on wgpu pinned
+//! to Vulkan with cubecl's SPIR-V compiler (`--features vulkan`). burn's fusion and autotune are
+//! on in both.
 #![cfg(feature = "wgpu")]
 
 mod common;
 
 use burn::module::Module;
 use selfsup::backbone::Backbone;
-use selfsup::device::{DeviceChoice, select_device};
+use selfsup::device::select_device;
 use selfsup::method::{
     AnyMethodConfig, DeepClusterConfig, Method, MethodConfig, MocoConfig, Preset, SwavConfig,
 };
@@ -70,7 +72,7 @@ fn two_step_losses(method: &AnyMethodConfig, weights: &ModelRecord, device: &Dev
 
 #[test]
 fn two_training_steps_match_the_cpu_within_1e_3() {
-    let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
+    let wgpu = select_device(common::gpu_choice()).unwrap().autodiff();
     for method in methods() {
         let weights = common::tiny_model(&method, &Device::flex().autodiff()).into_record();
         let cpu = two_step_losses(&method, &weights, &Device::flex().autodiff());
@@ -95,7 +97,7 @@ fn pretraining_knn_and_the_linear_probe_run_on_wgpu() {
     use selfsup::eval::{LinearProbeConfig, linear_probe};
     use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, pretrain_with};
 
-    let device = select_device(DeviceChoice::Wgpu).unwrap();
+    let device = select_device(common::gpu_choice()).unwrap();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
     let data: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap().with_cache(true));
     let backbone = BackboneConfig::ConvNet(ConvNetConfig::new().with_width(8).with_stages(2));
@@ -182,7 +184,7 @@ fn vit_model(method: &AnyMethodConfig, device: &Device) -> SelfSupervised<Backbo
 #[test]
 fn vit_methods_two_training_steps_match_the_cpu_within_1e_3() {
     use selfsup::method::{IjepaConfig, MaeConfig};
-    let wgpu = select_device(DeviceChoice::Wgpu).unwrap().autodiff();
+    let wgpu = select_device(common::gpu_choice()).unwrap().autodiff();
     let methods = [
         AnyMethodConfig::Mae(MaeConfig {
             decoder_depth: 1,

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
-/// The device under test, with autodiff: the CPU (`Device::flex()`), or wgpu when
-/// `SELFSUP_TEST_DEVICE=wgpu` and the `wgpu` feature is on (CI runs the fixture tests both
-/// ways, wgpu on Mesa's lavapipe).
+/// The device under test, with autodiff: the CPU (`Device::flex()`), or the GPU of
+/// [`gpu_choice`] when `SELFSUP_TEST_DEVICE=wgpu` and the `wgpu` feature is on (CI runs the
+/// fixture tests both ways, wgpu on Mesa's lavapipe).
 pub fn device() -> Device {
     plain_device().autodiff()
 }
@@ -21,9 +21,18 @@ pub fn plain_device() -> Device {
     }
 }
 
+/// The GPU the GPU tests run on: wgpu, or wgpu pinned to Vulkan with the SPIR-V compiler when
+/// `SELFSUP_TEST_GPU=vulkan` (needs the `vulkan` feature).
+pub fn gpu_choice() -> selfsup::device::DeviceChoice {
+    match std::env::var("SELFSUP_TEST_GPU").as_deref() {
+        Ok("vulkan") => selfsup::device::DeviceChoice::Vulkan,
+        _ => selfsup::device::DeviceChoice::Wgpu,
+    }
+}
+
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Device {
-    selfsup::device::select_device(selfsup::device::DeviceChoice::Wgpu).unwrap()
+    selfsup::device::select_device(gpu_choice()).unwrap()
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -22,7 +22,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Device: auto (CUDA or a real GPU through wgpu when compiled in, else the CPU), cpu,
-    /// wgpu or cuda.
+    /// wgpu, vulkan (wgpu on Vulkan with the SPIR-V compiler) or cuda.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
 }
