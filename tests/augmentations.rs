@@ -1,5 +1,7 @@
 //! Each augmentation's effect on real pixels (CIFAR-10 JPEGs in tests/data), and seeding.
 
+mod common;
+
 use image::RgbImage;
 use selfsup::augment::{
     AugmentRng, ColorJitter, Crop, GaussianBlur, Normalize, Scale, ViewImage, ViewRecipe,
@@ -404,16 +406,9 @@ fn an_image_smaller_than_the_view_is_an_error_unless_upscaling_is_allowed() {
 
 /// Deterministic pseudo-random values in `[0, 1)` for reference comparisons.
 fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        })
+    common::random_values(n, seed)
+        .into_iter()
+        .map(|v| 0.5 * (v + 1.0))
         .collect()
 }
 
