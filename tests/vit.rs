@@ -199,3 +199,58 @@ fn every_vit_parameter_trains_and_zero_initialised_resnet_scales_too() {
         .unwrap();
     assert_eq!(trainable_parameters(&zeroed), trainable_parameters(&plain));
 }
+
+/// Largest absolute value and standard deviation of a tensor's entries.
+fn spread<const D: usize>(t: &Tensor<D>) -> (f64, f64) {
+    let v = values(t);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    (v.iter().fold(0.0f64, |m, x| m.max(x.abs())), var.sqrt())
+}
+
+#[test]
+fn blocks_draw_torchvisions_weights_and_the_decoders_draw_maes() {
+    use selfsup::model::TokenTransformerShape;
+    let d = 128;
+    let uniform_std = |bound: f64| bound / 3f64.sqrt();
+    let vit = VitConfig::new(32, 4, 2, 2, d, 4 * d)
+        .init(&device())
+        .unwrap();
+    let attention = &vit.encoder.layers[0].self_attention;
+    // torchvision's `nn.MultiheadAttention` leaves `out_proj` at `nn.Linear`'s default.
+    let (max, std) = spread(&attention.out_proj.weight.val());
+    let bound = 1.0 / (d as f64).sqrt();
+    assert!(max <= bound, "{max} > {bound}");
+    assert!((std / uniform_std(bound) - 1.0).abs() < 0.03, "{std}");
+    assert_eq!(spread(&attention.out_proj.bias.val()).0, 0.0);
+    let xavier = |fan_in: usize, fan_out: usize| (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let (max, std) = spread(&attention.in_proj_weight.val());
+    assert!(max <= xavier(d, 3 * d));
+    assert!(
+        (std / uniform_std(xavier(d, 3 * d)) - 1.0).abs() < 0.03,
+        "{std}"
+    );
+    let (max, _) = spread(&vit.encoder.layers[0].mlp.linear_1.bias.val());
+    assert!(
+        max > 0.0 && max < 1e-5,
+        "torchvision's MLP biases are N(0, 1e-6): {max}"
+    );
+    // MAE's decoder / I-JEPA's predictor: Xavier everywhere, zero biases.
+    let decoder = TokenTransformerShape {
+        input_dim: d,
+        width: d,
+        depth: 1,
+        heads: 2,
+        output_dim: 48,
+    }
+    .init(&device());
+    let block = &decoder.blocks[0];
+    let (max, std) = spread(&block.self_attention.out_proj.weight.val());
+    assert!(max <= xavier(d, d));
+    assert!(
+        (std / uniform_std(xavier(d, d)) - 1.0).abs() < 0.03,
+        "{std}"
+    );
+    assert_eq!(spread(&block.mlp.linear_1.bias.val()).0, 0.0);
+    assert_eq!(spread(&block.mlp.linear_2.bias.val()).0, 0.0);
+}

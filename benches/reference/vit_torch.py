@@ -114,11 +114,11 @@ def reference_init(module):
     nn.init.normal_(module.mask_token, std=0.02)
 
 
-def blocks_masks(b, grid, targets=4):
+def blocks_masks(b, grid, targets=4, min_context=10):
     """I-JEPA's multi-block masks, as the reference collator makes them: one target block size
     (scale 0.15-0.2, aspect 0.75-1.5) and one context size (scale 0.85-1, square) per batch;
-    per image, `targets` blocks at random places and the context block minus the targets, cut to
-    the batch's shortest context. Returns the context indices [B, Kc] and the target blocks."""
+    per image, `targets` blocks at random places and the context block minus the targets (redrawn
+    until it keeps `min_context` patches), cut to the batch's shortest context. Returns the context indices [B, Kc] and the target blocks."""
     n = grid * grid
     s = 0.15 + 0.05 * torch.rand(1).item()
     a = math.exp(math.log(0.75) + (math.log(1.5) - math.log(0.75)) * torch.rand(1).item())
@@ -127,18 +127,24 @@ def blocks_masks(b, grid, targets=4):
     cs = max(1, min(grid - 1, round(math.sqrt((0.85 + 0.15 * torch.rand(1).item()) * n))))
     ctx, tgt = [], []
     for _ in range(b):
-        blocks = []
-        covered = torch.zeros(grid, grid, dtype=torch.bool)
-        for _ in range(targets):
-            r, c = torch.randint(0, grid - th + 1, (1,)).item(), torch.randint(0, grid - tw + 1, (1,)).item()
+        # Redraw until the context keeps min_context patches (the official collator's min_keep:
+        # it retries too), at most 100 times, as selfsup does.
+        for _ in range(100):
+            blocks = []
+            covered = torch.zeros(grid, grid, dtype=torch.bool)
+            for _ in range(targets):
+                r, c = torch.randint(0, grid - th + 1, (1,)).item(), torch.randint(0, grid - tw + 1, (1,)).item()
+                m = torch.zeros(grid, grid, dtype=torch.bool)
+                m[r:r + th, c:c + tw] = True
+                covered |= m
+                blocks.append(m.flatten().nonzero().flatten())
+            r, c = torch.randint(0, grid - cs + 1, (1,)).item(), torch.randint(0, grid - cs + 1, (1,)).item()
             m = torch.zeros(grid, grid, dtype=torch.bool)
-            m[r:r + th, c:c + tw] = True
-            covered |= m
-            blocks.append(m.flatten().nonzero().flatten())
-        r, c = torch.randint(0, grid - cs + 1, (1,)).item(), torch.randint(0, grid - cs + 1, (1,)).item()
-        m = torch.zeros(grid, grid, dtype=torch.bool)
-        m[r:r + cs, c:c + cs] = True
-        ctx.append((m & ~covered).flatten().nonzero().flatten())
+            m[r:r + cs, c:c + cs] = True
+            context = (m & ~covered).flatten().nonzero().flatten()
+            if len(context) >= max(1, min(min_context, n // 4)):
+                break
+        ctx.append(context)
         tgt.append(blocks)
     kc = max(1, min(len(c) for c in ctx))
     keep = torch.stack([c[:kc] if len(c) else torch.zeros(1, dtype=torch.long) for c in ctx])

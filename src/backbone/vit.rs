@@ -152,7 +152,14 @@ impl VitConfig {
         );
         let layers = (0..self.num_layers)
             .map(|_| {
-                EncoderBlock::new(d, self.num_heads, self.mlp_dim, self.layer_norm_eps, device)
+                EncoderBlock::new(
+                    d,
+                    self.num_heads,
+                    self.mlp_dim,
+                    self.layer_norm_eps,
+                    BlockInit::Torchvision,
+                    device,
+                )
             })
             .collect();
         Ok(Vit {
@@ -203,6 +210,21 @@ impl TorchLinear {
         }
     }
 
+    /// The weight of PyTorch's `nn.Linear` default (`U(-1/sqrt(in), 1/sqrt(in))`, Kaiming-uniform
+    /// with `a = sqrt(5)`) and a zero bias: what `nn.MultiheadAttention` leaves in its
+    /// `out_proj` (its `_reset_parameters` only zeroes the bias).
+    pub fn pytorch_default_weight(in_dim: usize, out_dim: usize, device: &Device) -> Self {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [out_dim, in_dim],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::zeros([out_dim], device)),
+        }
+    }
+
     /// `x W^T + b` for `x` `[rows, in]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze()
@@ -224,11 +246,15 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn new(d: usize, num_heads: usize, device: &Device) -> Self {
+    fn new(d: usize, num_heads: usize, init: BlockInit, device: &Device) -> Self {
+        let out_proj = match init {
+            BlockInit::Torchvision => TorchLinear::pytorch_default_weight(d, d, device),
+            BlockInit::Xavier => TorchLinear::xavier(d, d, 0.0, device),
+        };
         Self {
             in_proj_weight: Param::from_tensor(xavier_uniform(3 * d, d, device)),
             in_proj_bias: Param::from_tensor(Tensor::zeros([3 * d], device)),
-            out_proj: TorchLinear::xavier(d, d, 0.0, device),
+            out_proj,
             num_heads,
         }
     }
@@ -280,16 +306,39 @@ pub struct EncoderBlock {
     pub mlp: VitMlp,
 }
 
+/// How an [`EncoderBlock`]'s weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockInit {
+    /// torchvision's `EncoderBlock`: Xavier-uniform `in_proj_weight` and MLP weights, MLP biases
+    /// from `N(0, 1e-6)`, and the attention's `out_proj` left at `nn.Linear`'s default
+    /// (`U(+-1/sqrt(d))`, which `nn.MultiheadAttention` does not re-initialise).
+    Torchvision,
+    /// MAE's `_init_weights` (also used for I-JEPA's predictor here): every linear layer,
+    /// `out_proj` included, Xavier-uniform with a zero bias.
+    Xavier,
+}
+
 impl EncoderBlock {
-    /// A block of width `d` with torchvision's initialisation.
-    pub fn new(d: usize, num_heads: usize, mlp_dim: usize, eps: f64, device: &Device) -> Self {
+    /// A block of width `d` with the `init` scheme's weights.
+    pub fn new(
+        d: usize,
+        num_heads: usize,
+        mlp_dim: usize,
+        eps: f64,
+        init: BlockInit,
+        device: &Device,
+    ) -> Self {
+        let mlp_bias_std = match init {
+            BlockInit::Torchvision => 1e-6,
+            BlockInit::Xavier => 0.0,
+        };
         Self {
             ln_1: layer_norm(d, eps, device),
-            self_attention: SelfAttention::new(d, num_heads, device),
+            self_attention: SelfAttention::new(d, num_heads, init, device),
             ln_2: layer_norm(d, eps, device),
             mlp: VitMlp {
-                linear_1: TorchLinear::xavier(d, mlp_dim, 1e-6, device),
-                linear_2: TorchLinear::xavier(mlp_dim, d, 1e-6, device),
+                linear_1: TorchLinear::xavier(d, mlp_dim, mlp_bias_std, device),
+                linear_2: TorchLinear::xavier(mlp_dim, d, mlp_bias_std, device),
             },
         }
     }

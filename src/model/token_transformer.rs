@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::backbone::vit::{EncoderBlock, TorchLinear};
+use crate::backbone::vit::{BlockInit, EncoderBlock, TorchLinear};
 use crate::error::{Error, Result};
 
 /// Widths and depth of a [`TokenTransformer`].
@@ -54,7 +54,7 @@ impl TokenTransformerShape {
                 device,
             )),
             blocks: (0..self.depth)
-                .map(|_| EncoderBlock::new(w, self.heads, 4 * w, 1e-6, device))
+                .map(|_| EncoderBlock::new(w, self.heads, 4 * w, 1e-6, BlockInit::Xavier, device))
                 .collect(),
             norm: LayerNormConfig::new(w).with_epsilon(1e-6).init(device),
             head: TorchLinear::xavier(w, self.output_dim, 0.0, device),
