@@ -27,7 +27,8 @@
 //!
 //! Options: `--method` (any built-in method), `--epochs`, `--data DIR`, `--out FILE`
 //! (JSON summary), `--limit N` (use only the first N training images per class, for a quick
-//! check), `--train-only` (no final evaluation: a throughput run), `--knn-every` (kNN on the
+//! check), `--train-only` (no final evaluation: a throughput run), `--eval-encoder online|target`
+//! (which backbone the evaluations read), `--knn-every` (kNN on the
 //! validation split after every epoch), `--metrics DIR`
 //! (per-step loss, learning rate and images/s in `DIR/metrics.jsonl`), `--burn-kernels`
 //! (burn's convolution and batch norm instead of this crate's, for before/after runs),
@@ -47,13 +48,14 @@ use selfsup::backbone::{BackboneConfig, ResNetConfig, Stem, VitConfig, VitPool};
 use selfsup::data::{
     ImageDataset, LoaderConfig, Subset, ViewLoader, holdout_last_per_class, open_dataset,
 };
-use selfsup::eval::{KnnClassifier, KnnConfig, LinearProbeConfig, linear_probe};
+use selfsup::eval::{KnnClassifier, KnnConfig, LinearProbeConfig};
 use selfsup::method::{AnyMethodConfig, Preset};
+use selfsup::model::BackboneBranch;
 use selfsup::optim::OptimizerKind;
 use selfsup::prelude::*;
 use selfsup::train::{
-    KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy,
-    pretrain_with,
+    KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, frozen_evaluation,
+    init_backbone, pretrain_with,
 };
 
 #[derive(Parser, Debug)]
@@ -123,6 +125,10 @@ struct Args {
     /// LARS trust coefficient `eta`.
     #[arg(long, default_value_t = 0.02)]
     lars_eta: f64,
+    /// Evaluate the online backbone or the momentum target's (byol, moco, dino, ijepa; the
+    /// I-JEPA and DINO papers evaluate the target).
+    #[arg(long, value_parser = ["online", "target"], default_value = "online")]
+    eval_encoder: String,
     /// Skip the final evaluations (kNN, linear probe, random init, raw pixels): a throughput run.
     #[arg(long)]
     train_only: bool,
@@ -301,6 +307,9 @@ fn main() -> selfsup::Result<()> {
     config.lr.warmup_epochs = args.warmup;
     config.lr.base_lr = args.lr.unwrap_or(config.lr.base_lr);
     config.knn_every_epochs = usize::from(args.knn_every);
+    if args.eval_encoder == "target" {
+        config.eval_encoder = BackboneBranch::Target;
+    }
     config.checkpoint_every_epochs = 0;
     config.output_dir = args.metrics.clone();
     config.monitor.every_steps = 0;
@@ -335,7 +344,12 @@ fn main() -> selfsup::Result<()> {
     let scores = if args.train_only {
         Scores::default()
     } else {
-        final_scores(&trained.backbone(), &config, &eval, &device)?
+        final_scores(
+            &trained.backbone_of(config.eval_encoder)?,
+            &config,
+            &eval,
+            &device,
+        )?
     };
     let Scores {
         knn,
@@ -365,6 +379,7 @@ fn main() -> selfsup::Result<()> {
         "epoch_images_per_second": images_per_second,
         "epoch_knn_top1": epoch_knn,
         "epoch_train_seconds": epoch_seconds,
+        "eval_encoder": args.eval_encoder,
         "knn_top1": knn,
         "probe_top1": probe,
         "random_knn_top1": random_knn,
@@ -398,16 +413,14 @@ fn final_scores(
     device: &Device,
 ) -> selfsup::Result<Scores> {
     let evaluate = |encoder: &selfsup::backbone::Backbone| -> selfsup::Result<(f64, f64)> {
-        let knn = knn_accuracy(encoder, eval, config.knn, device)?;
-        let probe = linear_probe(
+        let scores = frozen_evaluation(
             encoder,
-            eval.bank.clone(),
-            eval.queries.clone(),
-            &eval.transform,
+            eval,
+            config.knn,
             &LinearProbeConfig::default(),
             device,
         )?;
-        Ok((knn, probe.top1))
+        Ok((scores.knn_top1, scores.probe.top1))
     };
     let (knn, probe) = evaluate(trained)?;
     let (random_knn, random_probe) = evaluate(&init_backbone(config, device)?.valid())?;

@@ -24,13 +24,13 @@ use std::time::Instant;
 use selfsup::augment::ViewTransform;
 use selfsup::backbone::{Backbone, BackboneConfig, ConvNetConfig};
 use selfsup::data::{ImageDataset, LoaderConfig, PackedImages};
-use selfsup::eval::{LinearProbeConfig, linear_probe};
+use selfsup::eval::LinearProbeConfig;
 use selfsup::method::{AnyMethodConfig, MethodConfig, Preset, SimClrConfig};
 use selfsup::prelude::*;
 use selfsup::report::{ReportData, write_report};
 use selfsup::train::{
-    KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, init_backbone, knn_accuracy,
-    pretrain_with,
+    KnnEvaluation, OptimizerConfig, PretrainConfig, PretrainOptions, frozen_evaluation,
+    init_backbone, pretrain_with,
 };
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -106,16 +106,14 @@ fn main() -> selfsup::Result<()> {
     };
     // kNN and linear-probe top-1 of an encoder on the held-out images.
     let evaluate = |encoder: &Backbone| -> selfsup::Result<(f64, f64)> {
-        let knn = knn_accuracy(encoder, &eval, config.knn, &device)?;
-        let probe = linear_probe(
+        let scores = frozen_evaluation(
             encoder,
-            train.clone(),
-            val.clone(),
-            &eval.transform,
+            &eval,
+            config.knn,
             &LinearProbeConfig::default(),
             &device,
         )?;
-        Ok((knn, probe.top1))
+        Ok((scores.knn_top1, scores.probe.top1))
     };
 
     // The same architecture, randomly initialised with the same seed.

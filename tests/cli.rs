@@ -236,6 +236,20 @@ fn export_subcommand() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::metadata(&burn_file).unwrap().len() > 1000);
+    // SimSiam keeps no momentum target to export.
+    let target_file = dir.path().join("target.safetensors");
+    let o = selfsup(&[
+        "export",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        target_file.to_str().unwrap(),
+        "--encoder",
+        "target",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no momentum target"), "{}", text(&o));
+    assert!(!target_file.exists());
 }
 
 #[test]

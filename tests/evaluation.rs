@@ -171,3 +171,51 @@ fn the_linear_probe_separates_linearly_separable_features() {
     let report = ClassificationReport::from_predictions(&predicted, &labels, 3);
     assert!(report.top1 > 0.95, "{}", report.top1);
 }
+
+#[test]
+fn the_frozen_evaluation_equals_knn_and_the_probe_run_apart() {
+    use std::sync::Arc;
+
+    use selfsup::augment::ViewTransform;
+    use selfsup::data::{ImageDataset, ImageFolder};
+    use selfsup::eval::{LinearProbeConfig, linear_probe};
+    use selfsup::train::{KnnEvaluation, frozen_evaluation, knn_accuracy};
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
+    let images: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap());
+    let device = common::plain_device();
+    let encoder = common::tiny_backbone(&device);
+    let eval = KnnEvaluation {
+        bank: images.clone(),
+        queries: images.clone(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 7,
+    };
+    let knn = KnnConfig {
+        k: 3,
+        ..KnnConfig::default()
+    };
+    let probe = LinearProbeConfig {
+        epochs: 3,
+        batch_size: 4,
+        feature_batch_size: 7,
+        ..LinearProbeConfig::default()
+    };
+    let together = frozen_evaluation(&encoder, &eval, knn, &probe, &device).unwrap();
+    let knn_apart = knn_accuracy(&encoder, &eval, knn, &device).unwrap();
+    let probe_apart = linear_probe(
+        &encoder,
+        images.clone(),
+        images,
+        &eval.transform,
+        &probe,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(together.knn_top1, knn_apart);
+    assert_eq!(together.probe.top1, probe_apart.top1);
+    assert_eq!(together.probe.confusion, probe_apart.confusion);
+    // The probe's settings are checked before any image is encoded.
+    let no_epochs = LinearProbeConfig { epochs: 0, ..probe };
+    let err = frozen_evaluation(&encoder, &eval, knn, &no_epochs, &device).unwrap_err();
+    assert!(err.to_string().contains("epochs 0"), "{err}");
+}

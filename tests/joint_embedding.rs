@@ -136,3 +136,21 @@ fn energy_scores_views_of_the_same_image_lower() {
     let unrelated = model.energy(x, other, Energy::Cosine).unwrap();
     assert!(values(&unrelated).iter().any(|e| *e > 1e-4));
 }
+
+#[test]
+fn the_target_backbone_is_there_for_methods_with_a_momentum_target_only() {
+    use selfsup::model::BackboneBranch;
+    let d = device();
+    let byol = tiny_model(&AnyMethodConfig::byol(Preset::Cifar), &d);
+    let online = byol.embedding.backbone_of(BackboneBranch::Online).unwrap();
+    assert!(std::ptr::eq(online, &byol.embedding.online.backbone));
+    let target = byol.embedding.backbone_of(BackboneBranch::Target).unwrap();
+    let branch = byol.embedding.target.as_ref().unwrap();
+    assert!(std::ptr::eq(target, &branch.backbone));
+    let simsiam = tiny_model(&AnyMethodConfig::simsiam(Preset::Cifar), &d);
+    let err = simsiam
+        .embedding
+        .backbone_of(BackboneBranch::Target)
+        .unwrap_err();
+    assert!(err.to_string().contains("no momentum target"), "{err}");
+}

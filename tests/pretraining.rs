@@ -478,3 +478,47 @@ fn vit_runs_of_dino_multi_crop_lejepa_mae_and_ijepa_resume_bit_for_bit() {
         assert!(bad.is_empty(), "{}: {bad:#?}", method.name());
     }
 }
+
+#[test]
+fn the_knn_monitor_reads_the_target_encoder_when_asked() {
+    use selfsup::model::BackboneBranch;
+    use selfsup::train::knn_accuracy;
+    let eval = KnnEvaluation {
+        bank: sample(),
+        queries: sample(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 10,
+    };
+    let mut config = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, None);
+    config.eval_encoder = BackboneBranch::Target;
+    // k = 5 tells the two backbones of this run apart (the online one scores lower).
+    config.knn.k = 5;
+    let options = PretrainOptions {
+        knn: Some(eval.clone()),
+        ..Default::default()
+    };
+    let trained = pretrain_with(&config, sample(), &plain_device(), options).unwrap();
+    let monitored = trained.history.last().unwrap().knn_top1.unwrap();
+    let device = plain_device();
+    let target = trained.backbone_of(BackboneBranch::Target).unwrap();
+    assert_eq!(
+        monitored,
+        knn_accuracy(&target, &eval, config.knn, &device).unwrap()
+    );
+    let online = trained.backbone_of(BackboneBranch::Online).unwrap();
+    assert_ne!(
+        monitored,
+        knn_accuracy(&online, &eval, config.knn, &device).unwrap()
+    );
+    // A method without a momentum target is refused before the first step.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(
+        AnyMethodConfig::simsiam(Preset::Cifar),
+        1,
+        Some(dir.path()),
+    );
+    config.eval_encoder = BackboneBranch::Target;
+    let err = pretrain(&config, sample(), &plain_device()).unwrap_err();
+    assert!(err.to_string().contains("no momentum target"), "{err}");
+    assert!(!dir.path().join(METRICS_FILE).exists());
+}

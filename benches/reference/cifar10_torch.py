@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import resource
+import sys
 import time
 
 import torch
@@ -64,6 +65,8 @@ p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], help="default: t
 p.add_argument("--weight-decay", type=float,
                help="default: the preset's, or 5e-4 (SGD) / 1e-4 (LARS) when --optimizer changes the kind")
 p.add_argument("--lars-eta", type=float, default=0.02, help="LARS trust coefficient")
+p.add_argument("--eval-encoder", choices=["online", "target"], default="online",
+               help="evaluate the online backbone or the momentum target's (byol, moco, dino, ijepa)")
 p.add_argument("--knn-every", action="store_true",
                help="kNN on the validation split after every epoch (not counted as training time)")
 p.add_argument("--train-only", action="store_true",
@@ -258,6 +261,10 @@ queue = F.normalize(torch.randn(4096, s(128)), dim=1) if a.method == "moco" else
 center = torch.zeros(1, s(4096)) if a.method == "dino" else None
 banks, cluster_prototypes, assignments = None, None, None
 pending = {}
+if a.eval_encoder == "target" and target is None:
+    sys.exit(f"--eval-encoder target: {a.method} keeps no momentum target")
+# The backbone the evaluations read: the online one, or the target's (the I-JEPA and DINO papers').
+eval_backbone = target[0] if a.eval_encoder == "target" else backbone
 
 
 def cos(x, y):
@@ -627,6 +634,8 @@ if a.method == "deepcluster":
     method_seconds += time.perf_counter() - t
 for epoch in range(a.epochs):
     online.train()
+    if target is not None:  # an --eval-encoder target kNN pass left it in eval mode
+        target.train()
     if a.method == "deepcluster":
         t = time.perf_counter()
         cluster(epoch)
@@ -649,8 +658,8 @@ for epoch in range(a.epochs):
     epoch_loss.append(sum(losses) / max(1, len(losses)))
     print(f"epoch {epoch} mean loss {epoch_loss[-1]:.4f} over {len(losses)} steps", flush=True)
     if a.knn_every:
-        tx, ty = features(backbone, train_idx)
-        vx, vy = features(backbone, val_idx)
+        tx, ty = features(eval_backbone, train_idx)
+        vx, vy = features(eval_backbone, val_idx)
         epoch_knn.append(knn(tx, ty, vx, vy))
         print(f"epoch {epoch} kNN top-1 {epoch_knn[-1]:.4f}", flush=True)
 train_seconds = sum(epoch_seconds)
@@ -684,7 +693,7 @@ def evaluate(encoder):
 if a.train_only:
     knn_top1 = probe_top1 = random_knn = random_probe = raw_knn = None
 else:
-    knn_top1, probe_top1 = evaluate(backbone)
+    knn_top1, probe_top1 = evaluate(eval_backbone)
     torch.manual_seed(0)
     random_knn, random_probe = evaluate(make_backbone())
     rx, ry = features(None, train_idx, raw=True)
@@ -694,6 +703,7 @@ summary = {
     "tool": f"pytorch {torch.__version__}",
     "method": a.method,
     "epochs": a.epochs,
+    "eval_encoder": a.eval_encoder,
     "width": a.width,
     "vit": dict(depth=a.vit_depth, width=a.vit_width, pool=a.vit_pool or ("mean" if a.method == "ijepa" else "cls"),
                 decoder_depth=a.decoder_depth, decoder_width=a.decoder_width) if a.vit_depth else None,

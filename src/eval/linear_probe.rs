@@ -14,7 +14,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::features::extract_features;
+use super::features::{Features, extract_features};
 use super::report::{ClassificationReport, argmax_classes};
 use crate::augment::{AugmentRng, ViewTransform};
 use crate::backbone::Encoder;
@@ -48,6 +48,28 @@ impl Default for LinearProbeConfig {
     }
 }
 
+impl LinearProbeConfig {
+    /// Checks that the settings can train: at least one epoch and one feature per step, and a
+    /// finite positive learning rate.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::invalid_config(
+                "probe",
+                format!("epochs {}, batch_size {}", self.epochs, self.batch_size),
+                "both at least 1",
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid_config(
+                "probe.lr",
+                self.lr,
+                "a finite value > 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Per-dimension standardisation fitted on the training features.
 fn standardise(train: Tensor<2>, other: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let mean = train.clone().mean_dim(0);
@@ -65,36 +87,37 @@ pub fn linear_probe<E: Encoder>(
     config: &LinearProbeConfig,
     device: &Device,
 ) -> Result<ClassificationReport> {
-    if config.epochs == 0 || config.batch_size == 0 {
-        return Err(Error::invalid_config(
-            "probe",
-            format!("epochs {}, batch_size {}", config.epochs, config.batch_size),
-            "both at least 1",
-        ));
-    }
+    config.validate()?;
     check_same_classes(
         &*train,
         "the probe's training images",
         &*val,
         "the validation images",
     )?;
-    if !(config.lr.is_finite() && config.lr > 0.0) {
-        return Err(Error::invalid_config(
-            "probe.lr",
-            config.lr,
-            "a finite value > 0",
-        ));
-    }
     let classes = train.classes().len().max(val.classes().len());
+    let train_f = extract_features(encoder, train, transform, config.feature_batch_size, device)?;
+    let val_f = extract_features(encoder, val, transform, config.feature_batch_size, device)?;
+    linear_probe_on_features(train_f, val_f, classes, config, device)
+}
+
+/// The linear probe on features already extracted (e.g. the ones a kNN evaluation of the same
+/// encoder computed), so an encoder is run over each split once: standardises them with the
+/// training split's statistics, fits the classifier on `train` and reports on `val`.
+pub fn linear_probe_on_features(
+    train: Features,
+    val: Features,
+    classes: usize,
+    config: &LinearProbeConfig,
+    device: &Device,
+) -> Result<ClassificationReport> {
+    config.validate()?;
     let missing = |what: &str| Error::MissingInput {
         context: "linear probe".into(),
         what: format!("labels of the {what} images"),
     };
-    let train_f = extract_features(encoder, train, transform, config.feature_batch_size, device)?;
-    let val_f = extract_features(encoder, val, transform, config.feature_batch_size, device)?;
-    let train_labels = train_f.labels.ok_or_else(|| missing("training"))?;
-    let val_labels = val_f.labels.ok_or_else(|| missing("validation"))?;
-    let (train_x, val_x) = standardise(train_f.features, val_f.features);
+    let train_labels = train.labels.ok_or_else(|| missing("training"))?;
+    let val_labels = val.labels.ok_or_else(|| missing("validation"))?;
+    let (train_x, val_x) = standardise(train.features, val.features);
     let classifier = fit_linear(train_x, &train_labels, classes, config, device)?;
     let predicted = predict(&classifier, val_x)?;
     Ok(ClassificationReport::from_predictions(

@@ -11,6 +11,6 @@ pub mod report;
 pub use features::{Features, extract_features};
 pub use fine_tune::{Classifier, FineTuneConfig, fine_tune};
 pub use knn::{KnnClassifier, KnnConfig};
-pub use linear_probe::{LinearProbeConfig, linear_probe};
+pub use linear_probe::{LinearProbeConfig, linear_probe, linear_probe_on_features};
 pub use rank::effective_rank;
 pub use report::ClassificationReport;

@@ -125,6 +125,29 @@ impl<E: Encoder> OnlineNetwork<E> {
     }
 }
 
+/// Which of a joint embedding's backbones to take after training.
+///
+/// Most methods are evaluated with the online backbone. The papers of the methods with a
+/// momentum target differ: I-JEPA (Assran et al. 2023, section 5) and DINO (Caron et al. 2021,
+/// section 5.1) report their target (teacher) encoder, BYOL and MoCo their online encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneBranch {
+    /// The backbone the optimiser trains.
+    #[default]
+    Online,
+    /// The EMA copy of it (BYOL's target, MoCo's key encoder, DINO's teacher, I-JEPA's target
+    /// encoder).
+    Target,
+}
+
+impl BackboneBranch {
+    /// Whether this is the online backbone (the default).
+    pub fn is_online(&self) -> bool {
+        *self == Self::Online
+    }
+}
+
 /// A joint-embedding architecture: the online branch and, for methods with a momentum target,
 /// its EMA twin.
 ///
@@ -143,6 +166,26 @@ impl<E: Encoder> JointEmbedding<E> {
     /// The trained image encoder.
     pub fn backbone(&self) -> &E {
         &self.online.backbone
+    }
+
+    /// The online backbone, or the momentum target's; an error naming the choice when the
+    /// method keeps no target.
+    pub fn backbone_of(&self, branch: BackboneBranch) -> crate::Result<&E> {
+        match branch {
+            BackboneBranch::Online => Ok(&self.online.backbone),
+            BackboneBranch::Target => self
+                .target
+                .as_ref()
+                .map(|target| &target.backbone)
+                .ok_or_else(|| {
+                    Error::invalid_config(
+                        "encoder",
+                        "target",
+                        "online: this method keeps no momentum target (BYOL, MoCo, DINO and \
+                         I-JEPA do)",
+                    )
+                }),
+        }
     }
 
     /// Online embeddings (projector outputs) `[B, D]` of images `[B, C, H, W]`.

@@ -14,6 +14,8 @@ pub mod token_transformer;
 pub use ema::{ema_copy, ema_update};
 pub use feature_batch_norm::{FeatureBatchNorm, FeatureBatchNormConfig};
 pub use head::{HeadBlock, HeadBlockConfig, HeadNorm, ProjectionHead, ProjectionHeadConfig};
-pub use joint_embedding::{Branch, JointEmbedding, JointEmbeddingConfig, OnlineNetwork};
+pub use joint_embedding::{
+    BackboneBranch, Branch, JointEmbedding, JointEmbeddingConfig, OnlineNetwork,
+};
 pub use prototypes::Prototypes;
 pub use token_transformer::{TokenTransformer, TokenTransformerShape};

@@ -14,6 +14,7 @@ use crate::distributed::DistributedConfig;
 use crate::error::{Error, Result};
 use crate::eval::KnnConfig;
 use crate::method::{AnyMethodConfig, MethodConfig, Preset, RecipeContext};
+use crate::model::BackboneBranch;
 pub use crate::optim::{EmaConfig, LrConfig, OptimizerConfig};
 
 /// Collapse monitoring during training.
@@ -81,6 +82,10 @@ pub struct PretrainConfig<C = AnyMethodConfig> {
     pub knn: KnnConfig,
     /// Evaluate kNN every this many epochs when evaluation data is given (0: only at the end).
     pub knn_every_epochs: usize,
+    /// The backbone the kNN monitor evaluates: the online one (default), or the momentum
+    /// target's, which the I-JEPA and DINO papers evaluate; written only when it is the target.
+    #[serde(default, skip_serializing_if = "BackboneBranch::is_online")]
+    pub eval_encoder: BackboneBranch,
     /// Write a checkpoint every this many epochs (0: only at the end).
     pub checkpoint_every_epochs: usize,
     /// Folder for `checkpoint.ckpt` and `metrics.jsonl`; none keeps everything in memory.
@@ -117,6 +122,7 @@ impl<C: MethodConfig> PretrainConfig<C> {
             monitor: MonitorConfig::default(),
             knn: KnnConfig::default(),
             knn_every_epochs: 1,
+            eval_encoder: BackboneBranch::Online,
             checkpoint_every_epochs: 1,
             output_dir: None,
             progress: true,

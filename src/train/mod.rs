@@ -14,7 +14,7 @@ pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use config::{EmaConfig, LrConfig, MonitorConfig, OptimizerConfig, PretrainConfig};
 pub use metrics::{EpochMetrics, MetricsWriter, StepMetrics};
 pub use pretrain::{
-    CHECKPOINT_FILE, Control, EpochHook, KnnEvaluation, METRICS_FILE, PretrainOptions, Pretrained,
-    ScheduleHook, StepHook, build_model, init_backbone, knn_accuracy, load_checkpoint, pretrain,
-    pretrain_encoder, pretrain_with,
+    CHECKPOINT_FILE, Control, EpochHook, FrozenScores, KnnEvaluation, METRICS_FILE,
+    PretrainOptions, Pretrained, ScheduleHook, StepHook, build_model, frozen_evaluation,
+    init_backbone, knn_accuracy, load_checkpoint, pretrain, pretrain_encoder, pretrain_with,
 };

@@ -17,7 +17,10 @@ use crate::backbone::{Backbone, Encoder};
 use crate::data::{ImageDataset, check_same_classes};
 use crate::distributed::World;
 use crate::error::{Error, Result};
-use crate::eval::{KnnClassifier, KnnConfig, extract_features};
+use crate::eval::{
+    ClassificationReport, Features, KnnClassifier, KnnConfig, LinearProbeConfig, extract_features,
+    linear_probe_on_features,
+};
 use crate::method::{AnyMethodConfig, MethodConfig, MethodSetup, Progress, ScheduleValues};
 use crate::model::JointEmbeddingConfig;
 use crate::step::SelfSupervised;
@@ -102,6 +105,12 @@ impl<E: Encoder, M: Module> Pretrained<E, M> {
     /// The trained backbone in evaluation mode, on the plain device.
     pub fn backbone(&self) -> E {
         self.model.embedding.online.backbone.valid()
+    }
+
+    /// The online or the momentum target's backbone in evaluation mode, on the plain device
+    /// (see [`BackboneBranch`](crate::model::BackboneBranch)).
+    pub fn backbone_of(&self, branch: crate::model::BackboneBranch) -> Result<E> {
+        Ok(self.model.embedding.backbone_of(branch)?.valid())
     }
 }
 
@@ -240,6 +249,46 @@ pub fn load_checkpoint(
     Ok((model, ckpt.meta))
 }
 
+/// The evaluation data's features under `backbone` (bank, then queries), checked to carry
+/// labels.
+fn labelled_features<E: Encoder>(
+    backbone: &E,
+    eval: &KnnEvaluation,
+    device: &Device,
+) -> Result<(Features, Features)> {
+    eval.validate()?;
+    let backbone = backbone.valid();
+    let features = |images: &Arc<dyn ImageDataset>, what: &str| {
+        let features = extract_features(
+            &backbone,
+            images.clone(),
+            &eval.transform,
+            eval.batch_size,
+            device,
+        )?;
+        match features.labels {
+            Some(_) => Ok(features),
+            None => Err(Error::MissingInput {
+                context: "frozen-feature evaluation".into(),
+                what: format!("labels of the {what} images"),
+            }),
+        }
+    };
+    Ok((
+        features(&eval.bank, "bank")?,
+        features(&eval.queries, "query")?,
+    ))
+}
+
+/// kNN top-1 of labelled features (`bank` classifies `queries`).
+fn knn_top1(bank: Features, queries: Features, classes: usize, knn: KnnConfig) -> Result<f64> {
+    let (bank_labels, query_labels) = (bank.labels.unwrap_or_default(), queries.labels);
+    let classifier = KnnClassifier::new(bank.features, bank_labels, classes, knn)?;
+    Ok(classifier
+        .evaluate(queries.features, &query_labels.unwrap_or_default())?
+        .top1)
+}
+
 /// kNN top-1 of `backbone`'s features on the evaluation data, with `knn`'s settings.
 pub fn knn_accuracy<E: Encoder>(
     backbone: &E,
@@ -247,25 +296,34 @@ pub fn knn_accuracy<E: Encoder>(
     knn: KnnConfig,
     device: &Device,
 ) -> Result<f64> {
-    eval.validate()?;
-    let backbone = backbone.valid();
-    let features = |images: &Arc<dyn ImageDataset>| {
-        extract_features(
-            &backbone,
-            images.clone(),
-            &eval.transform,
-            eval.batch_size,
-            device,
-        )
-    };
-    let (bank, queries) = (features(&eval.bank)?, features(&eval.queries)?);
-    let missing = |what: &str| Error::MissingInput {
-        context: "kNN evaluation".into(),
-        what: format!("labels of the {what} images"),
-    };
-    let bank_labels = bank.labels.ok_or_else(|| missing("bank"))?;
-    let query_labels = queries.labels.ok_or_else(|| missing("query"))?;
-    let classifier =
-        KnnClassifier::new(bank.features, bank_labels, eval.bank.classes().len(), knn)?;
-    Ok(classifier.evaluate(queries.features, &query_labels)?.top1)
+    let (bank, queries) = labelled_features(backbone, eval, device)?;
+    knn_top1(bank, queries, eval.bank.classes().len(), knn)
+}
+
+/// The two frozen-feature scores of an encoder: kNN top-1, and the linear probe trained on the
+/// bank and reported on the queries.
+#[derive(Debug, Clone)]
+pub struct FrozenScores {
+    /// kNN top-1 on the queries.
+    pub knn_top1: f64,
+    /// The linear probe's report on the queries.
+    pub probe: ClassificationReport,
+}
+
+/// kNN top-1 and the linear probe of `backbone` on the evaluation data, from one pass of the
+/// encoder over each split (the two evaluations share the features; [`knn_accuracy`] followed by
+/// [`linear_probe`](crate::eval::linear_probe) would encode every image twice).
+pub fn frozen_evaluation<E: Encoder>(
+    backbone: &E,
+    eval: &KnnEvaluation,
+    knn: KnnConfig,
+    probe: &LinearProbeConfig,
+    device: &Device,
+) -> Result<FrozenScores> {
+    probe.validate()?;
+    let (bank, queries) = labelled_features(backbone, eval, device)?;
+    let classes = eval.bank.classes().len();
+    let knn_top1 = knn_top1(bank.clone(), queries.clone(), classes, knn)?;
+    let probe = linear_probe_on_features(bank, queries, classes, probe, device)?;
+    Ok(FrozenScores { knn_top1, probe })
 }

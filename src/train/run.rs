@@ -98,6 +98,8 @@ fn train_on_rank<E: Encoder, C: MethodConfig>(
     device: &Device,
     options: PretrainOptions,
 ) -> Result<Pretrained<E, C::Method>> {
+    // A target asked of a method without one fails here, not after the first epoch.
+    model.embedding.backbone_of(config.eval_encoder)?;
     let mut run = Run::new(config, &model, architecture, dataset, device, options)?;
     let (mut model, start_epoch) = run.resume(model)?;
     run.open_outputs(start_epoch)?;
@@ -482,7 +484,8 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         Ok(())
     }
 
-    /// kNN top-1 of the online backbone, computed by rank 0 and shared with every rank.
+    /// kNN top-1 of the configured backbone (online or target), computed by rank 0 and shared
+    /// with every rank.
     fn knn_on_root<E: Encoder>(
         &self,
         model: &SelfSupervised<E, C::Method>,
@@ -492,7 +495,7 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         let mut accuracy = [0.0];
         if world.is_root() {
             accuracy[0] = knn_accuracy(
-                &model.embedding.online.backbone,
+                model.embedding.backbone_of(self.config.eval_encoder)?,
                 eval,
                 self.config.knn,
                 &self.device,

@@ -11,6 +11,7 @@ use selfsup::eval::{
     FineTuneConfig, KnnClassifier, KnnConfig, LinearProbeConfig, extract_features, fine_tune,
     linear_probe,
 };
+use selfsup::model::BackboneBranch;
 use selfsup::prelude::{Device, Module, Tensor};
 use selfsup::train::{PretrainConfig, load_checkpoint};
 use selfsup::{Error, Result};
@@ -27,6 +28,28 @@ pub struct EvalData {
     /// Labelled validation images (what is scored); same classes as --train.
     #[arg(long)]
     val: PathBuf,
+    /// Which backbone to evaluate: the online one, or the momentum target (the one the I-JEPA
+    /// and DINO papers evaluate; BYOL, MoCo, DINO and I-JEPA keep one).
+    #[arg(long, value_enum, default_value = "online")]
+    encoder: EncoderBranch,
+}
+
+/// `--encoder`: [`BackboneBranch`] as a command-line value.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EncoderBranch {
+    /// The backbone the optimiser trained.
+    Online,
+    /// Its EMA copy.
+    Target,
+}
+
+impl From<EncoderBranch> for BackboneBranch {
+    fn from(branch: EncoderBranch) -> Self {
+        match branch {
+            EncoderBranch::Online => BackboneBranch::Online,
+            EncoderBranch::Target => BackboneBranch::Target,
+        }
+    }
 }
 
 /// `selfsup knn`.
@@ -93,6 +116,9 @@ pub struct ExportArgs {
     /// safetensors (torchvision names) or burn (burnpack).
     #[arg(long, value_enum, default_value = "safetensors")]
     format: ExportFormat,
+    /// Which backbone to write: the online one, or the momentum target.
+    #[arg(long, value_enum, default_value = "online")]
+    encoder: EncoderBranch,
 }
 
 /// `selfsup energy`.
@@ -124,7 +150,7 @@ impl Evaluation {
         check_same_classes(&*train, "--train", &*val, "--val")?;
         let (model, meta) = load_checkpoint(&data.checkpoint, device)?;
         Ok(Self {
-            encoder: model.embedding.online.backbone,
+            encoder: model.embedding.backbone_of(data.encoder.into())?.clone(),
             config: meta.config,
             train,
             val,
@@ -213,7 +239,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<()> {
 /// `selfsup export`.
 pub fn export(args: &ExportArgs, device: &Device) -> Result<()> {
     let (model, _) = load_checkpoint(&args.checkpoint, device)?;
-    let encoder = model.embedding.online.backbone.valid();
+    let encoder = model.embedding.backbone_of(args.encoder.into())?.valid();
     match args.format {
         ExportFormat::Safetensors => selfsup::export::export_safetensors(&encoder, &args.out)?,
         ExportFormat::Burn => selfsup::export::export_burn(&encoder, &args.out)?,

@@ -14,6 +14,8 @@ use selfsup::report::{ReportData, write_report};
 use selfsup::train::{KnnEvaluation, PretrainConfig, PretrainOptions, pretrain_with};
 use selfsup::{Error, Result};
 
+use crate::evaluate::EncoderBranch;
+
 /// The default number of epochs without a configuration file.
 const DEFAULT_EPOCHS: usize = 100;
 /// Images whose shorter side is at least this get the ImageNet preset.
@@ -112,6 +114,10 @@ pub struct PretrainArgs {
     /// Loader worker threads (0: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// The backbone the kNN monitor evaluates: online, or the momentum target (byol, moco,
+    /// dino, ijepa; the one the I-JEPA and DINO papers evaluate).
+    #[arg(long, value_enum)]
+    pub eval_encoder: Option<EncoderBranch>,
     /// Output folder for checkpoint.ckpt and metrics.jsonl.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -311,6 +317,9 @@ fn apply_flags(args: &PretrainArgs, c: &mut PretrainConfig) {
     }
     if let Some(w) = args.workers {
         c.loader.workers = w;
+    }
+    if let Some(branch) = args.eval_encoder {
+        c.eval_encoder = branch.into();
     }
     if args.out.is_some() {
         c.output_dir = args.out.clone();
