@@ -127,8 +127,8 @@ struct Args {
     lars_eta: f64,
     /// Evaluate the online backbone or the momentum target's (byol, moco, dino, ijepa; the
     /// I-JEPA and DINO papers evaluate the target).
-    #[arg(long, value_parser = ["online", "target"], default_value = "online")]
-    eval_encoder: String,
+    #[arg(long, default_value = "online")]
+    eval_encoder: BackboneBranch,
     /// Skip the final evaluations (kNN, linear probe, random init, raw pixels): a throughput run.
     #[arg(long)]
     train_only: bool,
@@ -307,9 +307,7 @@ fn main() -> selfsup::Result<()> {
     config.lr.warmup_epochs = args.warmup;
     config.lr.base_lr = args.lr.unwrap_or(config.lr.base_lr);
     config.knn_every_epochs = usize::from(args.knn_every);
-    if args.eval_encoder == "target" {
-        config.eval_encoder = BackboneBranch::Target;
-    }
+    config.eval_encoder = args.eval_encoder;
     config.checkpoint_every_epochs = 0;
     config.output_dir = args.metrics.clone();
     config.monitor.every_steps = 0;

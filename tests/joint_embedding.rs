@@ -148,9 +148,10 @@ fn the_target_backbone_is_there_for_methods_with_a_momentum_target_only() {
     let branch = byol.embedding.target.as_ref().unwrap();
     assert!(std::ptr::eq(target, &branch.backbone));
     let simsiam = tiny_model(&AnyMethodConfig::simsiam(Preset::Cifar), &d);
-    let err = simsiam
-        .embedding
-        .backbone_of(BackboneBranch::Target)
-        .unwrap_err();
-    assert!(err.to_string().contains("no momentum target"), "{err}");
+    assert!(
+        simsiam
+            .embedding
+            .backbone_of(BackboneBranch::Target)
+            .is_none()
+    );
 }

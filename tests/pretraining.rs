@@ -13,7 +13,7 @@ use selfsup::method::{
 };
 use selfsup::train::{
     CHECKPOINT_FILE, Checkpoint, Control, KnnEvaluation, METRICS_FILE, OptimizerConfig,
-    PretrainConfig, PretrainOptions, pretrain, pretrain_with,
+    PretrainConfig, PretrainOptions, load_backbone, pretrain, pretrain_with,
 };
 use selfsup::{Error, prelude::Device};
 
@@ -173,6 +173,16 @@ fn a_run_writes_metrics_and_a_checkpoint_and_reports_knn() {
     assert!(records[0]["effective_rank"].as_f64().is_some());
     let ckpt = Checkpoint::read(dir.path().join(CHECKPOINT_FILE)).unwrap();
     assert_eq!(ckpt.meta.epochs_completed, 2);
+    let err = load_backbone(
+        dir.path().join(CHECKPOINT_FILE),
+        selfsup::model::BackboneBranch::Target,
+        &plain_device(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("SimSiam keeps no momentum target"),
+        "{err}"
+    );
     assert_eq!(ckpt.meta.step, 4);
     // The backbone of the result encodes images.
     let features = trained.backbone();
@@ -489,7 +499,12 @@ fn the_knn_monitor_reads_the_target_encoder_when_asked() {
         transform: ViewTransform::eval(None, 32),
         batch_size: 10,
     };
-    let mut config = tiny_config(AnyMethodConfig::byol(Preset::Cifar), 1, None);
+    let byol_dir = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(
+        AnyMethodConfig::byol(Preset::Cifar),
+        1,
+        Some(byol_dir.path()),
+    );
     config.eval_encoder = BackboneBranch::Target;
     // k = 5 tells the two backbones of this run apart (the online one scores lower).
     config.knn.k = 5;
@@ -510,15 +525,36 @@ fn the_knn_monitor_reads_the_target_encoder_when_asked() {
         monitored,
         knn_accuracy(&online, &eval, config.knn, &device).unwrap()
     );
+    // From the checkpoint: the same target, every parameter trainable again (for fine-tuning;
+    // the EMA copy was made without gradients).
+    let (loaded, _) = load_backbone(
+        byol_dir.path().join(CHECKPOINT_FILE),
+        BackboneBranch::Target,
+        &device,
+    )
+    .unwrap();
+    let (loaded_online, _) = load_backbone(
+        byol_dir.path().join(CHECKPOINT_FILE),
+        BackboneBranch::Online,
+        &device,
+    )
+    .unwrap();
+    let trainable = common::collect(&loaded).trainable;
+    assert!(trainable.iter().any(|t| *t));
+    assert_eq!(trainable, common::collect(&loaded_online).trainable);
+    assert_eq!(
+        monitored,
+        knn_accuracy(&loaded, &eval, config.knn, &device).unwrap()
+    );
     // A method without a momentum target is refused before the first step.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = tiny_config(
-        AnyMethodConfig::simsiam(Preset::Cifar),
-        1,
-        Some(dir.path()),
-    );
+    let mut config = tiny_config(AnyMethodConfig::simsiam(Preset::Cifar), 1, Some(dir.path()));
     config.eval_encoder = BackboneBranch::Target;
     let err = pretrain(&config, sample(), &plain_device()).unwrap_err();
-    assert!(err.to_string().contains("no momentum target"), "{err}");
+    assert!(
+        err.to_string().contains("SimSiam keeps no momentum target"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("eval_encoder"), "{err}");
     assert!(!dir.path().join(METRICS_FILE).exists());
 }

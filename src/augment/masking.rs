@@ -246,8 +246,10 @@ fn multi_block_masks(
     let mut contexts: Vec<Vec<usize>> = Vec::with_capacity(batch);
     let mut targets: Vec<Vec<Vec<usize>>> = Vec::with_capacity(batch);
     for _ in 0..batch {
-        // Redraw the positions until the context keeps enough patches (the reference retries,
-        // relaxing its minimum after 20 tries; here the targets move and the bound holds).
+        // Redraw the positions until the context keeps enough patches. The official collator
+        // redraws only the context (wanting more than `min_keep` patches) and after 20 tries lets
+        // it overlap the targets; here the targets move too, and context and targets stay
+        // disjoint.
         let mut tries = 0;
         let (blocks, context) = loop {
             let blocks: Vec<Vec<usize>> = (0..shape.targets)

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetDepth, Stem};
-pub use vit::{Vit, VitConfig, VitPool};
+pub use vit::{BlockInit, Vit, VitConfig, VitPool};
 
 /// An image encoder usable as the trunk of a joint-embedding architecture.
 pub trait Encoder: Module + ModuleDisplay {

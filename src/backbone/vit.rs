@@ -210,10 +210,10 @@ impl TorchLinear {
         }
     }
 
-    /// The weight of PyTorch's `nn.Linear` default (`U(-1/sqrt(in), 1/sqrt(in))`, Kaiming-uniform
+    /// PyTorch's `nn.Linear` default weight (`U(-1/sqrt(in), 1/sqrt(in))`, Kaiming-uniform
     /// with `a = sqrt(5)`) and a zero bias: what `nn.MultiheadAttention` leaves in its
     /// `out_proj` (its `_reset_parameters` only zeroes the bias).
-    pub fn pytorch_default_weight(in_dim: usize, out_dim: usize, device: &Device) -> Self {
+    pub fn pytorch_default(in_dim: usize, out_dim: usize, device: &Device) -> Self {
         let bound = 1.0 / (in_dim as f64).sqrt();
         Self {
             weight: Param::from_tensor(Tensor::random(
@@ -248,7 +248,7 @@ pub struct SelfAttention {
 impl SelfAttention {
     fn new(d: usize, num_heads: usize, init: BlockInit, device: &Device) -> Self {
         let out_proj = match init {
-            BlockInit::Torchvision => TorchLinear::pytorch_default_weight(d, d, device),
+            BlockInit::Torchvision => TorchLinear::pytorch_default(d, d, device),
             BlockInit::Xavier => TorchLinear::xavier(d, d, 0.0, device),
         };
         Self {

@@ -146,6 +146,30 @@ impl BackboneBranch {
     pub fn is_online(&self) -> bool {
         *self == Self::Online
     }
+
+    /// The error for asking `field` for the target of `method`, which keeps none.
+    pub fn missing_target(field: &str, method: &str) -> Error {
+        Error::invalid_config(
+            field,
+            "target",
+            format!(
+                "online: {method} keeps no momentum target (BYOL, MoCo, DINO and I-JEPA keep one)"
+            ),
+        )
+    }
+}
+
+impl std::str::FromStr for BackboneBranch {
+    type Err = Error;
+
+    /// `online` or `target`.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "online" => Ok(Self::Online),
+            "target" => Ok(Self::Target),
+            other => Err(Error::invalid_config("encoder", other, "online or target")),
+        }
+    }
 }
 
 /// A joint-embedding architecture: the online branch and, for methods with a momentum target,
@@ -168,23 +192,13 @@ impl<E: Encoder> JointEmbedding<E> {
         &self.online.backbone
     }
 
-    /// The online backbone, or the momentum target's; an error naming the choice when the
-    /// method keeps no target.
-    pub fn backbone_of(&self, branch: BackboneBranch) -> crate::Result<&E> {
+    /// The online backbone, or the momentum target's (`None` when the method keeps no
+    /// target). The target's parameters require no gradient: to train it (fine-tuning), call
+    /// `set_require_grad(true)` on a clone.
+    pub fn backbone_of(&self, branch: BackboneBranch) -> Option<&E> {
         match branch {
-            BackboneBranch::Online => Ok(&self.online.backbone),
-            BackboneBranch::Target => self
-                .target
-                .as_ref()
-                .map(|target| &target.backbone)
-                .ok_or_else(|| {
-                    Error::invalid_config(
-                        "encoder",
-                        "target",
-                        "online: this method keeps no momentum target (BYOL, MoCo, DINO and \
-                         I-JEPA do)",
-                    )
-                }),
+            BackboneBranch::Online => Some(&self.online.backbone),
+            BackboneBranch::Target => self.target.as_ref().map(|target| &target.backbone),
         }
     }
 

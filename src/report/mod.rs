@@ -188,7 +188,12 @@ fn embedding_pictures(
     device: &Device,
 ) -> Result<Vec<PathBuf>> {
     let (model, meta) = load_checkpoint(checkpoint, device)?;
-    let encoder = model.embedding.online.backbone.valid();
+    // The backbone the run's kNN monitor read (online unless the run asked for the target).
+    let encoder = model
+        .embedding
+        .backbone_of(meta.config.eval_encoder)
+        .unwrap_or(&model.embedding.online.backbone)
+        .valid();
     let view = meta.config.eval_view();
     let features = |set: &Arc<dyn ImageDataset>| {
         let f = extract_features(&encoder, set.clone(), &view, 256, device)?;

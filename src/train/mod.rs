@@ -16,5 +16,6 @@ pub use metrics::{EpochMetrics, MetricsWriter, StepMetrics};
 pub use pretrain::{
     CHECKPOINT_FILE, Control, EpochHook, FrozenScores, KnnEvaluation, METRICS_FILE,
     PretrainOptions, Pretrained, ScheduleHook, StepHook, build_model, frozen_evaluation,
-    init_backbone, knn_accuracy, load_checkpoint, pretrain, pretrain_encoder, pretrain_with,
+    init_backbone, knn_accuracy, load_backbone, load_checkpoint, pretrain, pretrain_encoder,
+    pretrain_with,
 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, Tensor};
 
 use super::checkpoint::{Checkpoint, CheckpointMeta};
 use super::config::PretrainConfig;
@@ -22,7 +22,7 @@ use crate::eval::{
     linear_probe_on_features,
 };
 use crate::method::{AnyMethodConfig, MethodConfig, MethodSetup, Progress, ScheduleValues};
-use crate::model::JointEmbeddingConfig;
+use crate::model::{BackboneBranch, JointEmbeddingConfig};
 use crate::step::SelfSupervised;
 
 /// What a step hook asks the loop to do next.
@@ -108,9 +108,18 @@ impl<E: Encoder, M: Module> Pretrained<E, M> {
     }
 
     /// The online or the momentum target's backbone in evaluation mode, on the plain device
-    /// (see [`BackboneBranch`](crate::model::BackboneBranch)).
-    pub fn backbone_of(&self, branch: crate::model::BackboneBranch) -> Result<E> {
-        Ok(self.model.embedding.backbone_of(branch)?.valid())
+    /// (see [`BackboneBranch`]); an error when the method keeps no target.
+    pub fn backbone_of(&self, branch: BackboneBranch) -> Result<E>
+    where
+        M: crate::method::Method,
+    {
+        let backbone = self.model.embedding.backbone_of(branch).ok_or_else(|| {
+            BackboneBranch::missing_target(
+                "encoder",
+                crate::method::Method::name(&self.model.method),
+            )
+        })?;
+        Ok(backbone.valid())
     }
 }
 
@@ -249,30 +258,31 @@ pub fn load_checkpoint(
     Ok((model, ckpt.meta))
 }
 
-/// The evaluation data's features under `backbone` (bank, then queries), checked to carry
-/// labels.
+/// Features `[n, d]` of labelled images, with the labels.
+type Labelled = (Tensor<2>, Vec<usize>);
+
+/// The evaluation data's features under `backbone` (bank, then queries), encoded
+/// `eval.batch_size` images at a time, with their labels.
 fn labelled_features<E: Encoder>(
     backbone: &E,
     eval: &KnnEvaluation,
     device: &Device,
-) -> Result<(Features, Features)> {
+) -> Result<(Labelled, Labelled)> {
     eval.validate()?;
     let backbone = backbone.valid();
-    let features = |images: &Arc<dyn ImageDataset>, what: &str| {
-        let features = extract_features(
+    let features = |images: &Arc<dyn ImageDataset>, what: &str| -> Result<Labelled> {
+        let Features { features, labels } = extract_features(
             &backbone,
             images.clone(),
             &eval.transform,
             eval.batch_size,
             device,
         )?;
-        match features.labels {
-            Some(_) => Ok(features),
-            None => Err(Error::MissingInput {
-                context: "frozen-feature evaluation".into(),
-                what: format!("labels of the {what} images"),
-            }),
-        }
+        let labels = labels.ok_or_else(|| Error::MissingInput {
+            context: "kNN / linear-probe evaluation".into(),
+            what: format!("labels of the {what} images"),
+        })?;
+        Ok((features, labels))
     };
     Ok((
         features(&eval.bank, "bank")?,
@@ -281,12 +291,26 @@ fn labelled_features<E: Encoder>(
 }
 
 /// kNN top-1 of labelled features (`bank` classifies `queries`).
-fn knn_top1(bank: Features, queries: Features, classes: usize, knn: KnnConfig) -> Result<f64> {
-    let (bank_labels, query_labels) = (bank.labels.unwrap_or_default(), queries.labels);
-    let classifier = KnnClassifier::new(bank.features, bank_labels, classes, knn)?;
-    Ok(classifier
-        .evaluate(queries.features, &query_labels.unwrap_or_default())?
-        .top1)
+fn knn_top1(bank: Labelled, queries: Labelled, classes: usize, knn: KnnConfig) -> Result<f64> {
+    let classifier = KnnClassifier::new(bank.0, bank.1, classes, knn)?;
+    Ok(classifier.evaluate(queries.0, &queries.1)?.top1)
+}
+
+/// The backbone of a checkpoint made by [`pretrain`] (the online one, or the momentum
+/// target's) on `device`'s autodiff counterpart with every parameter trainable, and the
+/// checkpoint's metadata: what evaluation, fine-tuning and export start from.
+pub fn load_backbone(
+    path: impl AsRef<std::path::Path>,
+    branch: BackboneBranch,
+    device: &Device,
+) -> Result<(Backbone, CheckpointMeta<AnyMethodConfig>)> {
+    let (model, meta) = load_checkpoint(path, device)?;
+    let backbone = model
+        .embedding
+        .backbone_of(branch)
+        .ok_or_else(|| BackboneBranch::missing_target("encoder", meta.config.method.name()))?;
+    // The target was made without gradients (it moves by EMA); fine-tuning trains it all.
+    Ok((backbone.clone().set_require_grad(true), meta))
 }
 
 /// kNN top-1 of `backbone`'s features on the evaluation data, with `knn`'s settings.
@@ -312,7 +336,9 @@ pub struct FrozenScores {
 
 /// kNN top-1 and the linear probe of `backbone` on the evaluation data, from one pass of the
 /// encoder over each split (the two evaluations share the features; [`knn_accuracy`] followed by
-/// [`linear_probe`](crate::eval::linear_probe) would encode every image twice).
+/// [`linear_probe`](crate::eval::linear_probe) would encode every image twice). The images are
+/// encoded `eval.batch_size` at a time (`probe.feature_batch_size` is not used), and the
+/// classes are the bank's (which [`KnnEvaluation::validate`] checks the queries share).
 pub fn frozen_evaluation<E: Encoder>(
     backbone: &E,
     eval: &KnnEvaluation,
@@ -324,6 +350,16 @@ pub fn frozen_evaluation<E: Encoder>(
     let (bank, queries) = labelled_features(backbone, eval, device)?;
     let classes = eval.bank.classes().len();
     let knn_top1 = knn_top1(bank.clone(), queries.clone(), classes, knn)?;
-    let probe = linear_probe_on_features(bank, queries, classes, probe, device)?;
+    let as_features = |(features, labels): Labelled| Features {
+        features,
+        labels: Some(labels),
+    };
+    let probe = linear_probe_on_features(
+        as_features(bank),
+        as_features(queries),
+        classes,
+        probe,
+        device,
+    )?;
     Ok(FrozenScores { knn_top1, probe })
 }

@@ -26,6 +26,7 @@ use crate::distributed;
 use crate::error::{Error, Result};
 use crate::eval::effective_rank;
 use crate::method::{Method, MethodConfig, Progress, StepContext};
+use crate::model::BackboneBranch;
 use crate::optim::{GroupedOptimizer, ParamGroups};
 use crate::step::{SelfSupervised, global_embeddings, train_step_masked};
 
@@ -99,7 +100,12 @@ fn train_on_rank<E: Encoder, C: MethodConfig>(
     options: PretrainOptions,
 ) -> Result<Pretrained<E, C::Method>> {
     // A target asked of a method without one fails here, not after the first epoch.
-    model.embedding.backbone_of(config.eval_encoder)?;
+    if model.embedding.backbone_of(config.eval_encoder).is_none() {
+        return Err(BackboneBranch::missing_target(
+            "eval_encoder",
+            model.method.name(),
+        ));
+    }
     let mut run = Run::new(config, &model, architecture, dataset, device, options)?;
     let (mut model, start_epoch) = run.resume(model)?;
     run.open_outputs(start_epoch)?;
@@ -495,7 +501,12 @@ impl<'a, C: MethodConfig> Run<'a, C> {
         let mut accuracy = [0.0];
         if world.is_root() {
             accuracy[0] = knn_accuracy(
-                model.embedding.backbone_of(self.config.eval_encoder)?,
+                model
+                    .embedding
+                    .backbone_of(self.config.eval_encoder)
+                    .ok_or_else(|| {
+                        BackboneBranch::missing_target("eval_encoder", model.method.name())
+                    })?,
                 eval,
                 self.config.knn,
                 &self.device,

@@ -13,7 +13,7 @@ use selfsup::eval::{
 };
 use selfsup::model::BackboneBranch;
 use selfsup::prelude::{Device, Module, Tensor};
-use selfsup::train::{PretrainConfig, load_checkpoint};
+use selfsup::train::{PretrainConfig, load_backbone, load_checkpoint};
 use selfsup::{Error, Result};
 
 /// The inputs of the evaluation commands.
@@ -148,9 +148,9 @@ impl Evaluation {
         let train = open_dataset(&data.train, true)?;
         let val = open_dataset(&data.val, false)?;
         check_same_classes(&*train, "--train", &*val, "--val")?;
-        let (model, meta) = load_checkpoint(&data.checkpoint, device)?;
+        let (encoder, meta) = load_backbone(&data.checkpoint, data.encoder.into(), device)?;
         Ok(Self {
-            encoder: model.embedding.backbone_of(data.encoder.into())?.clone(),
+            encoder,
             config: meta.config,
             train,
             val,
@@ -238,8 +238,8 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<()> {
 
 /// `selfsup export`.
 pub fn export(args: &ExportArgs, device: &Device) -> Result<()> {
-    let (model, _) = load_checkpoint(&args.checkpoint, device)?;
-    let encoder = model.embedding.backbone_of(args.encoder.into())?.valid();
+    let (encoder, _) = load_backbone(&args.checkpoint, args.encoder.into(), device)?;
+    let encoder = encoder.valid();
     match args.format {
         ExportFormat::Safetensors => selfsup::export::export_safetensors(&encoder, &args.out)?,
         ExportFormat::Burn => selfsup::export::export_burn(&encoder, &args.out)?,
