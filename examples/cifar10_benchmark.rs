@@ -270,11 +270,9 @@ fn raw_pixel_knn(
     Ok(knn.evaluate(query_x, &query_y)?.top1)
 }
 
-fn main() -> selfsup::Result<()> {
-    let args = Args::parse();
-    selfsup::conv::set_fast_conv(!args.burn_kernels);
-    selfsup::batch_norm::set_fast_batch_norm(!args.burn_kernels);
-    let started = Instant::now();
+/// The training split (the first `--limit` per class, when given) and the held-out split (the
+/// last 500 images of each class).
+fn splits(args: &Args) -> selfsup::Result<(Arc<dyn ImageDataset>, Arc<dyn ImageDataset>)> {
     let all = open_dataset(&args.data, true)?;
     let (mut train_idx, val_idx) = holdout_last_per_class(all.as_ref(), 500)?;
     if let Some(limit) = args.limit {
@@ -286,7 +284,16 @@ fn main() -> selfsup::Result<()> {
         });
     }
     let train: Arc<dyn ImageDataset> = Arc::new(Subset::new(all.clone(), train_idx)?);
-    let val: Arc<dyn ImageDataset> = Arc::new(Subset::new(all.clone(), val_idx)?);
+    let val: Arc<dyn ImageDataset> = Arc::new(Subset::new(all, val_idx)?);
+    Ok((train, val))
+}
+
+fn main() -> selfsup::Result<()> {
+    let args = Args::parse();
+    selfsup::conv::set_fast_conv(!args.burn_kernels);
+    selfsup::batch_norm::set_fast_batch_norm(!args.burn_kernels);
+    let started = Instant::now();
+    let (train, val) = splits(&args)?;
     println!(
         "CIFAR-10 from {}: {} training images, {} validation images",
         args.data.display(),
