@@ -219,3 +219,85 @@ fn the_frozen_evaluation_equals_knn_and_the_probe_run_apart() {
     let err = frozen_evaluation(&encoder, &eval, knn, &no_epochs, &device).unwrap_err();
     assert!(err.to_string().contains("epochs 0"), "{err}");
 }
+
+#[test]
+fn fine_tuning_a_vit_decays_the_learning_rate_layer_by_layer() {
+    use std::sync::Arc;
+
+    use selfsup::augment::ViewTransform;
+    use selfsup::backbone::{Vit, VitConfig};
+    use selfsup::data::{ImageDataset, ImageFolder};
+    use selfsup::eval::{FineTuneConfig, fine_tune};
+    use selfsup::train::{KnnEvaluation, knn_accuracy};
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
+    let images: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap());
+    let device = common::plain_device();
+    // 2 blocks of width 32 on 16 patches of 8 pixels.
+    let vit = VitConfig::new(32, 8, 2, 2, 32, 64)
+        .init(&device.clone().autodiff())
+        .unwrap();
+    // Its pooled class token tells the images apart: each is its own nearest neighbour.
+    let eval = KnnEvaluation {
+        bank: images.clone(),
+        queries: images.clone(),
+        transform: ViewTransform::eval(None, 32),
+        batch_size: 8,
+    };
+    let nearest = KnnConfig {
+        k: 1,
+        ..KnnConfig::default()
+    };
+    assert_eq!(knn_accuracy(&vit, &eval, nearest, &device).unwrap(), 1.0);
+    let tune = |layer_decay: Option<f64>| {
+        let config = FineTuneConfig {
+            epochs: 1,
+            batch_size: 4,
+            layer_decay,
+            ..FineTuneConfig::new(32)
+        };
+        let transform = ViewTransform::eval(None, 32);
+        let (model, _) = fine_tune(
+            vit.clone(),
+            images.clone(),
+            images.clone(),
+            &transform,
+            &config,
+            &device,
+        )
+        .unwrap();
+        model
+    };
+    let largest_change = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    // How far the patch embedding and the last block's first MLP weight moved.
+    let moved = |tuned: &Vit| {
+        let top = |v: &Vit| common::values(&v.encoder.layers[1].mlp.linear_1.weight.val());
+        let embedding = |v: &Vit| common::values(&v.conv_proj.weight.val());
+        (
+            largest_change(&embedding(tuned), &embedding(&vit)),
+            largest_change(&top(tuned), &top(&vit)),
+        )
+    };
+    let plain = tune(None);
+    let decayed = tune(Some(1e-3));
+    let (embedding, top_block) = moved(&plain.backbone);
+    let (embedding_decayed, top_block_decayed) = moved(&decayed.backbone);
+    assert!(embedding > 0.0 && top_block > 0.0);
+    // With 2 blocks the patch embedding trains at decay^3 = 1e-9 times the rate, the last
+    // block at decay = 1e-3 times (SGD: each step moves a weight in proportion to its rate).
+    assert!(
+        embedding_decayed < 1e-6 * embedding,
+        "{embedding_decayed} vs {embedding}"
+    );
+    let ratio = top_block_decayed / top_block;
+    assert!(
+        (1e-4..1e-2).contains(&ratio),
+        "the last block moved {ratio} as far"
+    );
+    // Decay 1 is no decay, bit for bit.
+    assert_eq!(moved(&tune(Some(1.0)).backbone), (embedding, top_block));
+}

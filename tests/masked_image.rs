@@ -81,37 +81,44 @@ fn random_masks_partition_the_patches_and_repeat_from_the_seed() {
 #[test]
 fn multi_block_masks_stay_in_their_ranges_and_keep_context_and_targets_apart() {
     let masking = Masking::ijepa(2);
+    let mut sizes = std::collections::BTreeSet::new();
     for draw in 0..200u64 {
         let m = masking.draw(32, 4, [7, draw, 0]);
         let grid = m.grid;
         assert_eq!(grid, 16);
         assert_eq!(m.targets.len(), 4);
-        // One block size per batch: its area and aspect within the configured ranges (up to
-        // the rounding of sides to whole patches).
-        let area = m.target_count as f64 / (grid * grid) as f64;
-        assert!((0.1..=0.26).contains(&area), "target area {area}");
+        // One block size per batch, from the reference collator's rule: one uniform u sets the
+        // area floor((0.15 + 0.05 u) 256) and the aspect 0.75 + 0.75 u, sides rounded. Over u in
+        // [0, 1] that gives exactly these (height, width) on the 16 x 16 grid; a tall small
+        // block (7 x 5) or a wide large one (6 x 8) would mean the two were drawn apart.
+        const SIZES: [(usize, usize); 6] = [(5, 7), (6, 6), (6, 7), (7, 6), (8, 6), (9, 6)];
         for image in 0..4 {
             let keep = &m.keep[image * m.keep_count..(image + 1) * m.keep_count];
             assert!(m.keep_count >= 10);
-            let mut rows = Vec::new();
-            let mut columns = Vec::new();
             for set in &m.targets {
                 let block = &set[image * m.target_count..(image + 1) * m.target_count];
                 assert!(
                     block.iter().all(|p| !keep.contains(p)),
                     "context overlaps a target"
                 );
-                rows.extend(block.iter().map(|p| p / grid as i64));
-                columns.extend(block.iter().map(|p| p % grid as i64));
                 // A rectangle: rows x columns of the block equals its count.
                 let r: std::collections::BTreeSet<_> = block.iter().map(|p| p / 16).collect();
                 let c: std::collections::BTreeSet<_> = block.iter().map(|p| p % 16).collect();
                 assert_eq!(r.len() * c.len(), m.target_count);
-                let aspect = r.len() as f64 / c.len() as f64;
-                assert!((0.5..=2.5).contains(&aspect), "aspect {aspect}");
+                let size = (r.len(), c.len());
+                assert!(SIZES.contains(&size), "a {size:?} block");
+                sizes.insert(size);
             }
+            // The context block is (grid - 1) patches square (scale 0.85-1 rounds to 16,
+            // capped at 15): what it keeps spans at most 15 rows and columns.
+            let span = |f: &dyn Fn(i64) -> i64| {
+                let v: Vec<i64> = keep.iter().map(|&p| f(p)).collect();
+                v.iter().max().unwrap() - v.iter().min().unwrap() + 1
+            };
+            assert!(span(&|p| p / 16) <= 15 && span(&|p| p % 16) <= 15);
         }
     }
+    assert!(sizes.len() >= 5, "block sizes drawn: {sizes:?}");
 }
 
 #[test]

@@ -175,7 +175,7 @@ fn a_run_writes_metrics_and_a_checkpoint_and_reports_knn() {
     assert_eq!(ckpt.meta.epochs_completed, 2);
     let err = load_backbone(
         dir.path().join(CHECKPOINT_FILE),
-        selfsup::model::BackboneBranch::Target,
+        Some(selfsup::model::BackboneBranch::Target),
         &plain_device(),
     )
     .unwrap_err();
@@ -529,16 +529,27 @@ fn the_knn_monitor_reads_the_target_encoder_when_asked() {
     // the EMA copy was made without gradients).
     let (loaded, _) = load_backbone(
         byol_dir.path().join(CHECKPOINT_FILE),
-        BackboneBranch::Target,
+        Some(BackboneBranch::Target),
         &device,
     )
     .unwrap();
     let (loaded_online, _) = load_backbone(
         byol_dir.path().join(CHECKPOINT_FILE),
-        BackboneBranch::Online,
+        Some(BackboneBranch::Online),
         &device,
     )
     .unwrap();
+    // Without a branch, the one the run evaluated: here the target.
+    let (loaded_default, _) =
+        load_backbone(byol_dir.path().join(CHECKPOINT_FILE), None, &device).unwrap();
+    assert_eq!(
+        common::collect(&loaded_default).values,
+        common::collect(&loaded).values
+    );
+    assert_ne!(
+        common::collect(&loaded_default).values,
+        common::collect(&loaded_online).values
+    );
     let trainable = common::collect(&loaded).trainable;
     assert!(trainable.iter().any(|t| *t));
     assert_eq!(trainable, common::collect(&loaded_online).trainable);

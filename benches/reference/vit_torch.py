@@ -116,15 +116,16 @@ def reference_init(module):
 
 def blocks_masks(b, grid, targets=4, min_context=10):
     """I-JEPA's multi-block masks, as the reference collator makes them: one target block size
-    (scale 0.15-0.2, aspect 0.75-1.5) and one context size (scale 0.85-1, square) per batch;
+    (scale 0.15-0.2 and aspect 0.75-1.5 from one uniform draw) and one context size (scale 0.85-1, square) per batch;
     per image, `targets` blocks at random places and the context block minus the targets (redrawn
     until it keeps `min_context` patches), cut to the batch's shortest context. Returns the context indices [B, Kc] and the target blocks."""
     n = grid * grid
-    s = 0.15 + 0.05 * torch.rand(1).item()
-    a = math.exp(math.log(0.75) + (math.log(1.5) - math.log(0.75)) * torch.rand(1).item())
-    th = max(1, min(grid - 1, round(math.sqrt(s * n * a))))
-    tw = max(1, min(grid - 1, round(math.sqrt(s * n / a))))
-    cs = max(1, min(grid - 1, round(math.sqrt((0.85 + 0.15 * torch.rand(1).item()) * n))))
+    # The reference's block size: one uniform u for both the area and the aspect ratio.
+    u = torch.rand(1).item()
+    k, a = int((0.15 + 0.05 * u) * n), 0.75 + 0.75 * u
+    th = max(1, min(grid - 1, round(math.sqrt(k * a))))
+    tw = max(1, min(grid - 1, round(math.sqrt(k / a))))
+    cs = max(1, min(grid - 1, round(math.sqrt(int((0.85 + 0.15 * torch.rand(1).item()) * n)))))
     ctx, tgt = [], []
     for _ in range(b):
         # Redraw until the context keeps min_context patches (the official collator's min_keep:

@@ -8,9 +8,12 @@
 //!   `MaskCollator`): `targets` rectangular target blocks of scale `target_scale` and aspect
 //!   ratio `target_aspect`, and one context block of scale `context_scale` (aspect 1) with
 //!   every target patch removed. One block size per batch, so every image of a batch has the
-//!   same counts; sizes are drawn once per batch, positions per image, and every image keeps
-//!   as many context patches as the smallest context of its batch (the reference collator's
-//!   truncation).
+//!   same counts; sizes are drawn once per batch (one uniform number for a block's area and
+//!   aspect, as the reference draws them), positions per image, and every image keeps as many
+//!   context patches as the smallest context of its batch (the reference collator's
+//!   truncation). A block may touch the last row and column; the reference's
+//!   `randint(0, grid - h)` never places one there, which on CIFAR's 8 x 8 grid pins the
+//!   7 x 7 context block to the top-left corner.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -209,18 +212,22 @@ struct BlockShapes {
     min_context: usize,
 }
 
-/// A block's `(height, width)` in patches for an area fraction in `scale` and an aspect
-/// ratio (height / width) in `aspect`, at most `grid - 1` per side (the reference's bound).
+/// A block's `(height, width)` in patches, sized as the reference collator
+/// (`_sample_block_size`) sizes it: one uniform draw `u` sets both the area fraction
+/// `s = s_lo + u (s_hi - s_lo)` and the aspect ratio (height / width)
+/// `a = a_lo + u (a_hi - a_lo)`, so larger blocks are also taller; the block covers
+/// `k = floor(s grid^2)` patches with sides `round(sqrt(k a))` and `round(sqrt(k / a))`, each
+/// at most `grid - 1` (the reference's bound) and at least 1.
 fn block_size(
     grid: usize,
     scale: (f64, f64),
     aspect: (f64, f64),
     rng: &mut StdRng,
 ) -> (usize, usize) {
-    let s = scale.0 + rng.random::<f64>() * (scale.1 - scale.0);
-    let (lo, hi) = (aspect.0.ln(), aspect.1.ln());
-    let a = (lo + rng.random::<f64>() * (hi - lo)).exp();
-    let area = s * (grid * grid) as f64;
+    let u = rng.random::<f64>();
+    let s = scale.0 + u * (scale.1 - scale.0);
+    let a = aspect.0 + u * (aspect.1 - aspect.0);
+    let area = (s * (grid * grid) as f64).floor();
     let h = ((area * a).sqrt().round() as usize).clamp(1, grid - 1);
     let w = ((area / a).sqrt().round() as usize).clamp(1, grid - 1);
     (h, w)

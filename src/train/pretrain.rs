@@ -299,12 +299,17 @@ fn knn_top1(bank: Labelled, queries: Labelled, classes: usize, knn: KnnConfig) -
 /// The backbone of a checkpoint made by [`pretrain`] (the online one, or the momentum
 /// target's) on `device`'s autodiff counterpart with every parameter trainable, and the
 /// checkpoint's metadata: what evaluation, fine-tuning and export start from.
+///
+/// `branch: None` takes the backbone the run itself evaluated
+/// ([`PretrainConfig::eval_encoder`](super::PretrainConfig::eval_encoder)), so a run
+/// pretrained to be judged by its target is judged, probed and exported by its target.
 pub fn load_backbone(
     path: impl AsRef<std::path::Path>,
-    branch: BackboneBranch,
+    branch: Option<BackboneBranch>,
     device: &Device,
 ) -> Result<(Backbone, CheckpointMeta<AnyMethodConfig>)> {
     let (model, meta) = load_checkpoint(path, device)?;
+    let branch = branch.unwrap_or(meta.config.eval_encoder);
     let backbone = model
         .embedding
         .backbone_of(branch)

@@ -29,9 +29,10 @@ pub struct EvalData {
     #[arg(long)]
     val: PathBuf,
     /// Which backbone to evaluate: the online one, or the momentum target (the one the I-JEPA
-    /// and DINO papers evaluate; BYOL, MoCo, DINO and I-JEPA keep one).
-    #[arg(long, value_enum, default_value = "online")]
-    encoder: EncoderBranch,
+    /// and DINO papers evaluate; BYOL, MoCo, DINO and I-JEPA keep one). Default: the one the
+    /// run's kNN monitor read (`pretrain --eval-encoder`, online unless set).
+    #[arg(long, value_enum)]
+    encoder: Option<EncoderBranch>,
 }
 
 /// `--encoder`: [`BackboneBranch`] as a command-line value.
@@ -116,9 +117,10 @@ pub struct ExportArgs {
     /// safetensors (torchvision names) or burn (burnpack).
     #[arg(long, value_enum, default_value = "safetensors")]
     format: ExportFormat,
-    /// Which backbone to write: the online one, or the momentum target.
-    #[arg(long, value_enum, default_value = "online")]
-    encoder: EncoderBranch,
+    /// Which backbone to write: the online one, or the momentum target. Default: the one the
+    /// run's kNN monitor read (`pretrain --eval-encoder`, online unless set).
+    #[arg(long, value_enum)]
+    encoder: Option<EncoderBranch>,
 }
 
 /// `selfsup energy`.
@@ -148,7 +150,8 @@ impl Evaluation {
         let train = open_dataset(&data.train, true)?;
         let val = open_dataset(&data.val, false)?;
         check_same_classes(&*train, "--train", &*val, "--val")?;
-        let (encoder, meta) = load_backbone(&data.checkpoint, data.encoder.into(), device)?;
+        let (encoder, meta) =
+            load_backbone(&data.checkpoint, data.encoder.map(Into::into), device)?;
         Ok(Self {
             encoder,
             config: meta.config,
@@ -238,7 +241,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<()> {
 
 /// `selfsup export`.
 pub fn export(args: &ExportArgs, device: &Device) -> Result<()> {
-    let (encoder, _) = load_backbone(&args.checkpoint, args.encoder.into(), device)?;
+    let (encoder, _) = load_backbone(&args.checkpoint, args.encoder.map(Into::into), device)?;
     let encoder = encoder.valid();
     match args.format {
         ExportFormat::Safetensors => selfsup::export::export_safetensors(&encoder, &args.out)?,
