@@ -144,6 +144,54 @@ fn other_image_sizes_resize_the_position_embedding_and_train_it() {
 }
 
 #[test]
+fn the_position_resize_is_pytorchs_bicubic_interpolation() {
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    use selfsup::backbone::bicubic::resize_grid;
+    let d = device();
+    // PyTorch 2.15: F.interpolate(x.view(1, 1, 3, 3), size=(2, 5), mode="bicubic",
+    // align_corners=False) in float64.
+    let grid = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0], &d)
+        .reshape([3, 3, 1]);
+    let pytorch = [
+        1.4782187499999992,
+        1.8927499999999977,
+        2.57421875,
+        3.2367031249999987,
+        3.6316875000000013,
+        6.329781249999996,
+        6.686093749999993,
+        7.42578125,
+        8.583124999999999,
+        9.369468750000003,
+    ];
+    assert_close(
+        "bicubic 3x3 -> 2x5",
+        &values(&resize_grid(grid, [2, 5])),
+        &pytorch,
+    );
+    // burn's own bicubic op on the ViT's stored 4 x 4 grid, down and up.
+    let (vit, _) = torchvision_vit();
+    let stored = vit.encoder.pos_embedding.val().narrow(1, 1, 16);
+    let square = stored.reshape([1, 4, 4, 16]).permute([0, 3, 1, 2]);
+    for grid in [[7, 3], [2, 2], [6, 6], [1, 5]] {
+        let options = InterpolateOptions {
+            align_corners: false,
+            ..InterpolateOptions::new(InterpolateMode::Bicubic)
+        }
+        .with_output_size(grid);
+        let burn = interpolate(square.clone(), options)
+            .permute([0, 2, 3, 1])
+            .reshape([1, grid[0] * grid[1], 16]);
+        assert_close(
+            &format!("resize to {grid:?}"),
+            &values(&vit.patch_positions(grid)),
+            &values(&burn),
+        );
+    }
+}
+
+#[test]
 fn kept_token_encoding_never_sees_the_dropped_patches() {
     let (vit, _) = torchvision_vit();
     let d = device();

@@ -4,6 +4,7 @@
 //! [`Backbone`] covers the built-in networks; any burn module implementing [`Encoder`] can take
 //! its place in a [`JointEmbedding`](crate::model::joint_embedding::JointEmbedding).
 
+pub mod bicubic;
 pub mod convnet;
 pub mod resnet;
 pub mod vit;

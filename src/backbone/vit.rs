@@ -17,8 +17,6 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::error::Error;
@@ -411,7 +409,8 @@ impl Vit {
     }
 
     /// The position embedding of the patch tokens for a `grid`, `[1, rows * columns, D]`:
-    /// the stored one, resized bicubically when the grid differs from the stored one.
+    /// the stored one, resized bicubically (as PyTorch's `align_corners=False`; see
+    /// [`bicubic`](super::bicubic)) when the grid differs from the stored one.
     pub fn patch_positions(&self, grid: [usize; 2]) -> Tensor<3> {
         let pos = self.encoder.pos_embedding.val();
         let [_, tokens, d] = pos.dims();
@@ -420,15 +419,11 @@ impl Vit {
         if grid == [side, side] {
             return patches;
         }
-        let square = patches.reshape([1, side, side, d]).permute([0, 3, 1, 2]);
-        let options = InterpolateOptions {
-            align_corners: false,
-            ..InterpolateOptions::new(InterpolateMode::Bicubic)
-        }
-        .with_output_size(grid);
-        interpolate(square, options)
-            .permute([0, 2, 3, 1])
-            .reshape([1, grid[0] * grid[1], d])
+        super::bicubic::resize_grid(patches.reshape([side, side, d]), grid).reshape([
+            1,
+            grid[0] * grid[1],
+            d,
+        ])
     }
 
     /// The patch tokens with their positions, `[B, N, D]`, before any block.
