@@ -73,6 +73,39 @@ fn energies_of_matched_pairs_and_the_matrix() {
 }
 
 #[test]
+fn the_prediction_error_energy_is_smooth_l1_for_pairs_the_matrix_and_the_gap() {
+    let d = device();
+    // smooth_l1 (beta 1): 0.5 x^2 below 1, |x| - 0.5 above: (0.125 + 2.5) / 2.
+    let a = Tensor::<1>::from_floats([0.0, 3.0], &d).reshape([1, 2]);
+    let b = Tensor::<1>::from_floats([0.5, 0.0], &d).reshape([1, 2]);
+    let pair = Energy::PredictionError.energy(a, b).unwrap();
+    assert_close("smooth-L1 energy", &values(&pair), &[1.3125]);
+    // Entry (i, j) of the matrix is the energy of a_i against b_j.
+    let a = random::<2>([3, 6], 4, &d).mul_scalar(2.0);
+    let b = random::<2>([3, 6], 5, &d).mul_scalar(2.0);
+    let matrix = values(
+        &Energy::PredictionError
+            .energy_matrix(a.clone(), b.clone())
+            .unwrap(),
+    );
+    let mut pairwise = Vec::new();
+    for i in 0..3 {
+        for j in 0..3 {
+            let e = Energy::PredictionError
+                .energy(a.clone().narrow(0, i, 1), b.clone().narrow(0, j, 1))
+                .unwrap();
+            pairwise.push(values(&e)[0]);
+        }
+    }
+    assert_close("prediction-error matrix", &matrix, &pairwise);
+    // The gap: mean off-diagonal minus mean diagonal.
+    let diagonal = (matrix[0] + matrix[4] + matrix[8]) / 3.0;
+    let off = (matrix.iter().sum::<f64>() - 3.0 * diagonal) / 6.0;
+    let gap = Energy::PredictionError.energy_gap(a, b).unwrap();
+    assert_close("prediction-error gap", &values(&gap), &[off - diagonal]);
+}
+
+#[test]
 fn energy_inputs_are_checked() {
     let d = device();
     let a = random::<2>([4, 8], 1, &d);

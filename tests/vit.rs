@@ -302,3 +302,66 @@ fn blocks_draw_torchvisions_weights_and_the_decoders_draw_maes() {
     assert_eq!(spread(&block.mlp.linear_1.bias.val()).0, 0.0);
     assert_eq!(spread(&block.mlp.linear_2.bias.val()).0, 0.0);
 }
+
+#[test]
+fn presets_pooling_and_the_masked_methods_backbone_check() {
+    use selfsup::augment::Masking;
+    use selfsup::backbone::VitPool;
+    use selfsup::method::{AnyMethodConfig, Preset};
+    use selfsup::train::PretrainConfig;
+    // The papers' sizes: width, blocks, heads, MLP.
+    let shape = |c: VitConfig| (c.hidden_dim, c.num_layers, c.num_heads, c.mlp_dim);
+    assert_eq!(shape(VitConfig::tiny(224, 16)), (192, 12, 3, 768));
+    assert_eq!(shape(VitConfig::small(224, 16)), (384, 12, 6, 1536));
+    assert_eq!(shape(VitConfig::base(224, 16)), (768, 12, 12, 3072));
+    let cifar = VitConfig::cifar_tiny();
+    assert_eq!((cifar.image_size, cifar.patch_size), (32, 4));
+    // Mean pooling: the mean of the patch tokens after the final norm, not the class token.
+    let d = device();
+    let vit = VitConfig::new(16, 4, 1, 2, 16, 32)
+        .with_pool(VitPool::MeanPatch)
+        .init(&d)
+        .unwrap();
+    let images = random::<4>([2, 3, 16, 16], 5, &d);
+    let tokens = vit.forward_tokens(images.clone());
+    let mean = tokens.clone().narrow(1, 1, 16).mean_dim(1).reshape([2, 16]);
+    assert_close("mean pooling", &values(&vit.encode(images)), &values(&mean));
+    let cls = tokens.narrow(1, 0, 1).reshape([2, 16]);
+    assert!(
+        values(&cls)
+            .iter()
+            .zip(values(&mean))
+            .any(|(a, b)| (a - b).abs() > 1e-3)
+    );
+    // Patch masks need patch tokens of the masks' size.
+    let mae = AnyMethodConfig::preset("mae", Preset::Cifar).unwrap();
+    let convnet = common::tiny_backbone_config();
+    let err = PretrainConfig::cifar(mae.clone(), convnet, 1)
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vision transformer"), "{err}");
+    // The CIFAR recipe masks 4-pixel patches; a ViT of 8-pixel patches needs the masks' and
+    // the method's patch size to match.
+    let vit = BackboneConfig::Vit(VitConfig::new(32, 8, 1, 2, 16, 32));
+    let mut config = PretrainConfig::cifar(mae, vit.clone(), 1);
+    let err = config.check().unwrap_err().to_string();
+    assert!(
+        err.contains("views.masking.patch_size") && err.contains("patch size 8"),
+        "{err}"
+    );
+    config.views = config.views.with_masking(Masking::mae(8));
+    let err = config.check().unwrap_err().to_string();
+    assert!(
+        err.contains("method.patch_size") && err.contains("patch size 8"),
+        "{err}"
+    );
+    let AnyMethodConfig::Mae(mae) = AnyMethodConfig::preset("mae", Preset::Cifar).unwrap() else {
+        unreachable!("the mae preset is MAE's")
+    };
+    let mae = AnyMethodConfig::Mae(selfsup::method::mae::MaeConfig {
+        patch_size: 8,
+        ..mae
+    });
+    PretrainConfig::cifar(mae, vit, 1).check().unwrap();
+}

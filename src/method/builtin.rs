@@ -96,6 +96,12 @@ macro_rules! builtin_methods {
                     $(Self::$variant(c) => c.init(setup, device).map(AnyMethod::$variant),)*
                 }
             }
+
+            fn patch_size(&self) -> Option<usize> {
+                match self {
+                    $(Self::$variant(c) => c.patch_size(),)*
+                }
+            }
         }
 
         impl Method for AnyMethod {

@@ -75,6 +75,10 @@ impl MethodConfig for IjepaConfig {
         "I-JEPA"
     }
 
+    fn patch_size(&self) -> Option<usize> {
+        Some(self.patch_size)
+    }
+
     fn validate(&self) -> Result<()> {
         at_least_one(&[
             ("method.patch_size", self.patch_size),

@@ -71,6 +71,10 @@ impl MethodConfig for MaeConfig {
         "MAE"
     }
 
+    fn patch_size(&self) -> Option<usize> {
+        Some(self.patch_size)
+    }
+
     fn validate(&self) -> Result<()> {
         check::ensure(
             "method.mask_ratio",

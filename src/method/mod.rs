@@ -372,6 +372,12 @@ pub trait MethodConfig:
 
     /// Builds the method's module (loss parameters and state) on `device`.
     fn init(&self, setup: &MethodSetup, device: &Device) -> Result<Self::Method>;
+
+    /// The side of the patches the method works on (MAE's pixel targets, I-JEPA's masks),
+    /// which must be the ViT's; `None` for methods that see only pooled features.
+    fn patch_size(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The module side of a method: its loss and its state. See the [module docs](self).

@@ -168,6 +168,15 @@ impl<C: MethodConfig> PretrainConfig<C> {
         self.ema.validate()?;
         check_backbone(&self.backbone)?;
         check_masking(&self.views, &self.backbone)?;
+        if let (Some(patch), BackboneConfig::Vit(vit)) = (self.method.patch_size(), &self.backbone)
+            && patch != vit.patch_size
+        {
+            return Err(Error::invalid_config(
+                "method.patch_size",
+                patch,
+                format!("the ViT's patch size {}", vit.patch_size),
+            ));
+        }
         self.check_loop()
     }
 
