@@ -232,10 +232,12 @@ fn fine_tuning_a_vit_decays_the_learning_rate_layer_by_layer() {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cifar10-sample");
     let images: Arc<dyn ImageDataset> = Arc::new(ImageFolder::open(sample).unwrap());
     let device = common::plain_device();
-    // 2 blocks of width 32 on 16 patches of 8 pixels.
-    let vit = VitConfig::new(32, 8, 2, 2, 32, 64)
-        .init(&device.clone().autodiff())
-        .unwrap();
+    // 2 blocks of width 32 on 16 patches of 8 pixels, drawn from a fixed seed.
+    let autodiff = device.clone().autodiff();
+    autodiff.seed(7);
+    let vit = VitConfig::new(32, 8, 2, 2, 32, 64).init(&autodiff).unwrap();
+    // Draw every (lazily initialised) parameter now, while the seed holds.
+    let _ = common::collect(&vit);
     // Its pooled class token tells the images apart: each is its own nearest neighbour.
     let eval = KnnEvaluation {
         bank: images.clone(),
@@ -283,21 +285,25 @@ fn fine_tuning_a_vit_decays_the_learning_rate_layer_by_layer() {
         )
     };
     let plain = tune(None);
-    let decayed = tune(Some(1e-3));
+    let decay = 0.1;
+    let decayed = tune(Some(decay));
     let (embedding, top_block) = moved(&plain.backbone);
     let (embedding_decayed, top_block_decayed) = moved(&decayed.backbone);
     assert!(embedding > 0.0 && top_block > 0.0);
-    // With 2 blocks the patch embedding trains at decay^3 = 1e-9 times the rate, the last
-    // block at decay = 1e-3 times (SGD: each step moves a weight in proportion to its rate).
-    assert!(
-        embedding_decayed < 1e-6 * embedding,
-        "{embedding_decayed} vs {embedding}"
-    );
-    let ratio = top_block_decayed / top_block;
-    assert!(
-        (1e-4..1e-2).contains(&ratio),
-        "the last block moved {ratio} as far"
-    );
-    // Decay 1 is no decay, bit for bit.
-    assert_eq!(moved(&tune(Some(1.0)).backbone), (embedding, top_block));
+    // With 2 blocks the patch embedding trains at decay^3 times the rate, the last block at
+    // decay times (SGD: each step moves a weight in proportion to its rate, and the slower
+    // layers change the others' gradients little in 5 steps).
+    for (what, ratio, expected) in [
+        (
+            "patch embedding",
+            embedding_decayed / embedding,
+            decay.powi(3),
+        ),
+        ("last block", top_block_decayed / top_block, decay),
+    ] {
+        assert!(
+            ratio > 0.5 * expected && ratio < 2.0 * expected,
+            "the {what} moved {ratio} as far, expected about {expected}"
+        );
+    }
 }

@@ -109,8 +109,8 @@ fn multi_block_masks_stay_in_their_ranges_and_keep_context_and_targets_apart() {
                 assert!(SIZES.contains(&size), "a {size:?} block");
                 sizes.insert(size);
             }
-            // The context block is (grid - 1) patches square (scale 0.85-1 rounds to 16,
-            // capped at 15): what it keeps spans at most 15 rows and columns.
+            // The context block is (grid - 1) patches square (scale 0.85-1 gives sides of 15
+            // or 16, capped at 15): what it keeps fits in one 15 x 15 window.
             let span = |f: &dyn Fn(i64) -> i64| {
                 let v: Vec<i64> = keep.iter().map(|&p| f(p)).collect();
                 v.iter().max().unwrap() - v.iter().min().unwrap() + 1

@@ -341,27 +341,30 @@ fn presets_pooling_and_the_masked_methods_backbone_check() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("vision transformer"), "{err}");
-    // The CIFAR recipe masks 4-pixel patches; a ViT of 8-pixel patches needs the masks' and
-    // the method's patch size to match.
+    // The CIFAR recipe works on 4-pixel patches; a ViT of 8-pixel patches needs the method's
+    // patch size (from which its recipe draws the masks) and the masks' to match.
     let vit = BackboneConfig::Vit(VitConfig::new(32, 8, 1, 2, 16, 32));
-    let mut config = PretrainConfig::cifar(mae, vit.clone(), 1);
-    let err = config.check().unwrap_err().to_string();
-    assert!(
-        err.contains("views.masking.patch_size") && err.contains("patch size 8"),
-        "{err}"
-    );
-    config.views = config.views.with_masking(Masking::mae(8));
-    let err = config.check().unwrap_err().to_string();
+    let err = PretrainConfig::cifar(mae.clone(), vit.clone(), 1)
+        .check()
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("method.patch_size") && err.contains("patch size 8"),
         "{err}"
     );
-    let AnyMethodConfig::Mae(mae) = AnyMethodConfig::preset("mae", Preset::Cifar).unwrap() else {
+    let AnyMethodConfig::Mae(mae) = mae else {
         unreachable!("the mae preset is MAE's")
     };
     let mae = AnyMethodConfig::Mae(selfsup::method::mae::MaeConfig {
         patch_size: 8,
         ..mae
     });
-    PretrainConfig::cifar(mae, vit, 1).check().unwrap();
+    let mut config = PretrainConfig::cifar(mae, vit, 1);
+    config.check().unwrap();
+    config.views = config.views.with_masking(Masking::mae(4));
+    let err = config.check().unwrap_err().to_string();
+    assert!(
+        err.contains("views.masking.patch_size") && err.contains("patch size 8"),
+        "{err}"
+    );
 }

@@ -216,8 +216,9 @@ struct BlockShapes {
 /// (`_sample_block_size`) sizes it: one uniform draw `u` sets both the area fraction
 /// `s = s_lo + u (s_hi - s_lo)` and the aspect ratio (height / width)
 /// `a = a_lo + u (a_hi - a_lo)`, so larger blocks are also taller; the block covers
-/// `k = floor(s grid^2)` patches with sides `round(sqrt(k a))` and `round(sqrt(k / a))`, each
-/// at most `grid - 1` (the reference's bound) and at least 1.
+/// `k = floor(s grid^2)` patches with sides `round(sqrt(k a))` and `round(sqrt(k / a))`
+/// (halves to even, as Python's `round`), each at most `grid - 1` (the reference's bound) and
+/// at least 1.
 fn block_size(
     grid: usize,
     scale: (f64, f64),
@@ -228,8 +229,8 @@ fn block_size(
     let s = scale.0 + u * (scale.1 - scale.0);
     let a = aspect.0 + u * (aspect.1 - aspect.0);
     let area = (s * (grid * grid) as f64).floor();
-    let h = ((area * a).sqrt().round() as usize).clamp(1, grid - 1);
-    let w = ((area / a).sqrt().round() as usize).clamp(1, grid - 1);
+    let h = ((area * a).sqrt().round_ties_even() as usize).clamp(1, grid - 1);
+    let w = ((area / a).sqrt().round_ties_even() as usize).clamp(1, grid - 1);
     (h, w)
 }
 

@@ -15,7 +15,8 @@ use burn::tensor::{Tensor, TensorData};
 /// Keys' cubic convolution coefficient, PyTorch's and OpenCV's choice.
 const A: f64 = -0.75;
 
-/// The `[to, from]` matrix of bicubic weights that resizes `from` samples to `to`.
+/// The `[to, from]` matrix of bicubic weights that resizes `from >= 1` samples to `to`,
+/// row-major (`to * from` entries; row `i` sums to 1).
 pub fn bicubic_weights(from: usize, to: usize) -> Vec<f32> {
     let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
     let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
@@ -38,15 +39,20 @@ pub fn bicubic_weights(from: usize, to: usize) -> Vec<f32> {
 pub fn resize_grid(grid: Tensor<3>, to: [usize; 2]) -> Tensor<3> {
     let [rows, columns, d] = grid.dims();
     let device = grid.device();
-    let matrix = |from: usize, to: usize| {
+    let weights = |inputs: usize, outputs: usize| {
         Tensor::<2>::from_data(
-            TensorData::new(bicubic_weights(from, to), [to, from]),
+            TensorData::new(bicubic_weights(inputs, outputs), [outputs, inputs]),
             &device,
         )
     };
-    let along_rows = matrix(rows, to[0])
+    // Rows first, then columns (the column axis brought to the front for the product).
+    let resized_rows = weights(rows, to[0])
         .matmul(grid.reshape([rows, columns * d]))
-        .reshape([to[0], columns, d]);
-    let column_weights = matrix(columns, to[1]).unsqueeze::<3>().repeat_dim(0, to[0]);
-    column_weights.matmul(along_rows)
+        .reshape([to[0], columns, d])
+        .swap_dims(0, 1)
+        .reshape([columns, to[0] * d]);
+    weights(columns, to[1])
+        .matmul(resized_rows)
+        .reshape([to[1], to[0], d])
+        .swap_dims(0, 1)
 }

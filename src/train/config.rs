@@ -167,7 +167,7 @@ impl<C: MethodConfig> PretrainConfig<C> {
         self.lr.validate()?;
         self.ema.validate()?;
         check_backbone(&self.backbone)?;
-        check_masking(&self.views, &self.backbone)?;
+        // The method first: its recipe draws the masks at its patch size.
         if let (Some(patch), BackboneConfig::Vit(vit)) = (self.method.patch_size(), &self.backbone)
             && patch != vit.patch_size
         {
@@ -177,6 +177,7 @@ impl<C: MethodConfig> PretrainConfig<C> {
                 format!("the ViT's patch size {}", vit.patch_size),
             ));
         }
+        check_masking(&self.views, &self.backbone)?;
         self.check_loop()
     }
 
