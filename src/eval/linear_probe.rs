@@ -149,7 +149,8 @@ pub fn fit_linear(
         crate::seeded::materialize(&model);
         model
     });
-    let mut optimizer: ModuleOptimizer = AdamConfig::new().init();
+    // PyTorch's `torch.optim.Adam` epsilon (burn's default is 1e-5), as the reference probes use.
+    let mut optimizer: ModuleOptimizer = AdamConfig::new().with_epsilon(1e-8).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let x = x.autodiff();
     let mut order: Vec<usize> = (0..n).collect();
