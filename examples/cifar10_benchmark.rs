@@ -104,6 +104,9 @@ struct Args {
     /// Batch size.
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Seed of the initial weights, the views and their order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Use burn's own convolution and batch norm instead of this crate's fast CPU kernels
     /// (for before/after comparisons).
     #[arg(long)]
@@ -308,7 +311,7 @@ fn main() -> selfsup::Result<()> {
     config.head_width = 0.25;
     config.loader = LoaderConfig {
         batch_size: args.batch,
-        seed: 0,
+        seed: args.seed,
         ..LoaderConfig::default()
     };
     config.lr.warmup_epochs = args.warmup;
@@ -372,6 +375,7 @@ fn main() -> selfsup::Result<()> {
         "backbone": config.backbone,
         "method_config": config.method,
         "batch": args.batch,
+        "seed": args.seed,
         "warmup_epochs": args.warmup,
         "base_lr": config.lr.base_lr,
         "optimizer": config.optimizer,

@@ -58,6 +58,7 @@ p.add_argument("--vit-pool", choices=["cls", "mean"], help="default: mean for ij
 p.add_argument("--decoder-depth", type=int, help="MAE decoder / I-JEPA predictor blocks (default 4)")
 p.add_argument("--decoder-width", type=int, help="their width (default: MAE 256, I-JEPA 96)")
 p.add_argument("--batch", type=int, default=256)
+p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, views and order")
 p.add_argument("--workers", type=int, default=2)
 p.add_argument("--lr", type=float, help="base learning rate, scaled by batch / 256 (default: the method's preset)")
 p.add_argument("--warmup", type=int, default=0, help="epochs of linear warmup before the cosine")
@@ -102,7 +103,7 @@ if a.weight_decay is None:
     a.weight_decay = preset_wd if a.optimizer == preset_optimizer else {"sgd": 5e-4, "lars": 1e-4, "adamw": 0.05}[a.optimizer]
 if a.method in ("mae", "ijepa") and not a.vit_depth:
     p.error(f"{a.method} needs --vit-depth")
-torch.manual_seed(0)
+torch.manual_seed(a.seed)
 started = time.perf_counter()
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -694,7 +695,7 @@ if a.train_only:
     knn_top1 = probe_top1 = random_knn = random_probe = raw_knn = None
 else:
     knn_top1, probe_top1 = evaluate(eval_backbone)
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     random_knn, random_probe = evaluate(make_backbone())
     rx, ry = features(None, train_idx, raw=True)
     qx, qy = features(None, val_idx, raw=True)
@@ -708,6 +709,7 @@ summary = {
     "vit": dict(depth=a.vit_depth, width=a.vit_width, pool=a.vit_pool or ("mean" if a.method == "ijepa" else "cls"),
                 decoder_depth=a.decoder_depth, decoder_width=a.decoder_width) if a.vit_depth else None,
     "batch": a.batch,
+    "seed": a.seed,
     "base_lr": a.lr,
     "optimizer": a.optimizer,
     "lr": lr,
