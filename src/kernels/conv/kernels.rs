@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
-use super::im2col::{col2im_add, im2col, im2row};
+use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
 use super::plan::{ConvAlgorithm, ConvPass, run_chosen};
 use super::winograd::{supports_winograd, winograd_forward, winograd_weight_grad};
 
@@ -415,7 +415,7 @@ fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                         buffer
                     };
                     let rows = prefix(cols, columns * patch);
-                    let nhwc = prefix(nhwc, image_in);
+                    let nhwc = prefix(nhwc, padded_nhwc_len(g));
                     for i in 0..count {
                         let image = &x[(first + i) * image_in..][..image_in];
                         im2row(
