@@ -12,7 +12,9 @@
 //! 3x3 stride-1 layers can also run by Winograd's minimal filtering (F(2x2, 3x3) for the
 //! forward pass and the input gradient, F(3x3, 2x2) for the weight gradient: 2.25x fewer
 //! multiplications); for each shape and pass, the faster of the two on this machine is measured
-//! on first use and then kept (see [`ConvAlgorithm`] and [`set_conv_algorithm`]).
+//! on first use and then kept (see [`ConvAlgorithm`] and [`set_conv_algorithm`]). Stride-1
+//! forward passes (and so the input gradients of stride-1 layers) can also run by a direct
+//! kernel ([`direct_forward`]), which skips the unfolding; it joins the same measurement.
 //! The backward pass is registered with burn's autodiff through a backend extension
 //! (`#[backend_extension(Flex, Autodiff)]`), so `loss.backward()` works unchanged.
 //!
@@ -39,8 +41,8 @@ use burn::tensor::Tensor;
 #[cfg(feature = "flex")]
 pub use crate::kernels::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, FastConv2d, chosen_algorithm, conv2d_forward,
-    conv2d_input_grad, conv2d_weight_grad, set_conv_algorithm, supports_winograd, winograd_forward,
-    winograd_weight_grad,
+    conv2d_input_grad, conv2d_weight_grad, direct_forward, set_conv_algorithm, supports_direct,
+    supports_winograd, winograd_forward, winograd_weight_grad,
 };
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);

@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, chosen_algorithm, conv2d, conv2d_forward,
-    conv2d_input_grad, conv2d_weight_grad, set_conv_algorithm, supports_winograd,
-    uses_fast_kernels, winograd_forward, winograd_weight_grad,
+    conv2d_input_grad, conv2d_weight_grad, direct_forward, set_conv_algorithm, supports_direct,
+    supports_winograd, uses_fast_kernels, winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -218,6 +218,40 @@ fn winograd_matches_float64_reference() {
     }
 }
 
+/// The direct kernel's forward pass, and the public entry points with it fixed (forward and
+/// the stride-1 input gradient run by it, the weight gradient falls back to im2col), against
+/// the float64 direct convolution, on every stride-1 shape (odd sizes, batch 1, padding larger
+/// than the kernel's reach, more output channels than a register tile holds).
+#[test]
+fn direct_kernel_matches_float64_reference() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES);
+    let mut tested = 0;
+    for &shape in shapes.filter(|&&s| supports_direct(&geometry(s))) {
+        let g = geometry(shape);
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let dy = random(&mut rng, g.output_len());
+        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let mut y = vec![f32::NAN; g.output_len()];
+        direct_forward(&g, &x, &w, &mut y);
+        let forward_error = relative_error(&y, &y_ref);
+        assert!(
+            forward_error < 1e-5,
+            "direct forward of {shape:?} (seed {seed}): {forward_error:e}"
+        );
+        set_conv_algorithm(Some(ConvAlgorithm::Direct));
+        let outputs = all_three(&g, &x, &w, &dy);
+        set_conv_algorithm(None);
+        let context = format!("direct, {shape:?} (seed {seed})");
+        assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+        tested += 1;
+    }
+    assert!(tested >= 8, "only {tested} stride-1 shapes");
+}
+
 /// The algorithm of a shape is measured once, then fixed: the same inputs take the same path
 /// and give bit-identical results, equal to that algorithm's own.
 #[test]
@@ -253,8 +287,8 @@ fn algorithm_choice_is_deterministic() {
             winograd_forward(&g, &x, &w, &mut y);
             y
         }
-        ConvAlgorithm::Im2col => {
-            set_conv_algorithm(Some(ConvAlgorithm::Im2col));
+        ConvAlgorithm::Im2col | ConvAlgorithm::Direct => {
+            set_conv_algorithm(Some(chosen));
             let y = run();
             set_conv_algorithm(None);
             y

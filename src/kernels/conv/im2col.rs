@@ -295,8 +295,8 @@ mod tests {
                             for c in 0..channels {
                                 let ih = (oh * stride + ki) as isize - pad_h as isize;
                                 let iw = (ow * stride + kj) as isize - pad_w as isize;
-                                let inside = (0..h as isize).contains(&ih)
-                                    && (0..w as isize).contains(&iw);
+                                let inside =
+                                    (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw);
                                 let expected = if inside {
                                     image[(c * h + ih as usize) * w + iw as usize]
                                 } else {

@@ -15,6 +15,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::direct::{direct_forward, supports_direct};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
 use super::plan::{ConvAlgorithm, ConvPass, run_chosen};
@@ -209,18 +210,33 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 /// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
 /// all contiguous. Every element of `y` is written.
 ///
-/// 3x3 stride-1 convolutions run by im2col or by Winograd F(2x2, 3x3), whichever measured
-/// faster for the shape on this machine ([`super::plan`]); everything else by im2col.
+/// Stride-1 convolutions run by im2col, by the direct kernel or (3x3) by Winograd F(2x2, 3x3),
+/// whichever measured fastest for the shape on this machine ([`super::plan`]); everything else
+/// by im2col.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
+    let mut candidates = vec![ConvAlgorithm::Im2col];
     if supports_winograd(g) {
-        run_chosen(g, ConvPass::Forward, y, |algorithm, out| match algorithm {
-            ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
-            ConvAlgorithm::Im2col => im2col_forward(g, x, w, out),
-        });
-    } else {
-        im2col_forward(g, x, w, y);
+        candidates.push(ConvAlgorithm::Winograd);
     }
+    if supports_direct(g) {
+        candidates.push(ConvAlgorithm::Direct);
+    }
+    if candidates.len() == 1 {
+        im2col_forward(g, x, w, y);
+        return;
+    }
+    run_chosen(
+        g,
+        ConvPass::Forward,
+        &candidates,
+        y,
+        |algorithm, out| match algorithm {
+            ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
+            ConvAlgorithm::Direct => direct_forward(g, x, w, out),
+            ConvAlgorithm::Im2col => im2col_forward(g, x, w, out),
+        },
+    );
 }
 
 /// [`conv2d_forward`] by im2col + gemm.
@@ -366,13 +382,15 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     check_lengths(g, x.len(), dw.len(), dy.len());
     if supports_winograd(g) {
+        let candidates = [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd];
         run_chosen(
             g,
             ConvPass::WeightGrad,
+            &candidates,
             dw,
             |algorithm, out| match algorithm {
                 ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
-                ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out),
+                ConvAlgorithm::Im2col | ConvAlgorithm::Direct => im2col_weight_grad(g, x, dy, out),
             },
         );
     } else {

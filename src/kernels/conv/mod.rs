@@ -1,7 +1,8 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3) and the per-shape choice between them, and their burn backend
+//! kernels, Winograd F(2x2, 3x3), the direct kernel and the per-shape choice between them, and their burn backend
 //! extension. [`crate::conv::conv2d`] routes to them.
 
+mod direct;
 mod extension;
 mod geometry;
 mod im2col;
@@ -9,6 +10,7 @@ mod kernels;
 mod plan;
 mod winograd;
 
+pub use direct::{direct_forward, supports_direct};
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;
 pub use kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};

@@ -1,14 +1,16 @@
-//! Which algorithm computes a convolution: im2col + gemm, or Winograd F(2x2, 3x3) where it
-//! applies. Neither wins everywhere (Winograd does 2.25x fewer multiplications but moves more
-//! memory, so it pays on deep layers and loses on narrow ones, by amounts that differ between
+//! Which algorithm computes a convolution: im2col + gemm, Winograd F(2x2, 3x3) or the direct
+//! kernel where they apply. None wins everywhere (Winograd does 2.25x fewer multiplications but
+//! moves more memory, so it pays on deep layers and loses on narrow ones; the direct kernel
+//! saves the unfolding, which matters most on narrow layers; by amounts that differ between
 //! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
-//! both run three times on the call's own data and the faster (by its best time) is kept.
+//! each candidate runs three times on the call's own data and the fastest (by its best time) is
+//! kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
-//! cache file (`conv-algorithms-v1.txt` under `$SELFSUP_CACHE_DIR`, else
+//! cache file (`conv-algorithms-v2.txt` under `$SELFSUP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
 //! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
-//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|winograd` or
+//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|winograd|direct` or
 //! [`set_conv_algorithm`] fixes the algorithm instead (benchmarks, comparisons).
 
 use std::collections::HashMap;
@@ -27,6 +29,9 @@ pub enum ConvAlgorithm {
     Im2col,
     /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
     Winograd,
+    /// The direct kernel of [`super::direct`] (stride 1, kernels larger than 1x1; forward
+    /// passes only).
+    Direct,
 }
 
 impl ConvAlgorithm {
@@ -34,6 +39,7 @@ impl ConvAlgorithm {
         match self {
             Self::Im2col => "im2col",
             Self::Winograd => "winograd",
+            Self::Direct => "direct",
         }
     }
 
@@ -41,6 +47,7 @@ impl ConvAlgorithm {
         match name {
             "im2col" => Some(Self::Im2col),
             "winograd" => Some(Self::Winograd),
+            "direct" => Some(Self::Direct),
             _ => None,
         }
     }
@@ -49,17 +56,20 @@ impl ConvAlgorithm {
 const MEASURED: u8 = 0;
 const FORCED_IM2COL: u8 = 1;
 const FORCED_WINOGRAD: u8 = 2;
+const FORCED_DIRECT: u8 = 3;
 const UNSET: u8 = 255;
 
 static FORCED: AtomicU8 = AtomicU8::new(UNSET);
 
 /// Fixes the algorithm of every convolution it applies to (`Some`), or returns to choosing by
-/// measurement (`None`, the default). Winograd still only runs where it applies.
+/// measurement (`None`, the default). Winograd and the direct kernel still only run where they
+/// apply; elsewhere im2col does.
 pub fn set_conv_algorithm(algorithm: Option<ConvAlgorithm>) {
     let value = match algorithm {
         None => MEASURED,
         Some(ConvAlgorithm::Im2col) => FORCED_IM2COL,
         Some(ConvAlgorithm::Winograd) => FORCED_WINOGRAD,
+        Some(ConvAlgorithm::Direct) => FORCED_DIRECT,
     };
     FORCED.store(value, Ordering::Relaxed);
 }
@@ -71,6 +81,7 @@ fn forced() -> Option<ConvAlgorithm> {
         value = match std::env::var("SELFSUP_CONV_ALGORITHM").as_deref() {
             Ok("im2col") => FORCED_IM2COL,
             Ok("winograd") => FORCED_WINOGRAD,
+            Ok("direct") => FORCED_DIRECT,
             _ => MEASURED,
         };
         // A concurrent set_conv_algorithm wins over the environment.
@@ -80,6 +91,7 @@ fn forced() -> Option<ConvAlgorithm> {
     match value {
         FORCED_IM2COL => Some(ConvAlgorithm::Im2col),
         FORCED_WINOGRAD => Some(ConvAlgorithm::Winograd),
+        FORCED_DIRECT => Some(ConvAlgorithm::Direct),
         _ => None,
     }
 }
@@ -143,7 +155,8 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    Some(dir.join("conv-algorithms-v1.txt"))
+    // v2: the direct kernel joined the candidates; v1's choices never measured it.
+    Some(dir.join("conv-algorithms-v2.txt"))
 }
 
 /// The choices made so far: the cache file's, then this process's.
@@ -221,16 +234,26 @@ pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorith
     })
 }
 
-/// Runs `run(algorithm, output)` with the algorithm chosen for `g`'s `pass`, measuring both
-/// first when the shape is new; the result always ends in `y`.
+/// Runs `run(algorithm, output)` with the algorithm chosen for `g`'s `pass` among
+/// `candidates` (im2col first, then those that apply to `g`), measuring each first when the
+/// shape is new; the result always ends in `y`. A fixed algorithm that is not a candidate runs
+/// as im2col.
 pub(super) fn run_chosen(
     g: &ConvGeometry,
     pass: ConvPass,
+    candidates: &[ConvAlgorithm],
     y: &mut [f32],
     mut run: impl FnMut(ConvAlgorithm, &mut [f32]),
 ) {
+    let applicable = |a: ConvAlgorithm| {
+        if candidates.contains(&a) {
+            a
+        } else {
+            ConvAlgorithm::Im2col
+        }
+    };
     if let Some(algorithm) = chosen_algorithm(g, pass) {
-        run(algorithm, y);
+        run(applicable(algorithm), y);
         return;
     }
     // One measurement at a time, in this process and (through the cache file's lock) among
@@ -244,24 +267,22 @@ pub(super) fn run_chosen(
         None => chosen_algorithm(g, pass),
     };
     if let Some(algorithm) = known {
-        run(algorithm, y);
+        run(applicable(algorithm), y);
         return;
     }
-    let mut candidate = vec![0.0f32; y.len()];
-    let (mut best_im2col, mut best_winograd) = (Duration::MAX, Duration::MAX);
+    let mut best = vec![Duration::MAX; candidates.len()];
+    let mut outputs: Vec<Vec<f32>> = candidates.iter().map(|_| vec![0.0; y.len()]).collect();
     for _ in 0..3 {
-        let start = Instant::now();
-        run(ConvAlgorithm::Im2col, y);
-        best_im2col = best_im2col.min(start.elapsed());
-        let start = Instant::now();
-        run(ConvAlgorithm::Winograd, &mut candidate);
-        best_winograd = best_winograd.min(start.elapsed());
+        for ((&algorithm, best), out) in candidates.iter().zip(&mut best).zip(&mut outputs) {
+            let start = Instant::now();
+            run(algorithm, out);
+            *best = (*best).min(start.elapsed());
+        }
     }
-    let algorithm = if best_winograd < best_im2col {
-        y.copy_from_slice(&candidate);
-        ConvAlgorithm::Winograd
-    } else {
-        ConvAlgorithm::Im2col
-    };
-    remember(key, algorithm, file.as_mut());
+    // The first of the fastest: ties keep the earlier candidate (im2col).
+    let fastest = (0..candidates.len())
+        .min_by_key(|&i| best[i])
+        .expect("at least one candidate");
+    y.copy_from_slice(&outputs[fastest]);
+    remember(key, candidates[fastest], file.as_mut());
 }

@@ -1,0 +1,322 @@
+//! Direct convolution for stride-1 layers: no unfolded patch matrix, the products formed in
+//! registers straight from a zero-padded copy of each image.
+//!
+//! `y[n, o, i, j] = Σ_{c, a, b} w[o, c, a, b] · x̃[n, c, i + a, j + b]`, with `x̃` the input
+//! padded by `padding` zeros on each side.
+//!
+//! im2col + gemm writes every input value `kh·kw` times into the patch matrix, and gemm then
+//! packs that matrix once more; on layers with few channels (16-64) the copies cost about as
+//! much as the products, and oneDNN's direct kernels run 2-3x faster there (BENCHMARKS.md).
+//! Here a register tile of [`CHANNELS`] output channels by `R` output rows by `T` output
+//! columns accumulates over every input channel and kernel tap: per tap, `R` vector loads of
+//! the padded input and [`CHANNELS`] weight broadcasts feed `CHANNELS · R` vector
+//! multiply-adds. The weights are repacked once per call so that a tap's [`CHANNELS`] weights
+//! are adjacent. The tile is compiled for AVX-512, for AVX2 + FMA and without either, and the
+//! widest the CPU has runs. Each output is one sum in a fixed order (channels, then kernel
+//! rows, then kernel columns), so results do not depend on threads.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::geometry::ConvGeometry;
+use super::kernels::prefix;
+
+/// Output channels per register tile.
+const CHANNELS: usize = 4;
+
+/// Whether [`direct_forward`] computes `g`: stride 1, a kernel larger than 1x1 (1x1 layers
+/// need no unfolding and stay with gemm).
+pub fn supports_direct(g: &ConvGeometry) -> bool {
+    g.is_valid() && g.stride == [1, 1] && !g.is_pointwise()
+}
+
+thread_local! {
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The tile shape and padded-image layout of one convolution.
+#[derive(Clone, Copy)]
+struct Layout {
+    channels: usize,
+    taps: usize,
+    kernel_height: usize,
+    kernel_width: usize,
+    out_channels: usize,
+    out_height: usize,
+    out_width: usize,
+    /// Rows and columns of the padded image, rounded up so that whole tiles stay inside.
+    rows: usize,
+    cols: usize,
+}
+
+impl Layout {
+    fn of(g: &ConvGeometry, tile_rows: usize, tile_cols: usize) -> Self {
+        let (out_height, out_width) = (g.out_height(), g.out_width());
+        Self {
+            channels: g.in_channels,
+            taps: g.kernel_height * g.kernel_width,
+            kernel_height: g.kernel_height,
+            kernel_width: g.kernel_width,
+            out_channels: g.out_channels,
+            out_height,
+            out_width,
+            rows: out_height.next_multiple_of(tile_rows) + g.kernel_height - 1,
+            cols: out_width.next_multiple_of(tile_cols) + g.kernel_width - 1,
+        }
+    }
+
+    fn plane(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// Forward convolution of a stride-1 layer, computed directly: the same result as
+/// [`super::conv2d_forward`] up to rounding. `x [N, C_in, H, W]`, `w [C_out, C_in, kh, kw]`,
+/// `y [N, C_out, H_out, W_out]`, contiguous; every element of `y` is written.
+pub fn direct_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert!(
+        supports_direct(g),
+        "direct conv: unsupported geometry {g:?}"
+    );
+    assert_eq!(x.len(), g.input_len(), "direct conv: input length");
+    assert_eq!(w.len(), g.weight_len(), "direct conv: weight length");
+    assert_eq!(y.len(), g.output_len(), "direct conv: output length");
+    // Narrow maps take two rows of 8 columns per tile, wide ones one row of 16.
+    let (tile_rows, tile_cols) = if g.out_width() > 8 { (1, 16) } else { (2, 8) };
+    let layout = Layout::of(g, tile_rows, tile_cols);
+    let weights = repack_weights(g, w);
+    let image_in = g.in_channels * g.in_pixels();
+    let image_out = g.out_channels * g.out_pixels();
+    y.par_chunks_mut(image_out)
+        .zip(x.par_chunks(image_in))
+        .for_each(|(out, image)| {
+            PADDED.with(|cell| {
+                let padded = &mut *cell.borrow_mut();
+                let padded = prefix(padded, layout.channels * layout.plane());
+                pad_image(g, &layout, image, padded);
+                let three = g.kernel_height == 3 && g.kernel_width == 3;
+                match (tile_rows, three) {
+                    (1, true) => {
+                        convolve_image::<1, 16, ThreeByThree>(&layout, padded, &weights, out)
+                    }
+                    (1, false) => convolve_image::<1, 16, AnySize>(&layout, padded, &weights, out),
+                    (_, true) => {
+                        convolve_image::<2, 8, ThreeByThree>(&layout, padded, &weights, out)
+                    }
+                    (_, false) => convolve_image::<2, 8, AnySize>(&layout, padded, &weights, out),
+                }
+            });
+        });
+}
+
+/// `w [C_out, C_in, kh, kw]` as `[C_out / CHANNELS, C_in, kh·kw, CHANNELS]`, the last block of
+/// output channels completed with zeros.
+fn repack_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    let taps = g.kernel_height * g.kernel_width;
+    let blocks = g.out_channels.div_ceil(CHANNELS);
+    let mut packed = vec![0.0f32; blocks * g.in_channels * taps * CHANNELS];
+    for o in 0..g.out_channels {
+        let (block, lane) = (o / CHANNELS, o % CHANNELS);
+        for c in 0..g.in_channels {
+            for tap in 0..taps {
+                packed[((block * g.in_channels + c) * taps + tap) * CHANNELS + lane] =
+                    w[(o * g.in_channels + c) * taps + tap];
+            }
+        }
+    }
+    packed
+}
+
+/// Copies `image [C_in, H, W]` into `padded [C_in, rows, cols]` at offset `(pad_h, pad_w)`,
+/// zeros elsewhere.
+fn pad_image(g: &ConvGeometry, layout: &Layout, image: &[f32], padded: &mut [f32]) {
+    let (h, w) = (g.in_height, g.in_width);
+    let [pad_h, pad_w] = g.padding;
+    for (plane, source) in padded
+        .chunks_exact_mut(layout.plane())
+        .zip(image.chunks_exact(h * w))
+    {
+        plane[..pad_h * layout.cols].fill(0.0);
+        for (i, line) in source.chunks_exact(w).enumerate() {
+            let row = &mut plane[(pad_h + i) * layout.cols..][..layout.cols];
+            row[..pad_w].fill(0.0);
+            row[pad_w..pad_w + w].copy_from_slice(line);
+            row[pad_w + w..].fill(0.0);
+        }
+        plane[(pad_h + h) * layout.cols..].fill(0.0);
+    }
+}
+
+/// One image's output `[C_out, H_out, W_out]`, with the widest instructions this CPU has.
+fn convolve_image<const R: usize, const T: usize, K: KernelSize>(
+    layout: &Layout,
+    padded: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above), which implies AVX2 and FMA.
+            return unsafe { convolve_image_avx512::<R, T, K>(layout, padded, weights, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { convolve_image_avx2::<R, T, K>(layout, padded, weights, out) };
+        }
+    }
+    convolve_tiles::<R, T, Separate, K>(layout, padded, weights, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn convolve_image_avx512<const R: usize, const T: usize, K: KernelSize>(
+    layout: &Layout,
+    padded: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    convolve_tiles::<R, T, Fused, K>(layout, padded, weights, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn convolve_image_avx2<const R: usize, const T: usize, K: KernelSize>(
+    layout: &Layout,
+    padded: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    convolve_tiles::<R, T, Fused, K>(layout, padded, weights, out);
+}
+
+/// `acc + a·b`: one fused instruction where the CPU has FMA, else a multiply and an add
+/// (`f32::mul_add` without FMA hardware is a slow library call).
+trait MultiplyAdd {
+    fn multiply_add(acc: f32, a: f32, b: f32) -> f32;
+}
+
+struct Fused;
+struct Separate;
+
+impl MultiplyAdd for Fused {
+    #[inline(always)]
+    fn multiply_add(acc: f32, a: f32, b: f32) -> f32 {
+        a.mul_add(b, acc)
+    }
+}
+
+impl MultiplyAdd for Separate {
+    #[inline(always)]
+    fn multiply_add(acc: f32, a: f32, b: f32) -> f32 {
+        acc + a * b
+    }
+}
+
+/// Every `CHANNELS x R x T` output tile of one image.
+#[inline(always)]
+fn convolve_tiles<const R: usize, const T: usize, M: MultiplyAdd, K: KernelSize>(
+    layout: &Layout,
+    padded: &[f32],
+    weights: &[f32],
+    out: &mut [f32],
+) {
+    let block_len = layout.channels * layout.taps * CHANNELS;
+    debug_assert_eq!(K::of(layout), (layout.kernel_height, layout.kernel_width));
+    let out_plane = layout.out_height * layout.out_width;
+    for (block, block_weights) in weights.chunks_exact(block_len).enumerate() {
+        for top in (0..layout.out_height).step_by(R) {
+            for left in (0..layout.out_width).step_by(T) {
+                let acc = tile::<R, T, M, K>(layout, padded, block_weights, top, left);
+                for (lane, rows) in acc.iter().enumerate() {
+                    let o = block * CHANNELS + lane;
+                    if o >= layout.out_channels {
+                        break;
+                    }
+                    for (r, values) in rows.iter().enumerate() {
+                        if top + r >= layout.out_height {
+                            break;
+                        }
+                        let width = T.min(layout.out_width - left);
+                        let at = o * out_plane + (top + r) * layout.out_width + left;
+                        out[at..at + width].copy_from_slice(&values[..width]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's size: fixed at 3x3 (the loops over taps unroll), or read from the layout.
+trait KernelSize {
+    fn of(layout: &Layout) -> (usize, usize);
+}
+
+struct ThreeByThree;
+struct AnySize;
+
+impl KernelSize for ThreeByThree {
+    #[inline(always)]
+    fn of(_: &Layout) -> (usize, usize) {
+        (3, 3)
+    }
+}
+
+impl KernelSize for AnySize {
+    #[inline(always)]
+    fn of(layout: &Layout) -> (usize, usize) {
+        (layout.kernel_height, layout.kernel_width)
+    }
+}
+
+/// The output tile at row `top`, column `left` of one block of output channels.
+#[inline(always)]
+fn tile<const R: usize, const T: usize, M: MultiplyAdd, K: KernelSize>(
+    layout: &Layout,
+    padded: &[f32],
+    block_weights: &[f32],
+    top: usize,
+    left: usize,
+) -> [[[f32; T]; R]; CHANNELS] {
+    let (kh, kw) = K::of(layout);
+    let mut acc = [[[0.0f32; T]; R]; CHANNELS];
+    let tap_block = kh * kw * CHANNELS;
+    // Every load below starts at most here; `Layout::of` sized the planes for whole tiles.
+    let last_start = (top + R - 1 + kh - 1) * layout.cols + left + kw - 1;
+    assert!(
+        last_start + T <= layout.plane(),
+        "direct conv: tile outside the padded plane"
+    );
+    assert_eq!(block_weights.len(), layout.channels * tap_block);
+    for (plane, channel_weights) in padded
+        .chunks_exact(layout.plane())
+        .zip(block_weights.chunks_exact(tap_block))
+    {
+        for a in 0..kh {
+            for b in 0..kw {
+                // SAFETY: `channel_weights` holds kh·kw blocks of CHANNELS (chunks_exact).
+                let w = unsafe {
+                    &*channel_weights
+                        .as_ptr()
+                        .add((a * kw + b) * CHANNELS)
+                        .cast::<[f32; CHANNELS]>()
+                };
+                let inputs: [&[f32; T]; R] = std::array::from_fn(|r| {
+                    let start = (top + r + a) * layout.cols + left + b;
+                    // SAFETY: start + T <= last_start + T <= plane length (asserted above).
+                    unsafe { &*plane.as_ptr().add(start).cast::<[f32; T]>() }
+                });
+                for (lane, weight) in w.iter().enumerate() {
+                    for (row, x) in acc[lane].iter_mut().zip(inputs) {
+                        for (value, input) in row.iter_mut().zip(x) {
+                            *value = M::multiply_add(*value, *weight, *input);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
