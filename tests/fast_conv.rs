@@ -220,14 +220,16 @@ fn winograd_matches_float64_reference() {
 
 /// The direct kernel's forward pass, and the public entry points with it fixed (forward and
 /// the stride-1 input gradient run by it, the weight gradient falls back to im2col), against
-/// the float64 direct convolution, on every stride-1 shape (odd sizes, batch 1, padding larger
-/// than the kernel's reach, more output channels than a register tile holds).
+/// the float64 direct convolution, on every stride-1 shape (odd sizes, batch 1, padding 0 to 2,
+/// output channels not a multiple of the register tile's 4, 5x5 and padded 1x1 kernels).
 #[test]
 fn direct_kernel_matches_float64_reference() {
     let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
-    let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES);
+    // Kernels other than 3x3 take the kernel's size from the layout instead of unrolled taps.
+    let other_kernels: &[Shape] = &[(2, 3, 9, 11, 6, 5, 1, 2), (2, 4, 5, 6, 7, 1, 1, 1)];
+    let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES).chain(other_kernels);
     let mut tested = 0;
     for &shape in shapes.filter(|&&s| supports_direct(&geometry(s))) {
         let g = geometry(shape);
