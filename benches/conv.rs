@@ -12,9 +12,10 @@
 //! Environment: `SELFSUP_BENCH_BATCH` (default 128), `SELFSUP_BENCH_REPS` (timed repetitions,
 //! median reported, default 5; one untimed warm-up first), `SELFSUP_BENCH_SHAPES` (name
 //! prefixes, comma-separated; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`: the fast kernels
-//! with the algorithm measured per shape; `im2col`, `winograd`, `direct`: the fast kernels with that
-//! algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one CSV row per shape and implementation:
-//! `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts 3x the forward FLOPs).
+//! with the algorithm measured per shape; `im2col`, `winograd`, `direct`: the fast kernels with
+//! that algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one
+//! CSV row per shape and implementation: `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts
+//! 3x the forward FLOPs).
 
 use std::time::Instant;
 

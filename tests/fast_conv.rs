@@ -227,12 +227,34 @@ fn direct_kernel_matches_float64_reference() {
     let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
-    // Kernels other than 3x3 take the kernel's size from the layout instead of unrolled taps.
-    let other_kernels: &[Shape] = &[(2, 3, 9, 11, 6, 5, 1, 2), (2, 4, 5, 6, 7, 1, 1, 1)];
-    let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES).chain(other_kernels);
+    // Kernels other than 3x3 take the kernel's size from the layout instead of unrolled taps;
+    // rectangular kernels and paddings catch swapped rows and columns.
+    let other_kernels: &[Shape] = &[
+        (2, 3, 9, 11, 6, 5, 1, 2),
+        (2, 4, 5, 6, 7, 1, 1, 1),
+        (1, 3, 4, 5, 5, 3, 1, 3),
+    ];
+    let rectangular = [
+        ([3, 5], [0, 2]),
+        ([1, 3], [0, 1]),
+        ([2, 2], [0, 0]),
+        ([5, 2], [2, 1]),
+    ]
+    .map(|([kh, kw], padding)| ConvGeometry {
+        batch: 2,
+        in_channels: 3,
+        in_height: 7,
+        in_width: 10,
+        out_channels: 5,
+        kernel_height: kh,
+        kernel_width: kw,
+        stride: [1, 1],
+        padding,
+    });
+    let square = SHAPES.iter().chain(WINOGRAD_SHAPES).chain(other_kernels);
+    let geometries = square.map(|&s| geometry(s)).chain(rectangular);
     let mut tested = 0;
-    for &shape in shapes.filter(|&&s| supports_direct(&geometry(s))) {
-        let g = geometry(shape);
+    for g in geometries.filter(supports_direct) {
         let x = random(&mut rng, g.input_len());
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
@@ -242,12 +264,12 @@ fn direct_kernel_matches_float64_reference() {
         let forward_error = relative_error(&y, &y_ref);
         assert!(
             forward_error < 1e-5,
-            "direct forward of {shape:?} (seed {seed}): {forward_error:e}"
+            "direct forward of {g:?} (seed {seed}): {forward_error:e}"
         );
         set_conv_algorithm(Some(ConvAlgorithm::Direct));
         let outputs = all_three(&g, &x, &w, &dy);
         set_conv_algorithm(None);
-        let context = format!("direct, {shape:?} (seed {seed})");
+        let context = format!("direct, {g:?} (seed {seed})");
         assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         tested += 1;
     }

@@ -25,8 +25,8 @@ use super::kernels::prefix;
 /// Output channels per register tile.
 const CHANNELS: usize = 4;
 
-/// Whether [`direct_forward`] computes `g`: stride 1, a kernel larger than 1x1 (1x1 layers
-/// need no unfolding and stay with gemm).
+/// Whether [`direct_forward`] computes `g`: stride 1 and any kernel but an unpadded 1x1 (those
+/// read the input directly as a matrix, with no unfolding, and stay with gemm).
 pub fn supports_direct(g: &ConvGeometry) -> bool {
     g.is_valid() && g.stride == [1, 1] && !g.is_pointwise()
 }
@@ -82,10 +82,25 @@ pub fn direct_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), g.input_len(), "direct conv: input length");
     assert_eq!(w.len(), g.weight_len(), "direct conv: weight length");
     assert_eq!(y.len(), g.output_len(), "direct conv: output length");
-    // Narrow maps take two rows of 8 columns per tile, wide ones one row of 16.
-    let (tile_rows, tile_cols) = if g.out_width() > 8 { (1, 16) } else { (2, 8) };
-    let layout = Layout::of(g, tile_rows, tile_cols);
     let weights = repack_weights(g, w);
+    // Narrow maps take two rows of 8 columns per tile, wide ones one row of 16.
+    let three = g.kernel_height == 3 && g.kernel_width == 3;
+    match (g.out_width() > 8, three) {
+        (true, true) => forward_tiled::<1, 16, ThreeByThree>(g, x, &weights, y),
+        (true, false) => forward_tiled::<1, 16, AnySize>(g, x, &weights, y),
+        (false, true) => forward_tiled::<2, 8, ThreeByThree>(g, x, &weights, y),
+        (false, false) => forward_tiled::<2, 8, AnySize>(g, x, &weights, y),
+    }
+}
+
+/// [`direct_forward`] with tiles of `R` rows by `T` columns, one image per task.
+fn forward_tiled<const R: usize, const T: usize, K: KernelSize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    weights: &[f32],
+    y: &mut [f32],
+) {
+    let layout = Layout::of(g, R, T);
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * g.out_pixels();
     y.par_chunks_mut(image_out)
@@ -95,17 +110,7 @@ pub fn direct_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 let padded = &mut *cell.borrow_mut();
                 let padded = prefix(padded, layout.channels * layout.plane());
                 pad_image(g, &layout, image, padded);
-                let three = g.kernel_height == 3 && g.kernel_width == 3;
-                match (tile_rows, three) {
-                    (1, true) => {
-                        convolve_image::<1, 16, ThreeByThree>(&layout, padded, &weights, out)
-                    }
-                    (1, false) => convolve_image::<1, 16, AnySize>(&layout, padded, &weights, out),
-                    (_, true) => {
-                        convolve_image::<2, 8, ThreeByThree>(&layout, padded, &weights, out)
-                    }
-                    (_, false) => convolve_image::<2, 8, AnySize>(&layout, padded, &weights, out),
-                }
+                convolve_image::<R, T, K>(&layout, padded, weights, out);
             });
         });
 }
@@ -157,8 +162,11 @@ fn convolve_image<const R: usize, const T: usize, K: KernelSize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above), which implies AVX2 and FMA.
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
             return unsafe { convolve_image_avx512::<R, T, K>(layout, padded, weights, out) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

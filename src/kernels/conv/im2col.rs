@@ -214,7 +214,7 @@ fn pad_channel_last(g: &ConvGeometry, image: &[f32], padded: &mut [f32]) {
     padded[..pad_h * line].fill(0.0);
     padded[(pad_h + in_h) * line..].fill(0.0);
     let plane = in_h * in_w;
-    // Blocks of 16 pixels x 16 channels keep both sides of the transpose in cache.
+    // Blocks of 16 pixels (by all channels) keep both sides of the transpose in cache.
     const BLOCK: usize = 16;
     for ih in 0..in_h {
         let dst = &mut padded[(pad_h + ih) * line..][..line];
@@ -223,12 +223,10 @@ fn pad_channel_last(g: &ConvGeometry, image: &[f32], padded: &mut [f32]) {
         let interior = &mut dst[pad_w * channels..][..in_w * channels];
         for w0 in (0..in_w).step_by(BLOCK) {
             let w1 = (w0 + BLOCK).min(in_w);
-            for c0 in (0..channels).step_by(BLOCK) {
-                for c in c0..(c0 + BLOCK).min(channels) {
-                    let src = &image[c * plane + ih * in_w..][w0..w1];
-                    for (offset, value) in src.iter().enumerate() {
-                        interior[(w0 + offset) * channels + c] = *value;
-                    }
+            for c in 0..channels {
+                let src = &image[c * plane + ih * in_w..][w0..w1];
+                for (offset, value) in src.iter().enumerate() {
+                    interior[(w0 + offset) * channels + c] = *value;
                 }
             }
         }

@@ -29,8 +29,8 @@ pub enum ConvAlgorithm {
     Im2col,
     /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
     Winograd,
-    /// The direct kernel of [`super::direct`] (stride 1, kernels larger than 1x1; forward
-    /// passes only).
+    /// The direct kernel of [`super::direct`] (stride 1, any kernel but an unpadded 1x1;
+    /// forward passes, so also stride-1 input gradients; a weight gradient runs im2col).
     Direct,
 }
 
@@ -224,6 +224,8 @@ fn remember(key: String, algorithm: ConvAlgorithm, file: Option<&mut std::fs::Fi
 }
 
 /// The algorithm chosen for `g`'s `pass` so far: fixed, or remembered; `None` until measured.
+/// A fixed algorithm is returned as fixed even where it does not apply (Winograd on a 5x5
+/// layer, the direct kernel for a weight gradient); im2col runs there.
 pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorithm> {
     forced().or_else(|| {
         plans()
@@ -270,10 +272,17 @@ pub(super) fn run_chosen(
         run(applicable(algorithm), y);
         return;
     }
+    // The first candidate writes `y`, the others one scratch buffer; a later winner runs once
+    // more into `y`, so the measurement holds one extra output, not one per candidate.
     let mut best = vec![Duration::MAX; candidates.len()];
-    let mut outputs: Vec<Vec<f32>> = candidates.iter().map(|_| vec![0.0; y.len()]).collect();
+    let mut scratch = vec![0.0f32; if candidates.len() > 1 { y.len() } else { 0 }];
     for _ in 0..3 {
-        for ((&algorithm, best), out) in candidates.iter().zip(&mut best).zip(&mut outputs) {
+        for (index, (&algorithm, best)) in candidates.iter().zip(&mut best).enumerate() {
+            let out = if index == 0 {
+                &mut *y
+            } else {
+                &mut scratch[..]
+            };
             let start = Instant::now();
             run(algorithm, out);
             *best = (*best).min(start.elapsed());
@@ -283,6 +292,8 @@ pub(super) fn run_chosen(
     let fastest = (0..candidates.len())
         .min_by_key(|&i| best[i])
         .expect("at least one candidate");
-    y.copy_from_slice(&outputs[fastest]);
+    if fastest != 0 {
+        run(candidates[fastest], y);
+    }
     remember(key, candidates[fastest], file.as_mut());
 }
