@@ -215,21 +215,26 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 /// by im2col.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
-    let mut candidates = vec![ConvAlgorithm::Im2col];
-    if supports_winograd(g) {
-        candidates.push(ConvAlgorithm::Winograd);
+    // Im2col first, then whichever of the others apply (no allocation on this per-layer path).
+    let mut candidates = [ConvAlgorithm::Im2col; 3];
+    let mut count = 1;
+    for (applies, algorithm) in [
+        (supports_winograd(g), ConvAlgorithm::Winograd),
+        (supports_direct(g), ConvAlgorithm::Direct),
+    ] {
+        if applies {
+            candidates[count] = algorithm;
+            count += 1;
+        }
     }
-    if supports_direct(g) {
-        candidates.push(ConvAlgorithm::Direct);
-    }
-    if candidates.len() == 1 {
+    if count == 1 {
         im2col_forward(g, x, w, y);
         return;
     }
     run_chosen(
         g,
         ConvPass::Forward,
-        &candidates,
+        &candidates[..count],
         y,
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
