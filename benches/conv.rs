@@ -15,7 +15,9 @@
 //! with the algorithm measured per shape; `im2col`, `winograd`, `direct`: the fast kernels with
 //! that algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one
 //! CSV row per shape and implementation: `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts
-//! 3x the forward FLOPs).
+//! 3x the forward FLOPs). `SELFSUP_BENCH_PASSES=1` also times each pass of the fast kernels
+//! alone on plain slices and prints `passes,impl,name,forward_ms,input_grad_ms,weight_grad_ms`
+//! to stderr (for profiling which pass a layer's time goes to).
 
 use std::time::Instant;
 
@@ -23,7 +25,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup::conv::{
-    ConvAlgorithm, ConvGeometry, conv2d, set_conv_algorithm, set_fast_conv, uses_fast_kernels,
+    ConvAlgorithm, ConvGeometry, conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad,
+    set_conv_algorithm, set_fast_conv, uses_fast_kernels,
 };
 
 fn env(name: &str, default: usize) -> usize {
@@ -46,7 +49,34 @@ fn median_seconds(reps: usize, mut run: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
+/// Milliseconds of each pass of `g` on the fast kernels (the algorithm as currently fixed or
+/// measured): forward, input gradient, weight gradient.
+fn pass_millis(g: &ConvGeometry, reps: usize) -> [f64; 3] {
+    let values = |len: usize, phase: f32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32) * 0.618 + phase).sin())
+            .collect()
+    };
+    let (x, w, dy) = (
+        values(g.input_len(), 0.1),
+        values(g.weight_len(), 0.2),
+        values(g.output_len(), 0.3),
+    );
+    let (mut y, mut dx, mut dw) = (
+        vec![0.0; g.output_len()],
+        vec![0.0; g.input_len()],
+        vec![0.0; g.weight_len()],
+    );
+    [
+        median_seconds(reps, || conv2d_forward(g, &x, &w, &mut y)),
+        median_seconds(reps, || conv2d_input_grad(g, &dy, &w, &mut dx)),
+        median_seconds(reps, || conv2d_weight_grad(g, &x, &dy, &mut dw)),
+    ]
+    .map(|s| s * 1e3)
+}
+
 fn main() {
+    let passes = std::env::var("SELFSUP_BENCH_PASSES").is_ok_and(|v| v == "1");
     let batch = env("SELFSUP_BENCH_BATCH", 128);
     let reps = env("SELFSUP_BENCH_REPS", 5).max(1);
     let filter: Vec<String> = std::env::var("SELFSUP_BENCH_SHAPES")
@@ -133,6 +163,10 @@ fn main() {
                 gflop / forward,
                 3.0 * gflop / both
             );
+            if passes && fast {
+                let [forward, input, weight] = pass_millis(&geometry, reps);
+                eprintln!("passes,{label},{name},{forward:.2},{input:.2},{weight:.2}");
+            }
         }
     }
     set_fast_conv(true);

@@ -14,7 +14,8 @@
 //! multiplications); for each shape and pass, the faster of the two on this machine is measured
 //! on first use and then kept (see [`ConvAlgorithm`] and [`set_conv_algorithm`]). Stride-1
 //! forward passes (and so the input gradients of stride-1 layers) can also run by a direct
-//! kernel ([`direct_forward`]), which skips the unfolding; it joins the same measurement.
+//! kernel ([`direct_forward`]), which skips the unfolding, and 3x3 stride-1 weight gradients by
+//! its counterpart ([`direct_weight_grad`]); both join the same measurement.
 //! The backward pass is registered with burn's autodiff through a backend extension
 //! (`#[backend_extension(Flex, Autodiff)]`), so `loss.backward()` works unchanged.
 //!
@@ -41,8 +42,9 @@ use burn::tensor::Tensor;
 #[cfg(feature = "flex")]
 pub use crate::kernels::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, FastConv2d, chosen_algorithm, conv2d_forward,
-    conv2d_input_grad, conv2d_weight_grad, direct_forward, set_conv_algorithm, supports_direct,
-    supports_winograd, winograd_forward, winograd_weight_grad,
+    conv2d_input_grad, conv2d_weight_grad, direct_forward, direct_weight_grad, set_conv_algorithm,
+    supports_direct, supports_direct_weight_grad, supports_winograd, winograd_forward,
+    winograd_weight_grad,
 };
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);

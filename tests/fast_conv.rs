@@ -14,8 +14,9 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, chosen_algorithm, conv2d, conv2d_forward,
-    conv2d_input_grad, conv2d_weight_grad, direct_forward, set_conv_algorithm, supports_direct,
-    supports_winograd, uses_fast_kernels, winograd_forward, winograd_weight_grad,
+    conv2d_input_grad, conv2d_weight_grad, direct_forward, direct_weight_grad, set_conv_algorithm,
+    supports_direct, supports_direct_weight_grad, supports_winograd, uses_fast_kernels,
+    winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -218,10 +219,12 @@ fn winograd_matches_float64_reference() {
     }
 }
 
-/// The direct kernel's forward pass, and the public entry points with it fixed (forward and
-/// the stride-1 input gradient run by it, the weight gradient falls back to im2col), against
-/// the float64 direct convolution, on every stride-1 shape (odd sizes, batch 1, padding 0 to 2,
-/// output channels not a multiple of the register tile's 4, 5x5 and padded 1x1 kernels).
+/// The direct kernels' forward pass and 3x3 weight gradient, and the public entry points with
+/// them fixed (forward and the stride-1 input gradient by the forward kernel, the weight
+/// gradient by its own kernel for 3x3 and im2col otherwise), against the float64 direct
+/// convolution, on every stride-1 shape (odd sizes, batch 1, padding 0 to 3, output widths not
+/// a multiple of the 8 or 16 lanes, output channels not a multiple of the register tile's 4,
+/// 5x5 and padded 1x1 kernels).
 #[test]
 fn direct_kernel_matches_float64_reference() {
     let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
@@ -251,9 +254,15 @@ fn direct_kernel_matches_float64_reference() {
         stride: [1, 1],
         padding,
     });
-    let square = SHAPES.iter().chain(WINOGRAD_SHAPES).chain(other_kernels);
+    // Output rows of 35 columns: two whole tiles of 16 lanes and a tail (four of 8 and a tail).
+    let wide: &[Shape] = &[(2, 6, 35, 35, 9, 3, 1, 1), (1, 2, 19, 19, 5, 3, 1, 0)];
+    let square = SHAPES
+        .iter()
+        .chain(WINOGRAD_SHAPES)
+        .chain(other_kernels)
+        .chain(wide);
     let geometries = square.map(|&s| geometry(s)).chain(rectangular);
-    let mut tested = 0;
+    let (mut tested, mut weight_grads) = (0, 0);
     for g in geometries.filter(supports_direct) {
         let x = random(&mut rng, g.input_len());
         let w = random(&mut rng, g.weight_len());
@@ -266,6 +275,16 @@ fn direct_kernel_matches_float64_reference() {
             forward_error < 1e-5,
             "direct forward of {g:?} (seed {seed}): {forward_error:e}"
         );
+        if supports_direct_weight_grad(&g) {
+            let mut dw = vec![f32::NAN; g.weight_len()];
+            direct_weight_grad(&g, &x, &dy, &mut dw);
+            let weight_error = relative_error(&dw, &dw_ref);
+            assert!(
+                weight_error < 1e-5,
+                "direct weight gradient of {g:?} (seed {seed}): {weight_error:e}"
+            );
+            weight_grads += 1;
+        }
         set_conv_algorithm(Some(ConvAlgorithm::Direct));
         let outputs = all_three(&g, &x, &w, &dy);
         set_conv_algorithm(None);
@@ -274,6 +293,7 @@ fn direct_kernel_matches_float64_reference() {
         tested += 1;
     }
     assert!(tested >= 8, "only {tested} stride-1 shapes");
+    assert!(weight_grads >= 8, "only {weight_grads} 3x3 stride-1 shapes");
 }
 
 /// The algorithm of a shape is measured once, then fixed: the same inputs take the same path
@@ -344,20 +364,30 @@ fn weight_grad_is_bit_for_bit_reproducible() {
             conv2d_weight_grad(&g, &x, &dy, &mut dw);
             dw
         };
-        let first = grad();
-        // Calls nested in parallel tasks, so that threads steal each other's work in varying
-        // order, as they do when a training step runs other work alongside.
-        let runs: Vec<Vec<f32>> = (0..24).into_par_iter().map(|_| grad()).collect();
-        for (run, dw) in runs.iter().enumerate() {
-            let differing = first
-                .iter()
-                .zip(dw)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            assert_eq!(
-                differing, 0,
-                "{shape:?} (seed {seed}): parallel run {run} differs from the first in {differing} values"
-            );
+        // Each algorithm fixed in turn (where one does not apply, im2col runs), then measured.
+        let algorithms = [
+            Some(ConvAlgorithm::Im2col),
+            Some(ConvAlgorithm::Winograd),
+            Some(ConvAlgorithm::Direct),
+            None,
+        ];
+        for algorithm in algorithms {
+            set_conv_algorithm(algorithm);
+            let first = grad();
+            // Calls nested in parallel tasks, so that threads steal each other's work in varying
+            // order, as they do when a training step runs other work alongside.
+            let runs: Vec<Vec<f32>> = (0..24).into_par_iter().map(|_| grad()).collect();
+            for (run, dw) in runs.iter().enumerate() {
+                let differing = first
+                    .iter()
+                    .zip(dw)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    differing, 0,
+                    "{shape:?} {algorithm:?} (seed {seed}): parallel run {run} differs from the first in {differing} values"
+                );
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use super::geometry::ConvGeometry;
 use super::kernels::prefix;
 
 /// Output channels per register tile.
-const CHANNELS: usize = 4;
+pub(super) const CHANNELS: usize = 4;
 
 /// Whether [`direct_forward`] computes `g`: stride 1 and any kernel but an unpadded 1x1 (those
 /// read the input directly as a matrix, with no unfolding, and stay with gemm).
@@ -37,21 +37,21 @@ thread_local! {
 
 /// The tile shape and padded-image layout of one convolution.
 #[derive(Clone, Copy)]
-struct Layout {
-    channels: usize,
+pub(super) struct Layout {
+    pub(super) channels: usize,
     taps: usize,
     kernel_height: usize,
     kernel_width: usize,
-    out_channels: usize,
-    out_height: usize,
-    out_width: usize,
+    pub(super) out_channels: usize,
+    pub(super) out_height: usize,
+    pub(super) out_width: usize,
     /// Rows and columns of the padded image, rounded up so that whole tiles stay inside.
     rows: usize,
-    cols: usize,
+    pub(super) cols: usize,
 }
 
 impl Layout {
-    fn of(g: &ConvGeometry, tile_rows: usize, tile_cols: usize) -> Self {
+    pub(super) fn of(g: &ConvGeometry, tile_rows: usize, tile_cols: usize) -> Self {
         let (out_height, out_width) = (g.out_height(), g.out_width());
         Self {
             channels: g.in_channels,
@@ -66,7 +66,14 @@ impl Layout {
         }
     }
 
-    fn plane(&self) -> usize {
+    /// The same layout with `rows` rows per padded plane (at least the image's padded height;
+    /// the rest zeros), for kernels that read past the last row.
+    pub(super) fn with_rows(self, rows: usize) -> Self {
+        assert!(rows >= self.out_height + self.kernel_height - 1);
+        Self { rows, ..self }
+    }
+
+    pub(super) fn plane(&self) -> usize {
         self.rows * self.cols
     }
 }
@@ -83,14 +90,49 @@ pub fn direct_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert_eq!(w.len(), g.weight_len(), "direct conv: weight length");
     assert_eq!(y.len(), g.output_len(), "direct conv: output length");
     let weights = repack_weights(g, w);
-    // Narrow maps take two rows of 8 columns per tile, wide ones one row of 16.
     let three = g.kernel_height == 3 && g.kernel_width == 3;
-    match (g.out_width() > 8, three) {
-        (true, true) => forward_tiled::<1, 16, ThreeByThree>(g, x, &weights, y),
-        (true, false) => forward_tiled::<1, 16, AnySize>(g, x, &weights, y),
-        (false, true) => forward_tiled::<2, 8, ThreeByThree>(g, x, &weights, y),
-        (false, false) => forward_tiled::<2, 8, AnySize>(g, x, &weights, y),
+    let width = g.out_width();
+    // Eight vector accumulators keep both multiply-add units busy through their latency: with
+    // AVX-512, one row of 32 columns (two registers per channel) on maps wider than 16, two
+    // rows of 16 on maps 9-16 wide; with 8-lane AVX2, one row of 16. Maps 8 wide or less take
+    // two rows of 8 columns.
+    let tile = if width <= 8 {
+        (2, 8)
+    } else if has_avx512() {
+        if width > 16 { (1, 32) } else { (2, 16) }
+    } else {
+        (1, 16)
+    };
+    match (tile, three) {
+        ((1, 32), true) => forward_tiled::<1, 32, ThreeByThree>(g, x, &weights, y),
+        ((1, 32), false) => forward_tiled::<1, 32, AnySize>(g, x, &weights, y),
+        ((2, 16), true) => forward_tiled::<2, 16, ThreeByThree>(g, x, &weights, y),
+        ((2, 16), false) => forward_tiled::<2, 16, AnySize>(g, x, &weights, y),
+        ((1, 16), true) => forward_tiled::<1, 16, ThreeByThree>(g, x, &weights, y),
+        ((1, 16), false) => forward_tiled::<1, 16, AnySize>(g, x, &weights, y),
+        (_, true) => forward_tiled::<2, 8, ThreeByThree>(g, x, &weights, y),
+        (_, false) => forward_tiled::<2, 8, AnySize>(g, x, &weights, y),
     }
+}
+
+/// Whether the CPU runs the AVX-512 variants (AVX-512F, with AVX2 and FMA).
+pub(super) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && has_avx2_fma()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU runs the AVX2 variants (AVX2 and FMA).
+pub(super) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// [`direct_forward`] with tiles of `R` rows by `T` columns, one image per task.
@@ -135,7 +177,7 @@ fn repack_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
 
 /// Copies `image [C_in, H, W]` into `padded [C_in, rows, cols]` at offset `(pad_h, pad_w)`,
 /// zeros elsewhere.
-fn pad_image(g: &ConvGeometry, layout: &Layout, image: &[f32], padded: &mut [f32]) {
+pub(super) fn pad_image(g: &ConvGeometry, layout: &Layout, image: &[f32], padded: &mut [f32]) {
     let (h, w) = (g.in_height, g.in_width);
     let [pad_h, pad_w] = g.padding;
     for (plane, source) in padded
@@ -162,16 +204,12 @@ fn convolve_image<const R: usize, const T: usize, K: KernelSize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked above).
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked by has_avx512).
             return unsafe { convolve_image_avx512::<R, T, K>(layout, padded, weights, out) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked by has_avx2_fma).
             return unsafe { convolve_image_avx2::<R, T, K>(layout, padded, weights, out) };
         }
     }
@@ -202,12 +240,12 @@ fn convolve_image_avx2<const R: usize, const T: usize, K: KernelSize>(
 
 /// `acc + a·b`: one fused instruction where the CPU has FMA, else a multiply and an add
 /// (`f32::mul_add` without FMA hardware is a slow library call).
-trait MultiplyAdd {
+pub(super) trait MultiplyAdd {
     fn multiply_add(acc: f32, a: f32, b: f32) -> f32;
 }
 
-struct Fused;
-struct Separate;
+pub(super) struct Fused;
+pub(super) struct Separate;
 
 impl MultiplyAdd for Fused {
     #[inline(always)]

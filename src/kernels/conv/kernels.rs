@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::direct::{direct_forward, supports_direct};
+use super::direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
 use super::plan::{ConvAlgorithm, ConvPass, run_chosen};
@@ -205,6 +206,20 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
     assert_eq!(y, g.output_len(), "conv kernel: output length");
 }
 
+/// The algorithms to choose among: im2col first, then those of `others` that apply, and how
+/// many there are (a fixed array: no allocation on this per-layer path).
+fn candidates(others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlgorithm; 3], usize) {
+    let mut candidates = [ConvAlgorithm::Im2col; 3];
+    let mut count = 1;
+    for (applies, algorithm) in others {
+        if applies {
+            candidates[count] = algorithm;
+            count += 1;
+        }
+    }
+    (candidates, count)
+}
+
 /// Forward convolution: `y[n, o, p] = Σ_{c,ki,kj} w[o, c, ki, kj] · x[n, c, p·s + k - pad]`.
 ///
 /// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
@@ -215,18 +230,10 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 /// by im2col.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
-    // Im2col first, then whichever of the others apply (no allocation on this per-layer path).
-    let mut candidates = [ConvAlgorithm::Im2col; 3];
-    let mut count = 1;
-    for (applies, algorithm) in [
+    let (candidates, count) = candidates([
         (supports_winograd(g), ConvAlgorithm::Winograd),
         (supports_direct(g), ConvAlgorithm::Direct),
-    ] {
-        if applies {
-            candidates[count] = algorithm;
-            count += 1;
-        }
-    }
+    ]);
     if count == 1 {
         im2col_forward(g, x, w, y);
         return;
@@ -382,25 +389,29 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
 /// the gemm micro-kernel's native column-major orientation (`m = C_in·kh·kw` contiguous, `k` =
 /// pixels); the result, accumulated as `[C_out, kh, kw, C_in]`, is permuted once at the end.
 ///
-/// 3x3 stride-1 layers run by im2col or by Winograd F(3x3, 2x2), whichever measured faster for
-/// the shape ([`super::plan`]).
+/// 3x3 stride-1 layers run by im2col, by Winograd F(3x3, 2x2) or by the direct kernel of
+/// [`super::direct_weight_grad`], whichever measured fastest for the shape ([`super::plan`]).
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     check_lengths(g, x.len(), dw.len(), dy.len());
-    if supports_winograd(g) {
-        let candidates = [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd];
-        run_chosen(
-            g,
-            ConvPass::WeightGrad,
-            &candidates,
-            dw,
-            |algorithm, out| match algorithm {
-                ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
-                ConvAlgorithm::Im2col | ConvAlgorithm::Direct => im2col_weight_grad(g, x, dy, out),
-            },
-        );
-    } else {
+    let (candidates, count) = candidates([
+        (supports_winograd(g), ConvAlgorithm::Winograd),
+        (supports_direct_weight_grad(g), ConvAlgorithm::Direct),
+    ]);
+    if count == 1 {
         im2col_weight_grad(g, x, dy, dw);
+        return;
     }
+    run_chosen(
+        g,
+        ConvPass::WeightGrad,
+        &candidates[..count],
+        dw,
+        |algorithm, out| match algorithm {
+            ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
+            ConvAlgorithm::Direct => direct_weight_grad(g, x, dy, out),
+            ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out),
+        },
+    );
 }
 
 /// [`conv2d_weight_grad`] by im2row + gemm.

@@ -1,8 +1,9 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3), the direct kernel and the per-shape choice between them, and
+//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward and weight gradient) and the per-shape choice between them, and
 //! their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
 mod direct;
+mod direct_weight_grad;
 mod extension;
 mod geometry;
 mod im2col;
@@ -11,6 +12,7 @@ mod plan;
 mod winograd;
 
 pub use direct::{direct_forward, supports_direct};
+pub use direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;
 pub use kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};

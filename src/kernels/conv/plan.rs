@@ -7,7 +7,7 @@
 //! kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
-//! cache file (`conv-algorithms-v2.txt` under `$SELFSUP_CACHE_DIR`, else
+//! cache file (`conv-algorithms-v3.txt` under `$SELFSUP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
 //! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
 //! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|winograd|direct` or
@@ -29,8 +29,9 @@ pub enum ConvAlgorithm {
     Im2col,
     /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
     Winograd,
-    /// The direct kernel of [`super::direct`] (stride 1, any kernel but an unpadded 1x1;
-    /// forward passes, so also stride-1 input gradients; a weight gradient runs im2col).
+    /// The direct kernels: [`super::direct`] for forward passes (stride 1, any kernel but an
+    /// unpadded 1x1; so also stride-1 input gradients) and [`super::direct_weight_grad`] for
+    /// weight gradients (3x3, stride 1).
     Direct,
 }
 
@@ -155,8 +156,9 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    // v2: the direct kernel joined the candidates; v1's choices never measured it.
-    Some(dir.join("conv-algorithms-v2.txt"))
+    // v3: the direct weight gradient joined the candidates; v2's weight-gradient choices never
+    // measured it (v2: the direct forward kernel; v1 had neither).
+    Some(dir.join("conv-algorithms-v3.txt"))
 }
 
 /// The choices made so far: the cache file's, then this process's.
@@ -225,7 +227,7 @@ fn remember(key: String, algorithm: ConvAlgorithm, file: Option<&mut std::fs::Fi
 
 /// The algorithm chosen for `g`'s `pass` so far: fixed, or remembered; `None` until measured.
 /// A fixed algorithm is returned as fixed even where it does not apply (Winograd on a 5x5
-/// layer, the direct kernel for a weight gradient); im2col runs there.
+/// layer, the direct kernel for a 5x5 weight gradient); im2col runs there.
 pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorithm> {
     forced().or_else(|| {
         plans()
