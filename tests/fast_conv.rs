@@ -238,6 +238,8 @@ fn direct_kernel_matches_float64_reference() {
         (1, 3, 4, 5, 5, 3, 1, 3),
     ];
     let rectangular = [
+        ([3, 3], [0, 2]),
+        ([3, 3], [2, 1]),
         ([3, 5], [0, 2]),
         ([1, 3], [0, 1]),
         ([2, 2], [0, 0]),
@@ -255,7 +257,14 @@ fn direct_kernel_matches_float64_reference() {
         padding,
     });
     // Output rows of 35 columns: two whole tiles of 16 lanes and a tail (four of 8 and a tail).
-    let wide: &[Shape] = &[(2, 6, 35, 35, 9, 3, 1, 1), (1, 2, 19, 19, 5, 3, 1, 0)];
+    // One output pixel (1x1 input with padding 1, 3x3 input without), and padding 2.
+    let wide: &[Shape] = &[
+        (2, 6, 35, 35, 9, 3, 1, 1),
+        (1, 2, 19, 19, 5, 3, 1, 0),
+        (2, 3, 1, 1, 4, 3, 1, 1),
+        (1, 5, 3, 3, 2, 3, 1, 0),
+        (2, 3, 5, 4, 6, 3, 1, 2),
+    ];
     let square = SHAPES
         .iter()
         .chain(WINOGRAD_SHAPES)
@@ -296,6 +305,31 @@ fn direct_kernel_matches_float64_reference() {
     assert!(weight_grads >= 8, "only {weight_grads} 3x3 stride-1 shapes");
 }
 
+/// im2col with cache-sized groups (with up to 2 threads and an L2 cache under 2.25 MiB, one
+/// image per product, against up to four by default; with many threads or a larger cache the
+/// two group sizes coincide and this checks plain im2col), fixed through the public entry
+/// points, against the float64 direct convolution: stride 1 (where the input gradient, a
+/// forward convolution, takes them too) and stride 2 (forward and weight gradient).
+#[test]
+fn im2col_with_cache_sized_groups_matches_float64_reference() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    // 576-long patch rows times 256 output pixels: 147,456 floats per image.
+    for shape in [(8, 64, 16, 16, 16, 3, 1, 1), (5, 64, 32, 32, 8, 3, 2, 1)] {
+        let g = geometry(shape);
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let dy = random(&mut rng, g.output_len());
+        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        set_conv_algorithm(Some(ConvAlgorithm::Im2colL2));
+        let outputs = all_three(&g, &x, &w, &dy);
+        set_conv_algorithm(None);
+        let context = format!("im2col, cache-sized groups, {shape:?} (seed {seed})");
+        assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+    }
+}
+
 /// The algorithm of a shape is measured once, then fixed: the same inputs take the same path
 /// and give bit-identical results, equal to that algorithm's own.
 #[test]
@@ -331,7 +365,7 @@ fn algorithm_choice_is_deterministic() {
             winograd_forward(&g, &x, &w, &mut y);
             y
         }
-        ConvAlgorithm::Im2col | ConvAlgorithm::Direct => {
+        ConvAlgorithm::Im2col | ConvAlgorithm::Im2colL2 | ConvAlgorithm::Direct => {
             set_conv_algorithm(Some(chosen));
             let y = run();
             set_conv_algorithm(None);
@@ -367,6 +401,7 @@ fn weight_grad_is_bit_for_bit_reproducible() {
         // Each algorithm fixed in turn (where one does not apply, im2col runs), then measured.
         let algorithms = [
             Some(ConvAlgorithm::Im2col),
+            Some(ConvAlgorithm::Im2colL2),
             Some(ConvAlgorithm::Winograd),
             Some(ConvAlgorithm::Direct),
             None,

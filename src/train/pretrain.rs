@@ -341,7 +341,7 @@ pub struct FrozenScores {
 
 /// kNN top-1 and the linear probe of `backbone` on the evaluation data, from one pass of the
 /// encoder over each split (the two evaluations share the features; [`knn_accuracy`] followed by
-/// [`linear_probe`](crate::eval::linear_probe) would encode every image twice). The images are
+/// [`linear_probe`](fn@crate::eval::linear_probe) would encode every image twice). The images are
 /// encoded `eval.batch_size` at a time (`probe.feature_batch_size` is not used), and the
 /// classes are the bank's (which [`KnnEvaluation::validate`] checks the queries share).
 pub fn frozen_evaluation<E: Encoder>(

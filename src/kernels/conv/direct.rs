@@ -126,13 +126,9 @@ pub(super) fn has_avx512() -> bool {
 }
 
 /// Whether the CPU runs the AVX2 variants (AVX2 and FMA).
+#[cfg(target_arch = "x86_64")]
 pub(super) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// [`direct_forward`] with tiles of `R` rows by `T` columns, one image per task.

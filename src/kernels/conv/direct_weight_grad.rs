@@ -14,7 +14,8 @@
 //! `CHANNELS x 3` vectors of `T` lanes runs along the sweep: per step, `CHANNELS` vector loads
 //! of `dy` and three shifted loads of `x̃` feed `3 · CHANNELS` multiply-adds. The tile's vectors
 //! carry over from image to image in memory, and their lanes are added only once, at the end.
-//! `T` is 16 with AVX-512 and 8 otherwise (12 accumulators fit the register file either way).
+//! `T` is 16 with AVX-512 (12 accumulators, 4 gradients and an input in 32 registers) and 8
+//! otherwise (with 16 registers, the gradients are read by the multiply-adds from memory).
 //!
 //! Reproducibility: the batch is split into one contiguous range of images per thread, each
 //! range summed image by image in order, the ranges' sums added in range order, and every sum
@@ -26,18 +27,35 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{
-    CHANNELS, Fused, Layout, MultiplyAdd, Separate, has_avx2_fma, has_avx512, pad_image,
-};
+use super::direct::{CHANNELS, Layout, MultiplyAdd, Separate, pad_image};
+#[cfg(target_arch = "x86_64")]
+use super::direct::{Fused, has_avx2_fma, has_avx512};
 use super::geometry::ConvGeometry;
 use super::kernels::prefix;
 
 /// Taps per kernel row (the kernel is 3x3).
 const TAPS: usize = 3;
 
-/// Whether [`direct_weight_grad`] computes `g`'s weight gradient: a 3x3 kernel with stride 1.
+/// The most memory one thread's vector accumulators may take (`C_out·C_in·9` vectors of 16
+/// lanes at most): 64 input by 64 output channels fit; deeper layers, whose few positions per
+/// image could not pay for sweeping that much memory per image, stay with the other algorithms.
+const MAX_ACCUMULATOR_BYTES: usize = 4 << 20;
+
+/// Whether [`direct_weight_grad`] computes `g`'s weight gradient: a 3x3 kernel with stride 1,
+/// and at most 64 x 64 channels (more exactly, within `MAX_ACCUMULATOR_BYTES`, 4 MiB, of
+/// accumulators).
 pub fn supports_direct_weight_grad(g: &ConvGeometry) -> bool {
-    g.is_valid() && g.stride == [1, 1] && g.kernel_height == TAPS && g.kernel_width == TAPS
+    let accumulator_bytes = g.out_channels.next_multiple_of(CHANNELS)
+        * g.in_channels
+        * TAPS
+        * TAPS
+        * 16
+        * size_of::<f32>();
+    g.is_valid()
+        && g.stride == [1, 1]
+        && g.kernel_height == TAPS
+        && g.kernel_width == TAPS
+        && accumulator_bytes <= MAX_ACCUMULATOR_BYTES
 }
 
 thread_local! {
@@ -46,7 +64,9 @@ thread_local! {
 }
 
 /// Weight gradient of a 3x3 stride-1 layer, computed directly: the same result as
-/// [`super::conv2d_weight_grad`] up to rounding. `x [N, C_in, H, W]`, `dy [N, C_out, H_out,
+/// [`super::conv2d_weight_grad`] up to rounding, for finite inputs (the zero gradient on the
+/// padded grid's two extra columns meets real input values, so an infinite input there gives
+/// NaN where the other algorithms give a finite sum). `x [N, C_in, H, W]`, `dy [N, C_out, H_out,
 /// W_out]`, `dw [C_out, C_in, 3, 3]`, contiguous; every element of `dw` is written.
 pub fn direct_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(
@@ -114,11 +134,6 @@ impl Planes {
     fn blocks(&self) -> usize {
         self.layout.out_channels.div_ceil(CHANNELS)
     }
-
-    /// Vector accumulators of one input channel and kernel row of a block: `[CHANNELS][3][T]`.
-    fn tile_len<const T: usize>() -> usize {
-        CHANNELS * TAPS * T
-    }
 }
 
 /// The vector accumulators of one (block, input channel, kernel row).
@@ -133,16 +148,16 @@ fn weight_grad_with<const T: usize>(
 ) {
     let planes = Planes::new::<T>(g);
     let layout = planes.layout;
-    // [blocks, C_in, 3, CHANNELS, 3, T]: output channels rounded up to whole blocks (the extra
-    // ones stay zero and are dropped).
-    let tiles_len = planes.blocks() * g.in_channels * TAPS * Planes::tile_len::<T>();
+    // [blocks, C_in, 3] tiles: output channels rounded up to whole blocks (the extra ones stay
+    // zero and are dropped).
+    let tiles_len = planes.blocks() * g.in_channels * TAPS;
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * g.out_pixels();
     let parts = rayon::current_num_threads().clamp(1, g.batch.max(1));
     let partials: Vec<Vec<f32>> = (0..parts)
         .into_par_iter()
         .map(|part| {
-            let mut tiles = vec![0.0f32; tiles_len];
+            let mut tiles: Vec<Tile<T>> = vec![[[[0.0; T]; TAPS]; CHANNELS]; tiles_len];
             for n in (part * g.batch / parts)..((part + 1) * g.batch / parts) {
                 let image = &x[n * image_in..][..image_in];
                 let grad = &dy[n * image_out..][..image_out];
@@ -175,9 +190,11 @@ fn weight_grad_with<const T: usize>(
 }
 
 /// The lanes of each vector accumulator added in order: `[blocks, C_in, 3, CHANNELS, 3]`.
-fn add_lanes<const T: usize>(tiles: &[f32]) -> Vec<f32> {
+fn add_lanes<const T: usize>(tiles: &[Tile<T>]) -> Vec<f32> {
     tiles
-        .chunks_exact(T)
+        .as_flattened()
+        .as_flattened()
+        .iter()
         .map(|lanes| lanes.iter().sum())
         .collect()
 }
@@ -226,7 +243,7 @@ fn accumulate_image<const T: usize>(
     planes: &Planes,
     input: &[f32],
     grad: &[f32],
-    tiles: &mut [f32],
+    tiles: &mut [Tile<T>],
 ) {
     match isa {
         // SAFETY: `direct_weight_grad` chose this variant after checking the CPU has
@@ -246,7 +263,7 @@ fn accumulate_image_avx512<const T: usize>(
     planes: &Planes,
     input: &[f32],
     grad: &[f32],
-    tiles: &mut [f32],
+    tiles: &mut [Tile<T>],
 ) {
     accumulate_blocks::<T, Fused>(planes, input, grad, tiles);
 }
@@ -257,7 +274,7 @@ fn accumulate_image_avx2<const T: usize>(
     planes: &Planes,
     input: &[f32],
     grad: &[f32],
-    tiles: &mut [f32],
+    tiles: &mut [Tile<T>],
 ) {
     accumulate_blocks::<T, Fused>(planes, input, grad, tiles);
 }
@@ -268,19 +285,16 @@ fn accumulate_blocks<const T: usize, M: MultiplyAdd>(
     planes: &Planes,
     input: &[f32],
     grad: &[f32],
-    tiles: &mut [f32],
+    tiles: &mut [Tile<T>],
 ) {
     let layout = &planes.layout;
-    let tile_len = Planes::tile_len::<T>();
-    let mut tiles = tiles.chunks_exact_mut(tile_len);
+    let mut tiles = tiles.iter_mut();
     for block_grad in grad.chunks_exact(CHANNELS * planes.span) {
         for plane in input.chunks_exact(layout.plane()) {
             for a in 0..TAPS {
                 let tile = tiles
                     .next()
                     .expect("one tile per block, channel and kernel row");
-                // SAFETY: a chunk of tile_len = CHANNELS·3·T floats is exactly one Tile<T>.
-                let tile = unsafe { &mut *tile.as_mut_ptr().cast::<Tile<T>>() };
                 accumulate_kernel_row::<T, M>(planes, plane, block_grad, a, tile);
             }
         }
@@ -310,11 +324,14 @@ fn accumulate_kernel_row<const T: usize, M: MultiplyAdd>(
         let grads: [&[f32; T]; CHANNELS] = std::array::from_fn(|lane| unsafe {
             &*block_grad.as_ptr().add(lane * span + p).cast::<[f32; T]>()
         });
+        // Indexed loops: written with iterators over `acc`, LLVM kept the accumulators in
+        // memory (15x slower).
+        #[allow(clippy::needless_range_loop)]
         for b in 0..TAPS {
             // SAFETY: p + offset + b + T <= span + 2·cols + 2 <= plane length (asserted above).
             let inputs = unsafe { &*plane.as_ptr().add(p + offset + b).cast::<[f32; T]>() };
-            for (lane_acc, grad) in acc.iter_mut().zip(&grads) {
-                for ((value, d), x) in lane_acc[b].iter_mut().zip(*grad).zip(inputs) {
+            for (lane, grad) in grads.iter().enumerate() {
+                for ((value, d), x) in acc[lane][b].iter_mut().zip(*grad).zip(inputs) {
                     *value = M::multiply_add(*value, *d, *x);
                 }
             }

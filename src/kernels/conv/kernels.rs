@@ -3,8 +3,10 @@
 //! Each is a matrix product over unfolded patches (im2col), computed by the `gemm` crate, whose
 //! micro-kernels are chosen at run time (AVX-512, AVX2 + FMA, SSE, NEON, scalar). What this
 //! module adds around it:
-//! - images are processed in groups of at least ~1024 output pixels, so that late ResNet stages
-//!   (8x8 or 4x4 feature maps) still give one large product instead of many thin ones;
+//! - images are processed in groups of about 1,024 output pixels, so that late ResNet stages
+//!   (8x8 or 4x4 feature maps) still give one large product instead of many thin ones; or, where
+//!   that measured faster ([`ConvAlgorithm::Im2colL2`]), in smaller groups whose patch matrix
+//!   stays in the L2 cache;
 //! - groups run in parallel on rayon's pool, each product single-threaded, with thread-local
 //!   scratch buffers reused from call to call (no allocation per step);
 //! - 1x1 stride-1 convolutions read the input directly (no unfolding);
@@ -12,6 +14,7 @@
 //!   `Σ_n dY_n · cols_nᵀ`, accumulated per thread and summed once.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -150,6 +153,46 @@ pub(super) fn group_size(g: &ConvGeometry) -> usize {
     by_columns.min(by_threads).max(1)
 }
 
+/// Images per group of [`ConvAlgorithm::Im2colL2`]: at most [`group_size`], and as many as keep
+/// the group's patch matrix (`patch_len x images·pixels` floats) within half of a core's L2
+/// cache; at least one.
+fn cache_sized_group(g: &ConvGeometry) -> usize {
+    let budget = l2_cache_bytes() / 2 / size_of::<f32>();
+    let per_image = (g.patch_len() * g.out_pixels()).max(1);
+    (budget / per_image).clamp(1, group_size(g))
+}
+
+/// The L2 cache of the first CPU, in bytes, as Linux reports it (1 MiB where it does not).
+fn l2_cache_bytes() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let read = |index: usize, file: &str| {
+            std::fs::read_to_string(format!(
+                "/sys/devices/system/cpu/cpu0/cache/index{index}/{file}"
+            ))
+            .ok()
+            .map(|text| text.trim().to_string())
+        };
+        (0..8)
+            .find(|&index| read(index, "level").as_deref() == Some("2"))
+            .and_then(|index| read(index, "size"))
+            .and_then(|size| parse_cache_size(&size))
+            .unwrap_or(1 << 20)
+    })
+}
+
+/// `"2048K"`, `"1M"` or `"524288"` in bytes.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let (digits, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(digits) => (digits, 1 << 10),
+        None => match text.strip_suffix(['M', 'm']) {
+            Some(digits) => (digits, 1 << 20),
+            None => (text, 1),
+        },
+    };
+    digits.trim().parse::<usize>().ok().map(|n| n * unit)
+}
+
 /// Unfolds images `[first, first + count)` of `x` into `cols` (`patch_len x count*pixels`).
 fn unfold_group(g: &ConvGeometry, x: &[f32], first: usize, count: usize, cols: &mut [f32]) {
     let image_len = g.in_channels * g.in_pixels();
@@ -206,12 +249,17 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
     assert_eq!(y, g.output_len(), "conv kernel: output length");
 }
 
-/// The algorithms to choose among: im2col first, then those of `others` that apply, and how
-/// many there are (a fixed array: no allocation on this per-layer path).
-fn candidates(others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlgorithm; 3], usize) {
-    let mut candidates = [ConvAlgorithm::Im2col; 3];
+/// The algorithms to choose among for `g`: im2col first, then im2col with cache-sized groups
+/// where those are smaller, then those of `others` that apply, and how many there are (a fixed
+/// array: no allocation on this per-layer path).
+fn candidates(g: &ConvGeometry, others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlgorithm; 4], usize) {
+    let mut candidates = [ConvAlgorithm::Im2col; 4];
     let mut count = 1;
-    for (applies, algorithm) in others {
+    let smaller_groups = cache_sized_group(g) < group_size(g);
+    for (applies, algorithm) in [(smaller_groups, ConvAlgorithm::Im2colL2)]
+        .into_iter()
+        .chain(others)
+    {
         if applies {
             candidates[count] = algorithm;
             count += 1;
@@ -225,17 +273,21 @@ fn candidates(others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlgorithm; 3], usize)
 /// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
 /// all contiguous. Every element of `y` is written.
 ///
-/// Stride-1 convolutions run by im2col, by the direct kernel or (3x3) by Winograd F(2x2, 3x3),
-/// whichever measured fastest for the shape on this machine ([`super::plan`]); everything else
-/// by im2col.
+/// Stride-1 convolutions run by im2col (with either group size), by the direct kernel or (3x3)
+/// by Winograd F(2x2, 3x3), whichever measured fastest for the shape on this machine
+/// (see [`ConvAlgorithm`]); everything else by im2col with either group size, measured the same way
+/// where the two differ.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
-    let (candidates, count) = candidates([
-        (supports_winograd(g), ConvAlgorithm::Winograd),
-        (supports_direct(g), ConvAlgorithm::Direct),
-    ]);
+    let (candidates, count) = candidates(
+        g,
+        [
+            (supports_winograd(g), ConvAlgorithm::Winograd),
+            (supports_direct(g), ConvAlgorithm::Direct),
+        ],
+    );
     if count == 1 {
-        im2col_forward(g, x, w, y);
+        im2col_forward(g, x, w, y, group_size(g));
         return;
     }
     run_chosen(
@@ -246,18 +298,18 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
             ConvAlgorithm::Direct => direct_forward(g, x, w, out),
-            ConvAlgorithm::Im2col => im2col_forward(g, x, w, out),
+            ConvAlgorithm::Im2col => im2col_forward(g, x, w, out, group_size(g)),
+            ConvAlgorithm::Im2colL2 => im2col_forward(g, x, w, out, cache_sized_group(g)),
         },
     );
 }
 
-/// [`conv2d_forward`] by im2col + gemm.
-fn im2col_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+/// [`conv2d_forward`] by im2col + gemm, `per_group` images per product.
+fn im2col_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32], per_group: usize) {
     let pixels = g.out_pixels();
     let patch = g.patch_len();
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * pixels;
-    let per_group = group_size(g);
     let weight = Mat::row_major(w, patch);
     y.par_chunks_mut(per_group * image_out)
         .enumerate()
@@ -389,16 +441,20 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
 /// the gemm micro-kernel's native column-major orientation (`m = C_in·kh·kw` contiguous, `k` =
 /// pixels); the result, accumulated as `[C_out, kh, kw, C_in]`, is permuted once at the end.
 ///
-/// 3x3 stride-1 layers run by im2col, by Winograd F(3x3, 2x2) or by the direct kernel of
-/// [`super::direct_weight_grad`], whichever measured fastest for the shape ([`super::plan`]).
+/// 3x3 stride-1 layers run by im2col (with either group size), by Winograd F(3x3, 2x2) or by
+/// [`direct_weight_grad`], whichever measured fastest for the shape (see [`ConvAlgorithm`]); other
+/// layers by im2col with either group size, measured the same way where the two differ.
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     check_lengths(g, x.len(), dw.len(), dy.len());
-    let (candidates, count) = candidates([
-        (supports_winograd(g), ConvAlgorithm::Winograd),
-        (supports_direct_weight_grad(g), ConvAlgorithm::Direct),
-    ]);
+    let (candidates, count) = candidates(
+        g,
+        [
+            (supports_winograd(g), ConvAlgorithm::Winograd),
+            (supports_direct_weight_grad(g), ConvAlgorithm::Direct),
+        ],
+    );
     if count == 1 {
-        im2col_weight_grad(g, x, dy, dw);
+        im2col_weight_grad(g, x, dy, dw, group_size(g));
         return;
     }
     run_chosen(
@@ -409,18 +465,20 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
             ConvAlgorithm::Direct => direct_weight_grad(g, x, dy, out),
-            ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out),
+            ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out, group_size(g)),
+            ConvAlgorithm::Im2colL2 => {
+                im2col_weight_grad(g, x, dy, out, cache_sized_group(g));
+            }
         },
     );
 }
 
-/// [`conv2d_weight_grad`] by im2row + gemm.
-fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+/// [`conv2d_weight_grad`] by im2row + gemm, `per_group` images per product.
+fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], per_group: usize) {
     let pixels = g.out_pixels();
     let patch = g.patch_len();
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * pixels;
-    let per_group = group_size(g);
     let groups = g.batch.div_ceil(per_group);
     let weight_len = g.weight_len();
     // A fixed split of the groups into one contiguous range per thread, each summed in order,
@@ -508,5 +566,18 @@ fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cache_size;
+
+    #[test]
+    fn cache_sizes_parse_as_linux_writes_them() {
+        assert_eq!(parse_cache_size("2048K"), Some(2 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("524288"), Some(524_288));
+        assert_eq!(parse_cache_size("many"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward and weight gradient) and the per-shape choice between them, and
-//! their burn backend extension. [`crate::conv::conv2d`] routes to them.
+//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward and weight gradient), the
+//! per-shape choice between them, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
 mod direct;
 mod direct_weight_grad;

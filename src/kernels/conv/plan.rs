@@ -1,6 +1,6 @@
-//! Which algorithm computes a convolution: im2col + gemm, Winograd F(2x2, 3x3) or the direct
-//! kernel where they apply. None wins everywhere (Winograd does 2.25x fewer multiplications but
-//! moves more memory, so it pays on deep layers and loses on narrow ones; the direct kernel
+//! Which algorithm computes a convolution: im2col + gemm (with two group sizes), Winograd
+//! F(2x2, 3x3) or the direct kernels where they apply. None wins everywhere (Winograd does
+//! 2.25x fewer multiplications but moves more memory, so it pays on deep layers and loses on narrow ones; the direct kernel
 //! saves the unfolding, which matters most on narrow layers; by amounts that differ between
 //! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
 //! each candidate runs three times on the call's own data and the fastest (by its best time) is
@@ -10,7 +10,7 @@
 //! cache file (`conv-algorithms-v3.txt` under `$SELFSUP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
 //! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
-//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|winograd|direct` or
+//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|im2col-l2|winograd|direct` or
 //! [`set_conv_algorithm`] fixes the algorithm instead (benchmarks, comparisons).
 
 use std::collections::HashMap;
@@ -25,12 +25,19 @@ use super::geometry::ConvGeometry;
 /// How a convolution's forward product is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConvAlgorithm {
-    /// Unfolded patches times the weight matrix (any shape).
+    /// Unfolded patches times the weight matrix (any shape), images grouped to about 1,024
+    /// output pixels per product (but no fewer groups than threads).
     Im2col,
+    /// As [`Self::Im2col`], with fewer images per product: as many as keep one group's patch
+    /// matrix within half of a core's L2 cache. Deep layers have long patch rows
+    /// (`C_in·kh·kw`), and a patch matrix that falls out of the cache between the unfolding
+    /// and the product costs more than a larger product gains; by how much depends on the
+    /// CPU's caches, so it is measured (a candidate where its groups are smaller).
+    Im2colL2,
     /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
     Winograd,
-    /// The direct kernels: [`super::direct`] for forward passes (stride 1, any kernel but an
-    /// unpadded 1x1; so also stride-1 input gradients) and [`super::direct_weight_grad`] for
+    /// The direct kernels: [`direct_forward`](super::direct_forward) for forward passes (stride 1, any kernel but an
+    /// unpadded 1x1; so also stride-1 input gradients) and [`fn@super::direct_weight_grad`] for
     /// weight gradients (3x3, stride 1).
     Direct,
 }
@@ -39,6 +46,7 @@ impl ConvAlgorithm {
     fn name(self) -> &'static str {
         match self {
             Self::Im2col => "im2col",
+            Self::Im2colL2 => "im2col-l2",
             Self::Winograd => "winograd",
             Self::Direct => "direct",
         }
@@ -47,6 +55,7 @@ impl ConvAlgorithm {
     fn parse(name: &str) -> Option<Self> {
         match name {
             "im2col" => Some(Self::Im2col),
+            "im2col-l2" => Some(Self::Im2colL2),
             "winograd" => Some(Self::Winograd),
             "direct" => Some(Self::Direct),
             _ => None,
@@ -58,6 +67,7 @@ const MEASURED: u8 = 0;
 const FORCED_IM2COL: u8 = 1;
 const FORCED_WINOGRAD: u8 = 2;
 const FORCED_DIRECT: u8 = 3;
+const FORCED_IM2COL_L2: u8 = 4;
 const UNSET: u8 = 255;
 
 static FORCED: AtomicU8 = AtomicU8::new(UNSET);
@@ -71,6 +81,7 @@ pub fn set_conv_algorithm(algorithm: Option<ConvAlgorithm>) {
         Some(ConvAlgorithm::Im2col) => FORCED_IM2COL,
         Some(ConvAlgorithm::Winograd) => FORCED_WINOGRAD,
         Some(ConvAlgorithm::Direct) => FORCED_DIRECT,
+        Some(ConvAlgorithm::Im2colL2) => FORCED_IM2COL_L2,
     };
     FORCED.store(value, Ordering::Relaxed);
 }
@@ -83,6 +94,7 @@ fn forced() -> Option<ConvAlgorithm> {
             Ok("im2col") => FORCED_IM2COL,
             Ok("winograd") => FORCED_WINOGRAD,
             Ok("direct") => FORCED_DIRECT,
+            Ok("im2col-l2") => FORCED_IM2COL_L2,
             _ => MEASURED,
         };
         // A concurrent set_conv_algorithm wins over the environment.
@@ -93,6 +105,7 @@ fn forced() -> Option<ConvAlgorithm> {
         FORCED_IM2COL => Some(ConvAlgorithm::Im2col),
         FORCED_WINOGRAD => Some(ConvAlgorithm::Winograd),
         FORCED_DIRECT => Some(ConvAlgorithm::Direct),
+        FORCED_IM2COL_L2 => Some(ConvAlgorithm::Im2colL2),
         _ => None,
     }
 }
@@ -156,8 +169,8 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    // v3: the direct weight gradient joined the candidates; v2's weight-gradient choices never
-    // measured it (v2: the direct forward kernel; v1 had neither).
+    // v3: the direct weight gradient and im2col with cache-sized groups joined the candidates;
+    // v2's choices never measured them (v2: the direct forward kernel; v1 had neither).
     Some(dir.join("conv-algorithms-v3.txt"))
 }
 
