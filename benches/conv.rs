@@ -11,7 +11,7 @@
 //!
 //! Environment: `SELFSUP_BENCH_BATCH` (default 128), `SELFSUP_BENCH_REPS` (timed repetitions,
 //! median reported, default 5; one untimed warm-up first), `SELFSUP_BENCH_SHAPES` (name
-//! prefixes, comma-separated; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`: the fast kernels
+//! prefixes, comma-separated, or exact names ending in `$`; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`: the fast kernels
 //! with the algorithm measured per shape; `im2col`, `im2col-l2`, `winograd`, `direct`: the fast kernels with
 //! that algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one
 //! CSV row per shape and implementation: `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts
@@ -103,7 +103,11 @@ fn main() {
     {
         let fields: Vec<&str> = line.split(',').collect();
         let name = fields[0];
-        if !filter.is_empty() && !filter.iter().any(|f| name.starts_with(f.as_str())) {
+        let wanted = |f: &String| match f.strip_suffix('$') {
+            Some(exact) => name == exact,
+            None => name.starts_with(f.as_str()),
+        };
+        if !filter.is_empty() && !filter.iter().any(wanted) {
             continue;
         }
         let n: Vec<usize> = fields[1..]

@@ -13,10 +13,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
-    ConvAlgorithm, ConvGeometry, ConvPass, chosen_algorithm, conv2d, conv2d_forward,
-    conv2d_input_grad, conv2d_weight_grad, direct_forward, direct_weight_grad, set_conv_algorithm,
-    supports_direct, supports_direct_weight_grad, supports_winograd, uses_fast_kernels,
-    winograd_forward, winograd_weight_grad,
+    ConvAlgorithm, ConvGeometry, ConvPass, InstructionSet, chosen_algorithm, conv2d,
+    conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_forward, direct_weight_grad,
+    limit_instruction_set, set_conv_algorithm, supports_direct, supports_direct_weight_grad,
+    supports_winograd, uses_fast_kernels, winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -219,7 +219,8 @@ fn winograd_matches_float64_reference() {
     }
 }
 
-/// The direct kernels' forward pass and 3x3 weight gradient, and the public entry points with
+/// The direct kernels' forward pass and 3x3 weight gradient (each variant the CPU can run:
+/// AVX-512, AVX2 + FMA, portable), and the public entry points with
 /// them fixed (forward and the stride-1 input gradient by the forward kernel, the weight
 /// gradient by its own kernel for 3x3 and im2col otherwise), against the float64 direct
 /// convolution, on every stride-1 shape (odd sizes, batch 1, padding 0 to 3, output widths not
@@ -277,23 +278,32 @@ fn direct_kernel_matches_float64_reference() {
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
-        let mut y = vec![f32::NAN; g.output_len()];
-        direct_forward(&g, &x, &w, &mut y);
-        let forward_error = relative_error(&y, &y_ref);
-        assert!(
-            forward_error < 1e-5,
-            "direct forward of {g:?} (seed {seed}): {forward_error:e}"
-        );
-        if supports_direct_weight_grad(&g) {
-            let mut dw = vec![f32::NAN; g.weight_len()];
-            direct_weight_grad(&g, &x, &dy, &mut dw);
-            let weight_error = relative_error(&dw, &dw_ref);
+        // Every variant this CPU can run: the widest, then capped to AVX2 and to portable code.
+        for limit in [
+            None,
+            Some(InstructionSet::Avx2),
+            Some(InstructionSet::Portable),
+        ] {
+            limit_instruction_set(limit);
+            let mut y = vec![f32::NAN; g.output_len()];
+            direct_forward(&g, &x, &w, &mut y);
+            let forward_error = relative_error(&y, &y_ref);
             assert!(
-                weight_error < 1e-5,
-                "direct weight gradient of {g:?} (seed {seed}): {weight_error:e}"
+                forward_error < 1e-5,
+                "direct forward of {g:?}, {limit:?} (seed {seed}): {forward_error:e}"
             );
-            weight_grads += 1;
+            if supports_direct_weight_grad(&g) {
+                let mut dw = vec![f32::NAN; g.weight_len()];
+                direct_weight_grad(&g, &x, &dy, &mut dw);
+                let weight_error = relative_error(&dw, &dw_ref);
+                assert!(
+                    weight_error < 1e-5,
+                    "direct weight gradient of {g:?}, {limit:?} (seed {seed}): {weight_error:e}"
+                );
+                weight_grads += usize::from(limit.is_none());
+            }
         }
+        limit_instruction_set(None);
         set_conv_algorithm(Some(ConvAlgorithm::Direct));
         let outputs = all_three(&g, &x, &w, &dy);
         set_conv_algorithm(None);

@@ -40,7 +40,8 @@ def main():
         if not line or line.startswith("#"):
             continue
         name, *fields = line.split(",")
-        if wanted and not any(name.startswith(w) for w in wanted):
+        if wanted and not any(name == w[:-1] if w.endswith("$") else name.startswith(w)
+                              for w in wanted):
             continue
         cin, h, w, cout, k, stride, pad = map(int, fields)
         out_h = (h + 2 * pad - k) // stride + 1

@@ -20,6 +20,9 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+#[cfg(target_arch = "x86_64")]
+use super::isa::has_avx2_fma;
+use super::isa::has_avx512;
 use super::kernels::prefix;
 
 /// Output channels per register tile.
@@ -115,22 +118,6 @@ pub fn direct_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Whether the CPU runs the AVX-512 variants (AVX-512F, with AVX2 and FMA).
-pub(super) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && has_avx2_fma()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Whether the CPU runs the AVX2 variants (AVX2 and FMA).
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
 /// [`direct_forward`] with tiles of `R` rows by `T` columns, one image per task.
 fn forward_tiled<const R: usize, const T: usize, K: KernelSize>(
     g: &ConvGeometry,
@@ -201,11 +188,11 @@ fn convolve_image<const R: usize, const T: usize, K: KernelSize>(
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
-            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (checked by has_avx512).
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (has_avx512 checked).
             return unsafe { convolve_image_avx512::<R, T, K>(layout, padded, weights, out) };
         }
         if has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked by has_avx2_fma).
+            // SAFETY: the CPU has AVX2 and FMA (has_avx2_fma checked).
             return unsafe { convolve_image_avx2::<R, T, K>(layout, padded, weights, out) };
         }
     }

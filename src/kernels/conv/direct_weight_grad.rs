@@ -27,10 +27,12 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{CHANNELS, Layout, MultiplyAdd, Separate, pad_image};
 #[cfg(target_arch = "x86_64")]
-use super::direct::{Fused, has_avx2_fma, has_avx512};
+use super::direct::Fused;
+use super::direct::{CHANNELS, Layout, MultiplyAdd, Separate, pad_image};
 use super::geometry::ConvGeometry;
+#[cfg(target_arch = "x86_64")]
+use super::isa::{has_avx2_fma, has_avx512};
 use super::kernels::prefix;
 
 /// Taps per kernel row (the kernel is 3x3).
