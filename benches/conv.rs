@@ -17,7 +17,8 @@
 //! CSV row per shape and implementation: `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts
 //! 3x the forward FLOPs). `SELFSUP_BENCH_PASSES=1` also times each pass of the fast kernels
 //! alone on plain slices and prints `passes,impl,name,forward_ms,input_grad_ms,weight_grad_ms`
-//! to stderr (for profiling which pass a layer's time goes to).
+//! to stderr (for profiling which pass a layer's time goes to). `SELFSUP_BENCH_MALLOC=default`
+//! leaves glibc's allocator settings alone instead of keeping freed memory as training does.
 
 use std::time::Instant;
 
@@ -76,6 +77,11 @@ fn pass_millis(g: &ConvGeometry, reps: usize) -> [f64; 3] {
 }
 
 fn main() {
+    // As `pretrain` does on the CPU, so the layer calls reuse freed memory instead of faulting
+    // in fresh pages every call (`SELFSUP_BENCH_MALLOC=default` keeps glibc's defaults).
+    if std::env::var("SELFSUP_BENCH_MALLOC").as_deref() != Ok("default") {
+        selfsup::kernels::allocator::retain_freed_memory();
+    }
     let passes = std::env::var("SELFSUP_BENCH_PASSES").is_ok_and(|v| v == "1");
     let batch = env("SELFSUP_BENCH_BATCH", 128);
     let reps = env("SELFSUP_BENCH_REPS", 5).max(1);

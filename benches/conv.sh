@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Side by side: selfsup's fast conv and burn's flex conv (benches/conv.rs), and PyTorch
-# (benches/reference/conv_torch.py), on every shape of benches/conv_shapes.csv, the two tools
-# alternating shape by shape (so a change in the machine's load between them lands on both),
-# for SELFSUP_BENCH_ROUNDS rounds (default 1); prints a markdown table of forward and
-# forward+backward GFLOP/s, the median over rounds, with the ratios to PyTorch.
+# Side by side: selfsup's fast conv and burn's flex conv (benches/conv.rs), then PyTorch
+# (benches/reference/conv_torch.py), on every shape of benches/conv_shapes.csv, for
+# SELFSUP_BENCH_ROUNDS rounds (default 1), the tools alternating round by round; prints a
+# markdown table of forward and forward+backward GFLOP/s (the median over rounds) with the
+# ratios to PyTorch. Each tool runs all its shapes in one process, as training does: a fresh
+# process per shape would time PyTorch's first allocations (page faults) on the small shapes.
 # Usage: benches/conv.sh   (env: SELFSUP_BENCH_ROUNDS, SELFSUP_BENCH_BATCH, SELFSUP_BENCH_REPS,
 # SELFSUP_BENCH_SHAPES, SELFSUP_BENCH_IMPLS, SELFSUP_BENCH_PASSES; PyTorch env from
 # ../shared/tools/setup-pytorch-reference.sh, or SELFSUP_REF_PYTHON)
@@ -13,32 +14,17 @@ PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
 ROUNDS=${SELFSUP_BENCH_ROUNDS:-1}
 OUT=$(mktemp -d)
 date -u; nproc; lscpu | grep "Model name" || true
-"$PY" -c "import torch; print('torch', torch.__version__, torch.get_num_threads(), 'threads')"
 echo "rounds $ROUNDS, batch ${SELFSUP_BENCH_BATCH:-128}, median of ${SELFSUP_BENCH_REPS:-5} per round"
 cargo bench --bench conv --no-run 2>&1 | grep -E "^error" || true
-# The shapes SELFSUP_BENCH_SHAPES selects (prefixes, or exact names ending in `$`).
-NAMES=$("$PY" - <<'PYEOF'
-import os
-wanted = [s for s in os.environ.get("SELFSUP_BENCH_SHAPES", "").split(",") if s]
-for line in open("benches/conv_shapes.csv"):
-    name = line.split(",")[0].strip()
-    if not name or name.startswith("#"):
-        continue
-    if not wanted or any(name == w[:-1] if w.endswith("$") else name.startswith(w) for w in wanted):
-        print(name)
-PYEOF
-)
 echo "impl,name,fwd_gflops,fwdbwd_gflops" >"$OUT/rust.csv"
 echo "impl,name,fwd_gflops,fwdbwd_gflops" >"$OUT/torch.csv"
 for round in $(seq "$ROUNDS"); do
-    for name in $NAMES; do
-        SELFSUP_BENCH_SHAPES="$name\$" cargo bench --bench conv 2>&1 >"$OUT/one.csv" \
-            | grep -vE "^ +(Compiling|Finished|Running)|^conv bench" || true
-        tail -n +2 "$OUT/one.csv" >>"$OUT/rust.csv"
-        SELFSUP_BENCH_SHAPES="$name\$" "$PY" benches/reference/conv_torch.py 2>/dev/null \
-            | tail -n +2 >>"$OUT/torch.csv"
-    done
-    echo "round $round of $ROUNDS done" >&2
+    cargo bench --bench conv 2>&1 >"$OUT/one.csv" | grep -vE "^ +(Compiling|Finished|Running)" || true
+    tail -n +2 "$OUT/one.csv" >>"$OUT/rust.csv"
+    # PyTorch's version line once (its stderr is always read, so it never meets a closed pipe).
+    "$PY" benches/reference/conv_torch.py 2>&1 >"$OUT/one.csv" \
+        | if [ "$round" = 1 ]; then cat; else cat >/dev/null; fi
+    tail -n +2 "$OUT/one.csv" >>"$OUT/torch.csv"
 done
 "$PY" - "$OUT/rust.csv" "$OUT/torch.csv" <<'PYEOF'
 import csv, statistics, sys
