@@ -189,7 +189,19 @@ fn the_mae_encoder_never_sees_the_masked_patches() {
     }
     let data = TensorData::new(pixels.iter().map(|&v| v as f32).collect(), [2, 3, 16, 16]);
     let scribbled = Tensor::<4>::from_data(data, &d);
-    assert_eq!(before, tokens(scribbled));
+    let after = tokens(scribbled);
+    if std::env::var("SELFSUP_TEST_DEVICE").as_deref() == Ok("wgpu") {
+        // On a GPU, autotune may run another kernel for the second call (tuned meanwhile, with
+        // other tests running), so the tokens agree to rounding, not to the bit; a masked patch
+        // that reached the encoder would move them by the noise's size, about 1.
+        assert_close(
+            "tokens after scribbling on the masked patches",
+            &after,
+            &before,
+        );
+    } else {
+        assert_eq!(before, after);
+    }
     assert_eq!(before.len(), 2 * (1 + host.keep_count) * 16);
 }
 
