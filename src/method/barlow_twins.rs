@@ -20,6 +20,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::gram::off_diagonal_cross_squares;
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
     StepContext, ViewEmbeddings, non_negative, require_views, scaled,
@@ -132,22 +133,20 @@ pub fn normalize_features(z: Tensor<2>, eps: f64) -> Tensor<2> {
     centered / var.add_scalar(eps).sqrt()
 }
 
-/// Barlow Twins loss of two `[N, D]` embedding batches.
+/// Barlow Twins loss of two `[N, D]` embedding batches. The off-diagonal sum goes through the
+/// batch's `N x N` Gram matrices when `2 N < D` ([`super::gram`]).
 pub fn barlow_twins_loss(z1: Tensor<2>, z2: Tensor<2>, lambda: f64) -> Result<Tensor<1>> {
     check::same_shape(|| "Barlow Twins loss: second view".into(), &z1, &z2)?;
     check::min_batch(|| "Barlow Twins loss".into(), &z1, 2)?;
-    let [n, d] = z1.dims();
-    let device = z1.device();
-    let c = normalize_features(z1, BARLOW_TWINS_BN_EPS)
-        .transpose()
-        .matmul(normalize_features(z2, BARLOW_TWINS_BN_EPS))
-        .div_scalar(n as f64);
-    let eye = Tensor::<2>::eye(d, &device);
-    let on_diagonal = (c.clone() * eye.clone())
-        .sum_dim(1)
+    let n = z1.dims()[0] as f64;
+    let a = normalize_features(z1, BARLOW_TWINS_BN_EPS);
+    let b = normalize_features(z2, BARLOW_TWINS_BN_EPS);
+    let on_diagonal = (a.clone() * b.clone())
+        .sum_dim(0)
+        .div_scalar(n)
         .sub_scalar(1.0)
         .square()
         .sum();
-    let off_diagonal = (c * eye.neg().add_scalar(1.0)).square().sum();
+    let off_diagonal = off_diagonal_cross_squares(a, b).div_scalar(n * n);
     Ok(on_diagonal + off_diagonal.mul_scalar(lambda))
 }

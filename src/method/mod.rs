@@ -42,6 +42,7 @@ mod builtin;
 pub mod byol;
 pub mod deepcluster;
 pub mod dino;
+pub mod gram;
 pub mod ijepa;
 pub mod kmeans;
 pub mod lejepa;

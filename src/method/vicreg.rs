@@ -19,6 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::gram::off_diagonal_gram_squares;
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
     StepContext, ViewEmbeddings, non_negative, positive, require_views, scaled,
@@ -161,18 +162,11 @@ pub fn variance_term(z: Tensor<2>, eps: f64) -> Tensor<1> {
     relu(std.neg().add_scalar(1.0)).mean()
 }
 
-/// `sum_{i != j} Cov(z)_ij^2 / D` with the unbiased covariance.
+/// `sum_{i != j} Cov(z)_ij^2 / D` with the unbiased covariance, through the `N x N` Gram
+/// matrix of the centred batch when `N < D` ([`super::gram`]).
 pub fn covariance_term(z: Tensor<2>) -> Tensor<1> {
     let [n, d] = z.dims();
     let centered = z.clone() - z.mean_dim(0);
-    let cov = centered
-        .clone()
-        .transpose()
-        .matmul(centered)
-        .div_scalar((n - 1) as f64);
-    let off_diagonal_mask = Tensor::<2>::eye(d, &cov.device()).neg().add_scalar(1.0);
-    (cov * off_diagonal_mask)
-        .square()
-        .sum()
-        .div_scalar(d as f64)
+    let unbiased = (n - 1) as f64;
+    off_diagonal_gram_squares(centered).div_scalar(unbiased * unbiased * d as f64)
 }

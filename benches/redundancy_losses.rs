@@ -1,0 +1,107 @@
+//! The redundancy-reduction losses on their own: VICReg's and Barlow Twins' loss of two
+//! `[N, D]` embedding batches, forward and backward, with the `D x D` product of the reference
+//! code (`features`) and through the batch's `N x N` Gram matrices (`batch`,
+//! `selfsup::method::gram`); `auto` is what the losses use. Side by side with
+//! `benches/reference/redundancy_losses_torch.py` (the reference code's `D x D` formulas).
+//!
+//! ```text
+//! cargo bench --bench redundancy_losses
+//! SELFSUP_BENCH_SHAPES=128x8192 cargo bench --bench redundancy_losses
+//! ```
+//!
+//! Environment: `SELFSUP_BENCH_SHAPES` (comma-separated `NxD`, default `256x2048,128x8192`:
+//! the CIFAR-10 benchmark's heads at batch 256 and the papers' heads at batch 128),
+//! `SELFSUP_BENCH_REPS` (timed repetitions, default 7, after one untimed). Prints the median
+//! milliseconds per forward + backward.
+
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use selfsup::method::barlow_twins::{BARLOW_TWINS_BN_EPS, normalize_features};
+use selfsup::method::gram::{
+    ProductSide, off_diagonal_cross_squares_through, off_diagonal_gram_squares_through,
+};
+use selfsup::method::vicreg::variance_term;
+use selfsup::prelude::*;
+
+fn shapes() -> Vec<(usize, usize)> {
+    let text = std::env::var("SELFSUP_BENCH_SHAPES").unwrap_or_else(|_| "256x2048,128x8192".into());
+    text.split(',')
+        .map(|s| {
+            let (n, d) = s.split_once('x').expect("SELFSUP_BENCH_SHAPES: NxD");
+            (n.parse().expect("N"), d.parse().expect("D"))
+        })
+        .collect()
+}
+
+/// VICReg's pair loss with its covariance through `side` (25, 25, 1, eps 1e-4).
+fn vicreg(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
+    let covariance = |z: Tensor<2>| {
+        let [n, d] = z.dims();
+        let centered = z.clone() - z.mean_dim(0);
+        let scale = ((n - 1) * (n - 1) * d) as f64;
+        off_diagonal_gram_squares_through(centered, side).div_scalar(scale)
+    };
+    let invariance = (z1.clone() - z2.clone()).square().mean();
+    let variance =
+        (variance_term(z1.clone(), 1e-4) + variance_term(z2.clone(), 1e-4)).div_scalar(2.0);
+    invariance.mul_scalar(25.0) + variance.mul_scalar(25.0) + covariance(z1) + covariance(z2)
+}
+
+/// Barlow Twins' loss with its off-diagonal sum through `side` (lambda 0.0051).
+fn barlow(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
+    let n = z1.dims()[0] as f64;
+    let a = normalize_features(z1, BARLOW_TWINS_BN_EPS);
+    let b = normalize_features(z2, BARLOW_TWINS_BN_EPS);
+    let on = (a.clone() * b.clone())
+        .sum_dim(0)
+        .div_scalar(n)
+        .sub_scalar(1.0)
+        .square()
+        .sum();
+    on + off_diagonal_cross_squares_through(a, b, side)
+        .div_scalar(n * n)
+        .mul_scalar(0.0051)
+}
+
+fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
+    run();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[reps / 2]
+}
+
+fn main() {
+    let reps = std::env::var("SELFSUP_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let device = Device::flex().autodiff();
+    println!(
+        "selfsup redundancy losses, forward + backward, {} threads",
+        rayon::current_num_threads()
+    );
+    for (n, d) in shapes() {
+        let input =
+            || Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let (z1, z2) = (input(), input());
+        for (method, loss) in [("vicreg", vicreg as fn(_, _, _) -> _), ("barlow", barlow)] {
+            for (name, side) in [
+                ("features", ProductSide::Features),
+                ("batch", ProductSide::Batch),
+            ] {
+                let ms = median_ms(reps, || {
+                    let grads = loss(z1.clone(), z2.clone(), side).backward();
+                    let _ = z1.grad(&grads).unwrap().into_data();
+                });
+                println!("{method} {n}x{d} {name}: median {ms:.1} ms");
+            }
+        }
+    }
+}
