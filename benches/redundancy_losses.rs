@@ -1,8 +1,9 @@
 //! The redundancy-reduction losses on their own: VICReg's and Barlow Twins' loss of two
 //! `[N, D]` embedding batches, forward and backward, with the `D x D` product of the reference
 //! code (`features`) and through the batch's `N x N` Gram matrices (`batch`,
-//! `selfsup::method::gram`); `auto` is what the losses use. Side by side with
-//! `benches/reference/redundancy_losses_torch.py` (the reference code's `D x D` formulas).
+//! `selfsup::method::gram`; VICReg takes it when `2N <= D`, Barlow Twins when `2N < D`). Side
+//! by side with `benches/reference/redundancy_losses_torch.py` (the reference code's `D x D`
+//! formulas).
 //!
 //! ```text
 //! cargo bench --bench redundancy_losses
@@ -11,15 +12,15 @@
 //!
 //! Environment: `SELFSUP_BENCH_SHAPES` (comma-separated `NxD`, default `256x2048,128x8192`:
 //! the CIFAR-10 benchmark's heads at batch 256 and the papers' heads at batch 128),
-//! `SELFSUP_BENCH_REPS` (timed repetitions, default 7, after one untimed). Prints the median
-//! milliseconds per forward + backward.
+//! `SELFSUP_BENCH_REPS` (timed repetitions, default 7, at least 1, after one untimed). Prints
+//! the median milliseconds per forward + backward.
 
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 use selfsup::method::barlow_twins::{BARLOW_TWINS_BN_EPS, normalize_features};
 use selfsup::method::gram::{
-    ProductSide, off_diagonal_cross_squares_through, off_diagonal_gram_squares_through,
+    ProductSide, off_diagonal_cross_squares_through, off_diagonal_self_squares_through,
 };
 use selfsup::method::vicreg::variance_term;
 use selfsup::prelude::*;
@@ -40,7 +41,7 @@ fn vicreg(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
         let [n, d] = z.dims();
         let centered = z.clone() - z.mean_dim(0);
         let scale = ((n - 1) * (n - 1) * d) as f64;
-        off_diagonal_gram_squares_through(centered, side).div_scalar(scale)
+        off_diagonal_self_squares_through(centered, side).div_scalar(scale)
     };
     let invariance = (z1.clone() - z2.clone()).square().mean();
     let variance =
@@ -81,7 +82,8 @@ fn main() {
     let reps = std::env::var("SELFSUP_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+        .unwrap_or(7)
+        .max(1);
     let device = Device::flex().autodiff();
     println!(
         "selfsup redundancy losses, forward + backward, {} threads",

@@ -2,13 +2,14 @@
 examples/cifar10_benchmark.rs, written from the papers' formulas with torch and torchvision only.
 
 Same data split (the last 500 images of each class held out), network (ResNet-18, CIFAR stem,
-width 16), heads (the papers' at a quarter width), views (lightly's presets at 32 px, no blur),
-optimiser (each method's CIFAR preset, lr per 256 images x batch / 256: BYOL, SimSiam, Barlow
-Twins, SwAV, SimCLR, MoCo v2: SGD momentum 0.9, weight decay 5e-4, lr 0.12; VICReg: LARS momentum
-0.9, eta 0.02, weight decay 1e-4, lr 0.3; DINO: LARS, weight decay 1e-6, lr 0.3, gradients
-clipped to norm 3 per parameter; DeepCluster-v2: LARS, weight decay 1e-6, lr 0.6 to 0.0006;
-biases and norm parameters (every 1-D parameter) without weight decay in every optimiser, and
-without LARS adaptation; optional linear warmup, then per-step cosine to the final lr),
+width 16), heads (the papers' at a quarter width; `--head-width 1` for the papers' own), views
+(lightly's presets at 32 px, no blur), optimiser (each method's CIFAR preset, lr per 256 images
+x batch / 256: BYOL, SimSiam, Barlow Twins, SwAV, SimCLR, MoCo v2: SGD momentum 0.9, weight
+decay 5e-4, lr 0.12; VICReg: LARS momentum 0.9, eta 0.02, weight decay 1e-4, lr 0.3; DINO:
+LARS, weight decay 1e-6, lr 0.3, gradients clipped to norm 3 per parameter; DeepCluster-v2:
+LARS, weight decay 1e-6, lr 0.6 to 0.0006; biases and norm parameters (every 1-D parameter)
+without weight decay in every optimiser, and without LARS adaptation; optional linear warmup,
+then per-step cosine to the final lr),
 target networks (BYOL EMA 0.99 -> 1, cosine; MoCo v2 key encoder 0.99; DINO teacher
 0.996 -> 1, cosine), evaluation (kNN k=200 T=0.1 with the training images as the bank,
 linear probe with Adam on standardised frozen features, raw-pixel kNN, random-init encoder).
@@ -58,6 +59,8 @@ p.add_argument("--vit-pool", choices=["cls", "mean"], help="default: mean for ij
 p.add_argument("--decoder-depth", type=int, help="MAE decoder / I-JEPA predictor blocks (default 4)")
 p.add_argument("--decoder-width", type=int, help="their width (default: MAE 256, I-JEPA 96)")
 p.add_argument("--batch", type=int, default=256)
+p.add_argument("--head-width", type=float, default=0.25,
+               help="the heads' width multiplier (0.25; 1.0: the papers' heads), as SELFSUP_BENCH_HEAD_WIDTH")
 p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, views and order")
 p.add_argument("--workers", type=int, default=2)
 p.add_argument("--lr", type=float, help="base learning rate, scaled by batch / 256 (default: the method's preset)")
@@ -174,7 +177,7 @@ def block(i, o, bias, norm="bn", act=True):
 
 
 def s(d):
-    return max(1, round(d * 0.25))
+    return max(1, round(d * a.head_width))
 
 
 class L2Norm(nn.Module):
@@ -596,7 +599,7 @@ if a.step_bench:
         last_loss = train_step([x1, x2], idx, ema_rate(0, 1), 0).item()
         if i > 0:
             rates.append(a.batch / (time.perf_counter() - t))
-    print(f"PyTorch {torch.__version__} {a.method} train step, ResNet-18 CIFAR stem width {a.width}, heads x0.25, "
+    print(f"PyTorch {torch.__version__} {a.method} train step, ResNet-18 CIFAR stem width {a.width}, heads x{a.head_width:g}, "
           f"batch {a.batch}, 32x32, {a.optimizer} wd {a.weight_decay:g}, {torch.get_num_threads()} threads: "
           f"median {statistics.median(rates):.1f} images/s "
           f"(min {min(rates):.1f}, max {max(rates):.1f}) over {a.step_bench} steps, last loss {last_loss:.4f}")

@@ -36,7 +36,7 @@ def vicreg(z1, z2):
     return 25 * inv + 25 * (var(z1) + var(z2)) / 2 + (cov(z1) + cov(z2))
 
 
-reps = int(os.environ.get("SELFSUP_BENCH_REPS", "7"))
+reps = max(1, int(os.environ.get("SELFSUP_BENCH_REPS", "7")))
 print(f"PyTorch {torch.__version__} redundancy losses, forward + backward, {torch.get_num_threads()} threads")
 for shape in os.environ.get("SELFSUP_BENCH_SHAPES", "256x2048,128x8192").split(","):
     n, d = map(int, shape.split("x"))
@@ -46,7 +46,7 @@ for shape in os.environ.get("SELFSUP_BENCH_SHAPES", "256x2048,128x8192").split("
         times = []
         for rep in range(reps + 1):
             start = time.perf_counter()
-            z1.grad = None
+            z1.grad = z2.grad = None
             loss(z1, z2).backward()
             if rep:
                 times.append((time.perf_counter() - start) * 1e3)

@@ -19,7 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::gram::off_diagonal_gram_squares;
+use super::gram::off_diagonal_self_squares;
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
     StepContext, ViewEmbeddings, non_negative, positive, require_views, scaled,
@@ -163,10 +163,10 @@ pub fn variance_term(z: Tensor<2>, eps: f64) -> Tensor<1> {
 }
 
 /// `sum_{i != j} Cov(z)_ij^2 / D` with the unbiased covariance, through the `N x N` Gram
-/// matrix of the centred batch when `N < D` ([`super::gram`]).
+/// matrix of the centred batch when `2 N <= D` ([`super::gram`]).
 pub fn covariance_term(z: Tensor<2>) -> Tensor<1> {
     let [n, d] = z.dims();
     let centered = z.clone() - z.mean_dim(0);
     let unbiased = (n - 1) as f64;
-    off_diagonal_gram_squares(centered).div_scalar(unbiased * unbiased * d as f64)
+    off_diagonal_self_squares(centered).div_scalar(unbiased * unbiased * d as f64)
 }
