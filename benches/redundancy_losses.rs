@@ -18,11 +18,9 @@
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
-use selfsup::method::barlow_twins::{BARLOW_TWINS_BN_EPS, normalize_features};
-use selfsup::method::gram::{
-    ProductSide, off_diagonal_cross_squares_through, off_diagonal_self_squares_through,
-};
-use selfsup::method::vicreg::variance_term;
+use selfsup::method::Vicreg;
+use selfsup::method::barlow_twins::{BARLOW_TWINS_LAMBDA, barlow_twins_loss_through};
+use selfsup::method::gram::ProductSide;
 use selfsup::prelude::*;
 
 fn shapes() -> Vec<(usize, usize)> {
@@ -35,34 +33,20 @@ fn shapes() -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// VICReg's pair loss with its covariance through `side` (25, 25, 1, eps 1e-4).
+/// VICReg's pair loss (25, 25, 1, eps 1e-4) with its covariance through `side`.
 fn vicreg(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
-    let covariance = |z: Tensor<2>| {
-        let [n, d] = z.dims();
-        let centered = z.clone() - z.mean_dim(0);
-        let scale = ((n - 1) * (n - 1) * d) as f64;
-        off_diagonal_self_squares_through(centered, side).div_scalar(scale)
+    let vicreg = Vicreg {
+        lambda_invariance: 25.0,
+        mu_variance: 25.0,
+        nu_covariance: 1.0,
+        eps: 1e-4,
     };
-    let invariance = (z1.clone() - z2.clone()).square().mean();
-    let variance =
-        (variance_term(z1.clone(), 1e-4) + variance_term(z2.clone(), 1e-4)).div_scalar(2.0);
-    invariance.mul_scalar(25.0) + variance.mul_scalar(25.0) + covariance(z1) + covariance(z2)
+    vicreg.pair_loss_through(z1, z2, side).expect("VICReg loss")
 }
 
-/// Barlow Twins' loss with its off-diagonal sum through `side` (lambda 0.0051).
+/// Barlow Twins' loss (lambda 0.0051) with its off-diagonal sum through `side`.
 fn barlow(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
-    let n = z1.dims()[0] as f64;
-    let a = normalize_features(z1, BARLOW_TWINS_BN_EPS);
-    let b = normalize_features(z2, BARLOW_TWINS_BN_EPS);
-    let on = (a.clone() * b.clone())
-        .sum_dim(0)
-        .div_scalar(n)
-        .sub_scalar(1.0)
-        .square()
-        .sum();
-    on + off_diagonal_cross_squares_through(a, b, side)
-        .div_scalar(n * n)
-        .mul_scalar(0.0051)
+    barlow_twins_loss_through(z1, z2, BARLOW_TWINS_LAMBDA, side).expect("Barlow Twins loss")
 }
 
 fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {

@@ -6,7 +6,9 @@ mod common;
 
 use burn::tensor::Tensor;
 use common::*;
-use selfsup::method::barlow_twins::{BARLOW_TWINS_BN_EPS, normalize_features};
+use selfsup::method::barlow_twins::{
+    BARLOW_TWINS_BN_EPS, barlow_twins_loss_through, normalize_features,
+};
 use selfsup::method::gram::{
     ProductSide, off_diagonal_cross_squares, off_diagonal_cross_squares_through,
     off_diagonal_self_squares_through,
@@ -201,4 +203,37 @@ fn both_losses_match_lightly_when_the_batch_side_is_taken() {
         &values(&loss),
         &[v["loss"].as_f64().unwrap()],
     );
+}
+
+#[test]
+fn both_losses_match_lightly_through_either_side() {
+    let d = device();
+    let v = fixture("vicreg.json");
+    let vicreg = Vicreg {
+        lambda_invariance: v["lambda_inv"].as_f64().unwrap(),
+        mu_variance: v["mu_var"].as_f64().unwrap(),
+        nu_covariance: v["nu_cov"].as_f64().unwrap(),
+        eps: v["eps"].as_f64().unwrap(),
+    };
+    let b = fixture("barlow_twins.json");
+    let lambda = b["lambda"].as_f64().unwrap();
+    for side in [ProductSide::Features, ProductSide::Batch] {
+        let (z1, z2) = (leaf::<2>(&v["z1"], &d), leaf::<2>(&v["z2"], &d));
+        let loss = vicreg
+            .pair_loss_through(z1.clone(), z2.clone(), side)
+            .unwrap();
+        let what = format!("VICReg {side:?}");
+        assert_close(&what, &values(&loss), &[v["loss"].as_f64().unwrap()]);
+        let grads = loss.backward();
+        assert_tensor("VICReg grad_z1", &z1.grad(&grads).unwrap(), &v["grad_z1"]);
+        assert_tensor("VICReg grad_z2", &z2.grad(&grads).unwrap(), &v["grad_z2"]);
+
+        let (z1, z2) = (leaf::<2>(&b["z1"], &d), leaf::<2>(&b["z2"], &d));
+        let loss = barlow_twins_loss_through(z1.clone(), z2.clone(), lambda, side).unwrap();
+        let what = format!("Barlow Twins {side:?}");
+        assert_close(&what, &values(&loss), &[b["loss"].as_f64().unwrap()]);
+        let grads = loss.backward();
+        assert_tensor("Barlow grad_z1", &z1.grad(&grads).unwrap(), &b["grad_z1"]);
+        assert_tensor("Barlow grad_z2", &z2.grad(&grads).unwrap(), &b["grad_z2"]);
+    }
 }

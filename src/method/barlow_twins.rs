@@ -20,7 +20,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::gram::off_diagonal_cross_squares;
+use super::gram::{ProductSide, off_diagonal_cross_squares_through};
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
     StepContext, ViewEmbeddings, non_negative, require_views, scaled,
@@ -136,6 +136,17 @@ pub fn normalize_features(z: Tensor<2>, eps: f64) -> Tensor<2> {
 /// Barlow Twins loss of two `[N, D]` embedding batches. The off-diagonal sum goes through the
 /// batch's `N x N` Gram matrices when `2 N < D` ([`super::gram`]).
 pub fn barlow_twins_loss(z1: Tensor<2>, z2: Tensor<2>, lambda: f64) -> Result<Tensor<1>> {
+    let [n, d] = z1.dims();
+    barlow_twins_loss_through(z1, z2, lambda, ProductSide::cheaper(n, d, false))
+}
+
+/// [`barlow_twins_loss`] with the off-diagonal sum through `side`.
+pub fn barlow_twins_loss_through(
+    z1: Tensor<2>,
+    z2: Tensor<2>,
+    lambda: f64,
+    side: ProductSide,
+) -> Result<Tensor<1>> {
     check::same_shape(|| "Barlow Twins loss: second view".into(), &z1, &z2)?;
     check::min_batch(|| "Barlow Twins loss".into(), &z1, 2)?;
     let n = z1.dims()[0] as f64;
@@ -147,6 +158,6 @@ pub fn barlow_twins_loss(z1: Tensor<2>, z2: Tensor<2>, lambda: f64) -> Result<Te
         .sub_scalar(1.0)
         .square()
         .sum();
-    let off_diagonal = off_diagonal_cross_squares(a, b).div_scalar(n * n);
+    let off_diagonal = off_diagonal_cross_squares_through(a, b, side).div_scalar(n * n);
     Ok(on_diagonal + off_diagonal.mul_scalar(lambda))
 }

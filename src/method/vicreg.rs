@@ -19,7 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::gram::off_diagonal_self_squares;
+use super::gram::{ProductSide, off_diagonal_self_squares_through};
 use super::{
     Heads, Method, MethodConfig, MethodSetup, Preset, Recipe, RecipeContext, Requirements,
     StepContext, ViewEmbeddings, non_negative, positive, require_views, scaled,
@@ -142,14 +142,26 @@ impl Method for Vicreg {
 }
 
 impl Vicreg {
-    /// VICReg loss of two `[N, D]` embedding batches.
+    /// VICReg loss of two `[N, D]` embedding batches, the covariance through the cheaper side
+    /// ([`ProductSide::cheaper`]).
     pub fn pair_loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> Result<Tensor<1>> {
+        let [n, d] = z1.dims();
+        self.pair_loss_through(z1, z2, ProductSide::cheaper(n, d, true))
+    }
+
+    /// VICReg loss of two `[N, D]` embedding batches, the covariance through `side`.
+    pub fn pair_loss_through(
+        &self,
+        z1: Tensor<2>,
+        z2: Tensor<2>,
+        side: ProductSide,
+    ) -> Result<Tensor<1>> {
         check::same_shape(|| "VICReg loss: second view".into(), &z1, &z2)?;
         check::min_batch(|| "VICReg loss".into(), &z1, 2)?;
         let invariance = (z1.clone() - z2.clone()).square().mean();
         let variance = (variance_term(z1.clone(), self.eps) + variance_term(z2.clone(), self.eps))
             .div_scalar(2.0);
-        let covariance = covariance_term(z1) + covariance_term(z2);
+        let covariance = covariance_term_through(z1, side) + covariance_term_through(z2, side);
         Ok(invariance.mul_scalar(self.lambda_invariance)
             + variance.mul_scalar(self.mu_variance)
             + covariance.mul_scalar(self.nu_covariance))
@@ -166,7 +178,13 @@ pub fn variance_term(z: Tensor<2>, eps: f64) -> Tensor<1> {
 /// matrix of the centred batch when `2 N <= D` ([`super::gram`]).
 pub fn covariance_term(z: Tensor<2>) -> Tensor<1> {
     let [n, d] = z.dims();
+    covariance_term_through(z, ProductSide::cheaper(n, d, true))
+}
+
+/// [`covariance_term`] through `side`.
+pub fn covariance_term_through(z: Tensor<2>, side: ProductSide) -> Tensor<1> {
+    let [n, d] = z.dims();
     let centered = z.clone() - z.mean_dim(0);
     let unbiased = (n - 1) as f64;
-    off_diagonal_self_squares(centered).div_scalar(unbiased * unbiased * d as f64)
+    off_diagonal_self_squares_through(centered, side).div_scalar(unbiased * unbiased * d as f64)
 }
