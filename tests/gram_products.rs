@@ -79,6 +79,17 @@ fn off_diagonal(mut product: Vec<f64>, d: usize) -> (Vec<f64>, f64) {
     (product, sum)
 }
 
+/// VICReg with the weights of a fixture.
+fn vicreg_of(f: &serde_json::Value) -> Vicreg {
+    let weight = |name: &str| f[name].as_f64().unwrap();
+    Vicreg {
+        lambda_invariance: weight("lambda_inv"),
+        mu_variance: weight("mu_var"),
+        nu_covariance: weight("nu_cov"),
+        eps: weight("eps"),
+    }
+}
+
 /// Rows with a common offset per feature, as uncentred embeddings have.
 fn batch(shape: [usize; 2], seed: u64) -> Tensor<2> {
     let d = device();
@@ -188,12 +199,7 @@ fn both_losses_match_lightly_when_the_batch_side_is_taken() {
     assert_close("wide loss", &values(&wide_loss), &[expected_wide]);
 
     let v = fixture("vicreg.json");
-    let vicreg = Vicreg {
-        lambda_invariance: v["lambda_inv"].as_f64().unwrap(),
-        mu_variance: v["mu_var"].as_f64().unwrap(),
-        nu_covariance: v["nu_cov"].as_f64().unwrap(),
-        eps: v["eps"].as_f64().unwrap(),
-    };
+    let vicreg = vicreg_of(&v);
     assert_eq!(ProductSide::cheaper(8, 16, true), ProductSide::Batch);
     let loss = vicreg
         .pair_loss(tensor::<2>(&v["z1"], &d), tensor::<2>(&v["z2"], &d))
@@ -209,12 +215,7 @@ fn both_losses_match_lightly_when_the_batch_side_is_taken() {
 fn both_losses_match_lightly_through_either_side() {
     let d = device();
     let v = fixture("vicreg.json");
-    let vicreg = Vicreg {
-        lambda_invariance: v["lambda_inv"].as_f64().unwrap(),
-        mu_variance: v["mu_var"].as_f64().unwrap(),
-        nu_covariance: v["nu_cov"].as_f64().unwrap(),
-        eps: v["eps"].as_f64().unwrap(),
-    };
+    let vicreg = vicreg_of(&v);
     let b = fixture("barlow_twins.json");
     let lambda = b["lambda"].as_f64().unwrap();
     for side in [ProductSide::Features, ProductSide::Batch] {
