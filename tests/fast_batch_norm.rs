@@ -8,7 +8,10 @@ use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use selfsup::batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, uses_fast_batch_norm};
+use selfsup::batch_norm::{
+    NormShape, batch_norm, batch_norm_add_relu, batch_norm_relu, channel_moments,
+    uses_fast_batch_norm,
+};
 
 fn relative_error(actual: TensorData, expected: TensorData) -> f64 {
     let a = actual.try_to_vec::<f32>().unwrap();
@@ -167,6 +170,9 @@ fn feature_batch_norm_matches_burn_with_gradients_and_running_statistics() {
         (true, false, [3, 5]),
         (false, true, [5, 64]),
         (false, false, [16, 3]),
+        // More channels than one reduction task takes (512), and not a multiple of it.
+        (true, false, [4, 600]),
+        (false, true, [3, 1030]),
     ] {
         let case = format!("affine {affine}, relu {activate}, {batch}x{features} (seed {seed})");
         let norm = FeatureBatchNormConfig::new(features)
@@ -232,5 +238,157 @@ fn feature_batch_norm_matches_burn_with_gradients_and_running_statistics() {
             let error = relative_error(a, b);
             assert!(error < 1e-4, "{what} of {case}: relative error {error:e}");
         }
+    }
+}
+
+/// Deterministic standard normal values (Box-Muller over a 64-bit LCG).
+fn normal_values(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos())
+        .collect()
+}
+
+/// `channel_moments` (one shifted pass over image planes; two row-wise passes over `[N, D]`
+/// features) against the two-pass float64 mean and biased variance, on the cases where a
+/// one-pass variance can cancel: a mean 200 standard deviations from zero, a first image far
+/// from the others (the shift comes from its plane), planes longer than one f32 flush (4,096
+/// values), batch 1, and features wider than one reduction block.
+#[test]
+fn channel_moments_match_float64_where_one_pass_could_cancel() {
+    struct Case {
+        dims: [usize; 3],
+        offset: f64,
+        sigma: f64,
+        first_image_shift: f64,
+    }
+    let cases = [
+        Case {
+            dims: [4, 3, 35],
+            offset: 100.0,
+            sigma: 0.5,
+            first_image_shift: 0.0,
+        },
+        Case {
+            dims: [8, 2, 49],
+            offset: 0.0,
+            sigma: 1.0,
+            first_image_shift: 8.0,
+        },
+        Case {
+            dims: [2, 2, 4096 + 17],
+            offset: -3.0,
+            sigma: 2.0,
+            first_image_shift: 0.0,
+        },
+        Case {
+            dims: [1, 5, 9],
+            offset: 1.0,
+            sigma: 1.0,
+            first_image_shift: 0.0,
+        },
+        Case {
+            dims: [6, 700, 1],
+            offset: 50.0,
+            sigma: 0.25,
+            first_image_shift: 0.0,
+        },
+        Case {
+            dims: [1, 3, 1],
+            offset: 2.0,
+            sigma: 1.0,
+            first_image_shift: 0.0,
+        },
+        // The first image 3.5σ out: δ² / var about 10, kept in one pass.
+        Case {
+            dims: [64, 2, 16],
+            offset: 5.0,
+            sigma: 1.0,
+            first_image_shift: 3.5,
+        },
+        // The first image 15σ out in a batch of 256: δ² / var about 200, past the limit of
+        // the one-pass form, so the variance is computed again around the mean.
+        Case {
+            dims: [256, 1, 16],
+            offset: 0.0,
+            sigma: 0.1,
+            first_image_shift: 15.0,
+        },
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        let [batch, channels, pixels] = case.dims;
+        let noise = normal_values(batch * channels * pixels, index as u64 + 1);
+        let x: Vec<f32> = noise
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let shift = if i < channels * pixels {
+                    case.first_image_shift
+                } else {
+                    0.0
+                };
+                (case.offset + case.sigma * (z + shift)) as f32
+            })
+            .collect();
+        let shape = NormShape {
+            batch,
+            channels,
+            pixels,
+        };
+        let (mean, var) = channel_moments(shape, &x);
+        for c in 0..channels {
+            let values: Vec<f64> = (0..batch)
+                .flat_map(|n| {
+                    x[(n * channels + c) * pixels..][..pixels]
+                        .iter()
+                        .map(|v| *v as f64)
+                })
+                .collect();
+            let count = values.len() as f64;
+            let mean64 = values.iter().sum::<f64>() / count;
+            let var64 = values.iter().map(|v| (v - mean64).powi(2)).sum::<f64>() / count;
+            let what = format!("{:?} channel {c}", case.dims);
+            let mean_error = (mean[c] as f64 - mean64).abs();
+            assert!(
+                mean_error <= 1e-6 * mean64.abs() + 1e-5 * var64.sqrt(),
+                "mean of {what}: {} against {mean64}",
+                mean[c]
+            );
+            let var_error = (var[c] as f64 - var64).abs();
+            assert!(
+                var_error <= 1e-4 * var64 + 1e-12,
+                "variance of {what}: {} against {var64}",
+                var[c]
+            );
+        }
+    }
+}
+
+/// No channels (or no images): empty outputs, not values left unwritten.
+#[test]
+fn empty_shapes_give_empty_outputs() {
+    use selfsup::batch_norm::{Epilogue, normalize, normalize_backward};
+
+    for (batch, pixels) in [(3, 1), (3, 4), (0, 1)] {
+        let shape = NormShape {
+            batch,
+            channels: 0,
+            pixels,
+        };
+        let (mean, var) = channel_moments(shape, &[]);
+        assert!(mean.is_empty() && var.is_empty());
+        let y = normalize(shape, &[], &[], &[], &[], &[], 1e-5, Epilogue::Relu);
+        assert!(y.is_empty(), "{shape:?}");
+        let (dx, dgamma, dbeta) = normalize_backward(shape, &[], &[], &[], &[], 1e-5, &[], None);
+        assert!(
+            dx.is_empty() && dgamma.is_empty() && dbeta.is_empty(),
+            "{shape:?}"
+        );
     }
 }

@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::features::{self, GradientTerms};
+
 /// `[batch, channels, pixels]` of an NCHW activation (`pixels = H * W`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NormShape {
@@ -99,20 +101,53 @@ impl<const K: usize> ChannelSums<K> {
     }
 }
 
-/// Per-channel mean and biased variance (`Σ (x - mean)² / count`), two passes per channel.
+/// The largest `δ² / var` for which [`channel_moments`] keeps its one-pass variance.
+const CANCELLATION_LIMIT: f64 = 16.0;
+
+/// Per-channel mean and biased variance (`Σ (x - mean)² / count`), in one pass over the
+/// activation for almost every channel.
+///
+/// Each channel's sums are of `d = x - k` and `d²`, with `k` the mean of the channel's first
+/// plane (read twice; the rest once); then `mean = k + Σd / M` and `var = Σd² / M - (Σd / M)²`.
+/// Shifting by a value near the mean is what keeps the subtraction from cancelling: its
+/// rounding error is that of the sums amplified by `1 + δ² / var`, `δ = mean - k`. One image's
+/// plane can lie far from the channel's mean (a channel that fires on few images), and `δ²`
+/// can reach `(N - 1) · var`; where `δ² > 16 · var` the channel's variance is computed again
+/// in a second pass, around the mean, as the two-pass form does. So the error is at most 17
+/// times that of the sums, which are f32 lanes flushed into `f64` between planes once
+/// [`FLUSH`] values have gathered (about 1e-6 relative for the planes of a ResNet).
+/// `[N, D]` features (one pixel) take the row-wise kernels of [`super::features`].
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
+    if shape.pixels == 1 {
+        return features::moments(shape.batch, shape.channels, x);
+    }
     let count = shape.count() as f64;
     let pixels = shape.pixels;
     let moments: Vec<(f32, f32)> = (0..shape.channels)
         .into_par_iter()
         .map(|c| {
-            let mut sums = ChannelSums::<1>::new();
+            if shape.batch == 0 || pixels == 0 {
+                return (f32::NAN, f32::NAN);
+            }
+            let first = shape.plane(x, 0, c);
+            let shift = (first.iter().map(|v| *v as f64).sum::<f64>() / pixels as f64) as f32;
+            let mut sums = ChannelSums::<2>::new();
             for n in 0..shape.batch {
                 let plane = shape.plane(x, n, c);
-                sums.add(pixels, |i| [plane[i]]);
+                sums.add(pixels, |i| {
+                    let d = plane[i] - shift;
+                    [d, d * d]
+                });
             }
-            let mean = (sums.totals()[0] / count) as f32;
+            let [deviations, squares] = sums.totals();
+            let mean_deviation = deviations / count;
+            let one_pass = squares / count - mean_deviation * mean_deviation;
+            let mean = shift as f64 + mean_deviation;
+            if mean_deviation * mean_deviation <= CANCELLATION_LIMIT * one_pass {
+                return (mean as f32, one_pass as f32);
+            }
+            let mean = mean as f32;
             let mut squares = ChannelSums::<1>::new();
             for n in 0..shape.batch {
                 let plane = shape.plane(x, n, c);
@@ -160,6 +195,9 @@ pub fn normalize(
     let shift: Vec<f32> = (0..shape.channels)
         .map(|c| beta[c] - mean[c] * scale[c])
         .collect();
+    if shape.pixels == 1 {
+        return features::normalize(shape.batch, shape.channels, x, &scale, &shift, epilogue);
+    }
     let pixels = shape.pixels;
     // SAFETY: every plane (chunk) is written in full below.
     unsafe {
@@ -212,13 +250,13 @@ pub fn relu_backward(y: &[f32], dy: &[f32]) -> Vec<f32> {
 /// `max(v, 0)` that keeps a NaN (as PyTorch's ReLU does): `f32::max` would turn it into 0 and
 /// hide a diverging network from the non-finite loss check.
 #[inline(always)]
-fn relu(v: f32) -> f32 {
+pub(super) fn relu(v: f32) -> f32 {
     if v < 0.0 { 0.0 } else { v }
 }
 
 /// `g` where the ReLU's output `y` is positive, else 0.
 #[inline(always)]
-fn relu_mask(y: f32, g: f32) -> f32 {
+pub(super) fn relu_mask(y: f32, g: f32) -> f32 {
     if y > 0.0 { g } else { 0.0 }
 }
 
@@ -250,6 +288,9 @@ pub fn normalize_backward(
     let inv_std: Vec<f32> = (0..shape.channels)
         .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
         .collect();
+    if shape.pixels == 1 {
+        return features_backward(shape, x, gamma, mean, &inv_std, dy, relu_output);
+    }
     let pixels = shape.pixels;
     let sums: Vec<(f32, f32)> = (0..shape.channels)
         .into_par_iter()
@@ -305,5 +346,33 @@ pub fn normalize_backward(
             }
         })
     };
+    (dx, dgamma, dbeta)
+}
+
+/// [`normalize_backward`] for `[N, D]` features, by the row-wise kernels of [`super::features`].
+fn features_backward(
+    shape: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    dy: &[f32],
+    relu_output: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (batch, channels) = (shape.batch, shape.channels);
+    let (dgamma, dbeta) =
+        features::gradient_sums(batch, channels, x, dy, relu_output, mean, inv_std);
+    let count = shape.count() as f32;
+    let factor: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+    let mean_dy: Vec<f32> = dbeta.iter().map(|v| v / count).collect();
+    let mean_dy_xhat: Vec<f32> = dgamma.iter().map(|v| v / count).collect();
+    let terms = GradientTerms {
+        mean,
+        inv_std,
+        factor: &factor,
+        mean_dy: &mean_dy,
+        mean_dy_xhat: &mean_dy_xhat,
+    };
+    let dx = features::input_gradient(batch, channels, x, dy, relu_output, &terms);
     (dx, dgamma, dbeta)
 }

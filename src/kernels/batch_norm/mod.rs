@@ -3,6 +3,7 @@
 //! [`crate::model::FeatureBatchNorm`] route to.
 
 mod extension;
+mod features;
 mod kernels;
 
 use burn::tensor::Tensor;
