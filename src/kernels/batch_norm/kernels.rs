@@ -115,8 +115,8 @@ const CANCELLATION_LIMIT: f64 = 16.0;
 /// can reach `(N - 1) · var`; where `δ² > 16 · var` the channel's variance is computed again
 /// in a second pass, around the mean, as the two-pass form does. So the error is at most 17
 /// times that of the sums, which are f32 lanes flushed into `f64` between planes once
-/// [`FLUSH`] values have gathered (about 1e-6 relative for the planes of a ResNet).
-/// `[N, D]` features (one pixel) take the row-wise kernels of [`super::features`].
+/// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet).
+/// `[N, D]` features (one pixel) take row-wise kernels that vectorise across channels.
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     if shape.pixels == 1 {
