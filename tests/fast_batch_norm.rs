@@ -262,78 +262,33 @@ fn normal_values(n: usize, seed: u64) -> Vec<f64> {
 /// values), batch 1, and features wider than one reduction block.
 #[test]
 fn channel_moments_match_float64_where_one_pass_could_cancel() {
-    struct Case {
-        dims: [usize; 3],
-        offset: f64,
-        sigma: f64,
-        first_image_shift: f64,
-    }
-    let cases = [
-        Case {
-            dims: [4, 3, 35],
-            offset: 100.0,
-            sigma: 0.5,
-            first_image_shift: 0.0,
-        },
-        Case {
-            dims: [8, 2, 49],
-            offset: 0.0,
-            sigma: 1.0,
-            first_image_shift: 8.0,
-        },
-        Case {
-            dims: [2, 2, 4096 + 17],
-            offset: -3.0,
-            sigma: 2.0,
-            first_image_shift: 0.0,
-        },
-        Case {
-            dims: [1, 5, 9],
-            offset: 1.0,
-            sigma: 1.0,
-            first_image_shift: 0.0,
-        },
-        Case {
-            dims: [6, 700, 1],
-            offset: 50.0,
-            sigma: 0.25,
-            first_image_shift: 0.0,
-        },
-        Case {
-            dims: [1, 3, 1],
-            offset: 2.0,
-            sigma: 1.0,
-            first_image_shift: 0.0,
-        },
+    // (dims [batch, channels, pixels], offset, sigma, shift of the first image in sigmas)
+    let cases: [([usize; 3], f64, f64, f64); 8] = [
+        ([4, 3, 35], 100.0, 0.5, 0.0),
+        ([8, 2, 49], 0.0, 1.0, 8.0),
+        ([2, 2, 4096 + 17], -3.0, 2.0, 0.0),
+        ([1, 5, 9], 1.0, 1.0, 0.0),
+        ([6, 700, 1], 50.0, 0.25, 0.0),
+        ([1, 3, 1], 2.0, 1.0, 0.0),
         // The first image 3.5σ out: δ² / var about 10, kept in one pass.
-        Case {
-            dims: [64, 2, 16],
-            offset: 5.0,
-            sigma: 1.0,
-            first_image_shift: 3.5,
-        },
-        // The first image 15σ out in a batch of 256: δ² / var about 200, past the limit of
+        ([64, 2, 16], 5.0, 1.0, 3.5),
+        // The first image 15σ out in a batch of 256: δ² / var about 120, past the limit of
         // the one-pass form, so the variance is computed again around the mean.
-        Case {
-            dims: [256, 1, 16],
-            offset: 0.0,
-            sigma: 0.1,
-            first_image_shift: 15.0,
-        },
+        ([256, 1, 16], 0.0, 0.1, 15.0),
     ];
-    for (index, case) in cases.iter().enumerate() {
-        let [batch, channels, pixels] = case.dims;
+    for (index, (dims, offset, sigma, first_image_shift)) in cases.into_iter().enumerate() {
+        let [batch, channels, pixels] = dims;
         let noise = normal_values(batch * channels * pixels, index as u64 + 1);
         let x: Vec<f32> = noise
             .iter()
             .enumerate()
             .map(|(i, z)| {
                 let shift = if i < channels * pixels {
-                    case.first_image_shift
+                    first_image_shift
                 } else {
                     0.0
                 };
-                (case.offset + case.sigma * (z + shift)) as f32
+                (offset + sigma * (z + shift)) as f32
             })
             .collect();
         let shape = NormShape {
@@ -353,7 +308,7 @@ fn channel_moments_match_float64_where_one_pass_could_cancel() {
             let count = values.len() as f64;
             let mean64 = values.iter().sum::<f64>() / count;
             let var64 = values.iter().map(|v| (v - mean64).powi(2)).sum::<f64>() / count;
-            let what = format!("{:?} channel {c}", case.dims);
+            let what = format!("{dims:?} channel {c}");
             let mean_error = (mean[c] as f64 - mean64).abs();
             assert!(
                 mean_error <= 1e-6 * mean64.abs() + 1e-5 * var64.sqrt(),
