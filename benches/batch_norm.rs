@@ -1,0 +1,81 @@
+//! The fused batch-norm kernels alone: per-channel statistics, the normalisation with its ReLU,
+//! and the training-mode backward, on the shapes of the CIFAR-10 benchmark's step (ResNet-18
+//! width 16, batch 256: the first and last stages' activations, and the heads' features).
+//! Prints the median milliseconds of `SELFSUP_BENCH_REPS` (default 30) calls per kernel.
+//! `cargo bench --bench batch_norm`.
+
+use std::time::Instant;
+
+use selfsup::batch_norm::{Epilogue, NormShape, channel_moments, normalize, normalize_backward};
+
+fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
+    run();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let reps = std::env::var("SELFSUP_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    println!("shape,moments_ms,normalize_relu_ms,backward_relu_ms");
+    for (batch, channels, pixels) in [
+        (256, 16, 1024),
+        (256, 128, 16),
+        (256, 2048, 1),
+        (256, 512, 1),
+    ] {
+        let shape = NormShape {
+            batch,
+            channels,
+            pixels,
+        };
+        let len = batch * channels * pixels;
+        let x: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 1.5)
+            .collect();
+        let dy: Vec<f32> = (0..len)
+            .map(|i| ((i * 104729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let gamma = vec![1.1f32; channels];
+        let beta = vec![0.1f32; channels];
+        let moments = median_ms(reps, || {
+            std::hint::black_box(channel_moments(shape, &x));
+        });
+        let (mean, var) = channel_moments(shape, &x);
+        let forward = median_ms(reps, || {
+            std::hint::black_box(normalize(
+                shape,
+                &x,
+                &gamma,
+                &beta,
+                &mean,
+                &var,
+                1e-5,
+                Epilogue::Relu,
+            ));
+        });
+        let y = normalize(shape, &x, &gamma, &beta, &mean, &var, 1e-5, Epilogue::Relu);
+        let backward = median_ms(reps, || {
+            std::hint::black_box(normalize_backward(
+                shape,
+                &x,
+                &gamma,
+                &mean,
+                &var,
+                1e-5,
+                &dy,
+                Some(&y),
+            ));
+        });
+        println!("{batch}x{channels}x{pixels},{moments:.3},{forward:.3},{backward:.3}");
+    }
+}
