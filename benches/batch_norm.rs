@@ -4,22 +4,11 @@
 //! Prints the median milliseconds of `SELFSUP_BENCH_REPS` (default 30) calls per kernel.
 //! `cargo bench --bench batch_norm`.
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use selfsup::batch_norm::{Epilogue, NormShape, channel_moments, normalize, normalize_backward};
-
-fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
-    run();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
 
 fn main() {
     let reps = std::env::var("SELFSUP_BENCH_REPS")

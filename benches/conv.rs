@@ -20,7 +20,9 @@
 //! to stderr (for profiling which pass a layer's time goes to). `SELFSUP_BENCH_MALLOC=default`
 //! leaves glibc's allocator settings alone instead of keeping freed memory as training does.
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
@@ -35,19 +37,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median_seconds(reps: usize, mut run: impl FnMut()) -> f64 {
-    run();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 /// Milliseconds of each pass of `g` on the fast kernels (the algorithm as currently fixed or
@@ -69,9 +58,9 @@ fn pass_millis(g: &ConvGeometry, reps: usize) -> [f64; 3] {
         vec![0.0; g.weight_len()],
     );
     [
-        median_seconds(reps, || conv2d_forward(g, &x, &w, &mut y)),
-        median_seconds(reps, || conv2d_input_grad(g, &dy, &w, &mut dx)),
-        median_seconds(reps, || conv2d_weight_grad(g, &x, &dy, &mut dw)),
+        seconds(reps, || conv2d_forward(g, &x, &w, &mut y)),
+        seconds(reps, || conv2d_input_grad(g, &dy, &w, &mut dx)),
+        seconds(reps, || conv2d_weight_grad(g, &x, &dy, &mut dw)),
     ]
     .map(|s| s * 1e3)
 }
@@ -157,7 +146,7 @@ fn main() {
             let x =
                 Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
             assert_eq!(uses_fast_kernels(&conv, &x), fast);
-            let forward = median_seconds(reps, || {
+            let forward = seconds(reps, || {
                 let y = conv2d(&conv, x.clone());
                 std::hint::black_box(y);
             });
@@ -165,7 +154,7 @@ fn main() {
             let conv = config.init(&ad);
             let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &ad)
                 .require_grad();
-            let both = median_seconds(reps, || {
+            let both = seconds(reps, || {
                 let grads = conv2d(&conv, x.clone()).sum().backward();
                 std::hint::black_box(grads);
             });
@@ -182,4 +171,9 @@ fn main() {
     }
     set_fast_conv(true);
     set_conv_algorithm(None);
+}
+
+/// [`median_ms`] in seconds.
+fn seconds(reps: usize, run: impl FnMut()) -> f64 {
+    median_ms(reps, run) / 1e3
 }

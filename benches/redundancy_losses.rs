@@ -15,7 +15,9 @@
 //! `SELFSUP_BENCH_REPS` (timed repetitions, default 7, at least 1, after one untimed). Prints
 //! the median milliseconds per forward + backward.
 
-use std::time::Instant;
+mod common;
+
+use common::median_ms;
 
 use burn::tensor::{Distribution, Tensor};
 use selfsup::method::Vicreg;
@@ -47,19 +49,6 @@ fn vicreg(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
 /// Barlow Twins' loss (lambda 0.0051) with its off-diagonal sum through `side`.
 fn barlow(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
     barlow_twins_loss_through(z1, z2, BARLOW_TWINS_LAMBDA, side).expect("Barlow Twins loss")
-}
-
-fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
-    run();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[reps / 2]
 }
 
 fn main() {
