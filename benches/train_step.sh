@@ -7,7 +7,8 @@
 # Usage: benches/train_step.sh [ROUNDS] [METHODS...]
 #        (default: 3 rounds, byol simsiam barlow swav vicreg moco dino deepcluster; simclr too)
 # Environment: SELFSUP_BENCH_STEPS (timed steps per round, default 5), SELFSUP_BENCH_WIDTH,
-# SELFSUP_BENCH_BATCH, SELFSUP_BENCH_OPTIMIZER (sgd, the default: momentum 0.9, wd 5e-4; lars:
+# SELFSUP_BENCH_BATCH, SELFSUP_BENCH_HEAD_WIDTH (the heads' scale in both tools, default 0.25; 1
+# for the papers' heads), SELFSUP_BENCH_OPTIMIZER (sgd, the default: momentum 0.9, wd 5e-4; lars:
 # VICReg's CIFAR LARS, wd 1e-4, in both tools; lars-tensor-ops: selfsup's LARS without its fused
 # CPU step), the same for every method (the bench does not use the methods' presets); 1-D
 # parameters without weight decay in both tools. SELFSUP_REF_PYTHON, SELFSUP_CIFAR_DIR (the
@@ -20,6 +21,7 @@ METHODS=${*:-byol simsiam barlow swav vicreg moco dino deepcluster}
 STEPS=${SELFSUP_BENCH_STEPS:-5}
 WIDTH=${SELFSUP_BENCH_WIDTH:-16}
 BATCH=${SELFSUP_BENCH_BATCH:-256}
+HEAD_WIDTH=${SELFSUP_BENCH_HEAD_WIDTH:-0.25}
 PY=${SELFSUP_REF_PYTHON:-$HOME/.cache/selfsup-ref/bin/python}
 DATA=${SELFSUP_CIFAR_DIR:-target/data/cifar10/train}
 OPTIMIZER=${SELFSUP_BENCH_OPTIMIZER:-sgd}
@@ -30,7 +32,7 @@ date -u; nproc; lscpu | grep "Model name" || true
 cargo bench --bench train_step --no-run 2>&1 | grep -E "^error" || true
 for m in $METHODS; do
     for r in $(seq "$ROUNDS"); do
-        line=$(SELFSUP_BENCH_METHOD=$m SELFSUP_BENCH_HEAD_WIDTH=0.25 SELFSUP_BENCH_BATCH=$BATCH \
+        line=$(SELFSUP_BENCH_METHOD=$m SELFSUP_BENCH_HEAD_WIDTH=$HEAD_WIDTH SELFSUP_BENCH_BATCH=$BATCH \
             SELFSUP_BENCH_WIDTH=$WIDTH SELFSUP_BENCH_STEPS=$STEPS SELFSUP_BENCH_OPTIMIZER=$OPTIMIZER \
             cargo bench --bench train_step 2>/dev/null | grep "median" || true)
         echo "${line:-selfsup $m failed}"
@@ -39,6 +41,7 @@ for m in $METHODS; do
         fi
         # shellcheck disable=SC2086
         line=$("$PY" benches/reference/cifar10_torch.py --method "$m" --width "$WIDTH" --batch "$BATCH" \
+            --head-width "$HEAD_WIDTH" \
             $TORCH_OPTIMIZER --data "$DATA" --step-bench "$STEPS" 2>/dev/null | grep "median" || true)
         echo "${line:-pytorch $m failed}"
         if [ -n "$line" ]; then
