@@ -14,9 +14,10 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, InstructionSet, chosen_algorithm, conv2d,
-    conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_forward, direct_weight_grad,
-    limit_instruction_set, set_conv_algorithm, supports_direct, supports_direct_weight_grad,
-    supports_winograd, uses_fast_kernels, winograd_forward, winograd_weight_grad,
+    conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_channels_forward, direct_forward,
+    direct_weight_grad, limit_instruction_set, set_conv_algorithm, supports_direct,
+    supports_direct_channels, supports_direct_weight_grad, supports_winograd, uses_fast_kernels,
+    winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -219,9 +220,9 @@ fn winograd_matches_float64_reference() {
     }
 }
 
-/// The direct kernels' forward pass and 3x3 weight gradient (each variant the CPU can run:
-/// AVX-512, AVX2 + FMA, portable), and the public entry points with
-/// them fixed (forward and the stride-1 input gradient by the forward kernel, the weight
+/// The direct kernels' forward passes (over pixels and over output channels) and 3x3 weight
+/// gradient (each variant the CPU can run: AVX-512, AVX2 + FMA, portable), and the public
+/// entry points with them fixed (forward and the stride-1 input gradient by the forward kernel, the weight
 /// gradient by its own kernel for 3x3 and im2col otherwise), against the float64 direct
 /// convolution, on every stride-1 shape (odd sizes, batch 1, padding 0 to 3, output widths not
 /// a multiple of the 8 or 16 lanes, output channels not a multiple of the register tile's 4,
@@ -265,6 +266,10 @@ fn direct_kernel_matches_float64_reference() {
         (2, 3, 1, 1, 4, 3, 1, 1),
         (1, 5, 3, 3, 2, 3, 1, 0),
         (2, 3, 5, 4, 6, 3, 1, 2),
+        // Over channels: 40 outputs (a block of 32 and a tail), 16 and 9 pixels (a tile of 12
+        // or 6 and a tail), as in the deep layers it is for.
+        (3, 12, 4, 4, 40, 3, 1, 1),
+        (2, 9, 3, 3, 33, 3, 1, 1),
     ];
     let square = SHAPES
         .iter()
@@ -292,6 +297,13 @@ fn direct_kernel_matches_float64_reference() {
                 forward_error < 1e-5,
                 "direct forward of {g:?}, {limit:?} (seed {seed}): {forward_error:e}"
             );
+            let mut y = vec![f32::NAN; g.output_len()];
+            direct_channels_forward(&g, &x, &w, &mut y);
+            let channels_error = relative_error(&y, &y_ref);
+            assert!(
+                channels_error < 1e-5,
+                "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {channels_error:e}"
+            );
             if supports_direct_weight_grad(&g) {
                 let mut dw = vec![f32::NAN; g.weight_len()];
                 direct_weight_grad(&g, &x, &dy, &mut dw);
@@ -304,15 +316,64 @@ fn direct_kernel_matches_float64_reference() {
             }
         }
         limit_instruction_set(None);
-        set_conv_algorithm(Some(ConvAlgorithm::Direct));
-        let outputs = all_three(&g, &x, &w, &dy);
-        set_conv_algorithm(None);
-        let context = format!("direct, {g:?} (seed {seed})");
-        assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::DirectChannels] {
+            set_conv_algorithm(Some(algorithm));
+            let outputs = all_three(&g, &x, &w, &dy);
+            set_conv_algorithm(None);
+            let context = format!("{algorithm:?}, {g:?} (seed {seed})");
+            assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+        }
         tested += 1;
     }
     assert!(tested >= 8, "only {tested} stride-1 shapes");
     assert!(weight_grads >= 8, "only {weight_grads} 3x3 stride-1 shapes");
+}
+
+/// The direct kernel over output channels on strided layers (3x3 and 1x1 stride 2, the 7x7
+/// stride-2 stem; the stride-1 shapes are in the test above), each variant the CPU can run,
+/// and the public entry points with it fixed (forward by it; the gradients by im2col), against
+/// the float64 direct convolution.
+#[test]
+fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    // 40 output channels (a block of 32 and a tail) on a map of 4 x 3 outputs, stride 3.
+    let more: &[Shape] = &[(3, 6, 12, 9, 40, 3, 3, 1), (2, 8, 9, 9, 33, 3, 2, 0)];
+    let strided = SHAPES
+        .iter()
+        .chain(more)
+        .map(|&s| geometry(s))
+        .filter(|g| g.stride != [1, 1] && supports_direct_channels(g));
+    let mut tested = 0;
+    for g in strided {
+        let x = random(&mut rng, g.input_len());
+        let w = random(&mut rng, g.weight_len());
+        let dy = random(&mut rng, g.output_len());
+        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        for limit in [
+            None,
+            Some(InstructionSet::Avx2),
+            Some(InstructionSet::Portable),
+        ] {
+            limit_instruction_set(limit);
+            let mut y = vec![f32::NAN; g.output_len()];
+            direct_channels_forward(&g, &x, &w, &mut y);
+            let error = relative_error(&y, &y_ref);
+            assert!(
+                error < 1e-5,
+                "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
+            );
+        }
+        limit_instruction_set(None);
+        set_conv_algorithm(Some(ConvAlgorithm::DirectChannels));
+        let outputs = all_three(&g, &x, &w, &dy);
+        set_conv_algorithm(None);
+        let context = format!("direct over channels, {g:?} (seed {seed})");
+        assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+        tested += 1;
+    }
+    assert!(tested >= 7, "only {tested} strided shapes");
 }
 
 /// im2col with cache-sized groups (with up to 2 threads and an L2 cache under 2.25 MiB, one
@@ -375,7 +436,10 @@ fn algorithm_choice_is_deterministic() {
             winograd_forward(&g, &x, &w, &mut y);
             y
         }
-        ConvAlgorithm::Im2col | ConvAlgorithm::Im2colL2 | ConvAlgorithm::Direct => {
+        ConvAlgorithm::Im2col
+        | ConvAlgorithm::Im2colL2
+        | ConvAlgorithm::Direct
+        | ConvAlgorithm::DirectChannels => {
             set_conv_algorithm(Some(chosen));
             let y = run();
             set_conv_algorithm(None);
@@ -414,6 +478,7 @@ fn weight_grad_is_bit_for_bit_reproducible() {
             Some(ConvAlgorithm::Im2colL2),
             Some(ConvAlgorithm::Winograd),
             Some(ConvAlgorithm::Direct),
+            Some(ConvAlgorithm::DirectChannels),
             None,
         ];
         for algorithm in algorithms {
@@ -437,12 +502,31 @@ fn weight_grad_is_bit_for_bit_reproducible() {
     }
 }
 
-/// burn's own conv and ours, both on the flex autodiff device, on the same `Conv2d` module.
+/// burn's own conv and ours, both on the flex autodiff device, on the same `Conv2d` module:
+/// with the algorithm measured per shape, and with each algorithm fixed (where one does not
+/// apply, im2col runs).
 #[test]
 fn module_forward_and_gradients_match_burn_conv() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
     let seed: u64 = rand::random();
     device.seed(seed);
+    let algorithms = [
+        None,
+        Some(ConvAlgorithm::Im2col),
+        Some(ConvAlgorithm::Im2colL2),
+        Some(ConvAlgorithm::Winograd),
+        Some(ConvAlgorithm::Direct),
+        Some(ConvAlgorithm::DirectChannels),
+    ];
+    for algorithm in algorithms {
+        set_conv_algorithm(algorithm);
+        module_matches_burn_conv(&device, seed, algorithm);
+    }
+    set_conv_algorithm(None);
+}
+
+fn module_matches_burn_conv(device: &Device, seed: u64, algorithm: Option<ConvAlgorithm>) {
     for &(batch, cin, h, w, cout, kernel, stride, padding) in SHAPES {
         for bias in [false, true] {
             let conv = Conv2dConfig::new([cin, cout], [kernel, kernel])
@@ -451,10 +535,9 @@ fn module_forward_and_gradients_match_burn_conv() {
                     padding, padding, padding, padding,
                 ))
                 .with_bias(bias)
-                .init(&device);
-            let x =
-                Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device)
-                    .require_grad();
+                .init(device);
+            let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), device)
+                .require_grad();
             assert!(uses_fast_kernels(&conv, &x));
             let ours = conv2d(&conv, x.clone());
             let theirs = burn_conv2d(
@@ -466,7 +549,7 @@ fn module_forward_and_gradients_match_burn_conv() {
             let shape = theirs.dims();
             assert_eq!(ours.dims(), shape);
             // A random linear functional of the output, so every gradient entry is exercised.
-            let probe = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let probe = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
             let grads_ours = (ours.clone() * probe.clone()).sum().backward();
             let grads_theirs = (theirs.clone() * probe).sum().backward();
             let pairs = [
@@ -474,7 +557,7 @@ fn module_forward_and_gradients_match_burn_conv() {
                 ("input grad", x.grad(&grads_ours), x.grad(&grads_theirs)),
             ];
             let context = format!(
-                "{:?} bias {bias} (seed {seed})",
+                "{:?} bias {bias}, {algorithm:?} (seed {seed})",
                 (batch, cin, h, w, cout, kernel, stride, padding)
             );
             for (what, a, b) in pairs {

@@ -3,7 +3,10 @@
 Same shapes (benches/conv_shapes.csv), batch, repetitions and FLOP count as benches/conv.rs:
 forward under no_grad, and forward + backward of `y.sum()` with gradients for the input and
 the weight (3x the forward FLOPs). f32, no bias, torch's default CPU threads (oneDNN).
-Prints `impl,name,fwd_gflops,fwdbwd_gflops` rows.
+Prints `impl,name,fwd_gflops,fwdbwd_gflops` rows. `SELFSUP_BENCH_PASSES=1` also times each
+pass alone (forward; input gradient and weight gradient each by `aten.convolution_backward`
+with only that output asked for) and prints `passes,torch,name,forward_ms,input_grad_ms,
+weight_grad_ms` to stderr, as benches/conv.rs does for selfsup.
 """
 
 import os
@@ -28,6 +31,7 @@ def median_seconds(reps, run):
 def main():
     batch = int(os.environ.get("SELFSUP_BENCH_BATCH", "128"))
     reps = max(1, int(os.environ.get("SELFSUP_BENCH_REPS", "5")))
+    passes = os.environ.get("SELFSUP_BENCH_PASSES") == "1"
     wanted = [s for s in os.environ.get("SELFSUP_BENCH_SHAPES", "").split(",") if s]
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "conv_shapes.csv")
@@ -65,6 +69,18 @@ def main():
         fwd = median_seconds(reps, forward)
         both = median_seconds(reps, forward_backward)
         print(f"torch,{name},{gflop / fwd:.1f},{3 * gflop / both:.1f}", flush=True)
+        if passes:
+            dy = torch.randn(batch, cout, out_h, out_w)
+
+            def backward(mask):
+                return lambda: torch.ops.aten.convolution_backward(
+                    dy, x, weight, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1,
+                    mask)
+
+            millis = [1e3 * median_seconds(reps, run) for run in
+                      (forward, backward([True, False, False]), backward([False, True, False]))]
+            print(f"passes,torch,{name}," + ",".join(f"{m:.2f}" for m in millis), file=sys.stderr,
+                  flush=True)
 
 
 if __name__ == "__main__":

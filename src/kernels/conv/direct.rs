@@ -69,6 +69,22 @@ impl Layout {
         }
     }
 
+    /// The whole zero-padded input of a layer of any stride, one tile per output pixel: rows
+    /// and columns enough for the padded image and for every tap of every output pixel.
+    pub(super) fn padded_input(g: &ConvGeometry) -> Self {
+        let span = |input: usize, pad: usize, out: usize, stride: usize, kernel: usize| {
+            (input + 2 * pad).max((out - 1) * stride + kernel)
+        };
+        let [pad_h, pad_w] = g.padding;
+        let [stride_h, stride_w] = g.stride;
+        let (out_height, out_width) = (g.out_height(), g.out_width());
+        Self {
+            rows: span(g.in_height, pad_h, out_height, stride_h, g.kernel_height),
+            cols: span(g.in_width, pad_w, out_width, stride_w, g.kernel_width),
+            ..Self::of(g, 1, 1)
+        }
+    }
+
     /// The same layout with `rows` rows per padded plane (at least the image's padded height;
     /// the rest zeros), for kernels that read past the last row.
     pub(super) fn with_rows(self, rows: usize) -> Self {

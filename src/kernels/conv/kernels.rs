@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::direct::{direct_forward, supports_direct};
+use super::direct_channels::{direct_channels_forward, supports_direct_channels};
 use super::direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
@@ -252,8 +253,11 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 /// The algorithms to choose among for `g`: im2col first, then im2col with cache-sized groups
 /// where those are smaller, then those of `others` that apply, and how many there are (a fixed
 /// array: no allocation on this per-layer path).
-fn candidates(g: &ConvGeometry, others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlgorithm; 4], usize) {
-    let mut candidates = [ConvAlgorithm::Im2col; 4];
+fn candidates<const OTHERS: usize>(
+    g: &ConvGeometry,
+    others: [(bool, ConvAlgorithm); OTHERS],
+) -> ([ConvAlgorithm; 5], usize) {
+    let mut candidates = [ConvAlgorithm::Im2col; 5];
     let mut count = 1;
     let smaller_groups = cache_sized_group(g) < group_size(g);
     for (applies, algorithm) in [(smaller_groups, ConvAlgorithm::Im2colL2)]
@@ -273,10 +277,10 @@ fn candidates(g: &ConvGeometry, others: [(bool, ConvAlgorithm); 2]) -> ([ConvAlg
 /// `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in, kh, kw]`, `y` is `[N, C_out, H_out, W_out]`,
 /// all contiguous. Every element of `y` is written.
 ///
-/// Stride-1 convolutions run by im2col (with either group size), by the direct kernel or (3x3)
-/// by Winograd F(2x2, 3x3), whichever measured fastest for the shape on this machine
-/// (see [`ConvAlgorithm`]); everything else by im2col with either group size, measured the same way
-/// where the two differ.
+/// Stride-1 convolutions run by im2col (with either group size), by either direct kernel or
+/// (3x3) by Winograd F(2x2, 3x3), whichever measured fastest for the shape on this machine
+/// (see [`ConvAlgorithm`]); strided ones by im2col with either group size or the direct kernel
+/// over output channels, measured the same way; unpadded stride-1 1x1 by gemm on the input.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     check_lengths(g, x.len(), w.len(), y.len());
     let (candidates, count) = candidates(
@@ -284,6 +288,7 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         [
             (supports_winograd(g), ConvAlgorithm::Winograd),
             (supports_direct(g), ConvAlgorithm::Direct),
+            (supports_direct_channels(g), ConvAlgorithm::DirectChannels),
         ],
     );
     if count == 1 {
@@ -298,6 +303,7 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
             ConvAlgorithm::Direct => direct_forward(g, x, w, out),
+            ConvAlgorithm::DirectChannels => direct_channels_forward(g, x, w, out),
             ConvAlgorithm::Im2col => im2col_forward(g, x, w, out, group_size(g)),
             ConvAlgorithm::Im2colL2 => im2col_forward(g, x, w, out, cache_sized_group(g)),
         },
@@ -465,7 +471,10 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
             ConvAlgorithm::Direct => direct_weight_grad(g, x, dy, out),
-            ConvAlgorithm::Im2col => im2col_weight_grad(g, x, dy, out, group_size(g)),
+            // Not a weight-gradient candidate (`run_chosen` runs im2col for it).
+            ConvAlgorithm::Im2col | ConvAlgorithm::DirectChannels => {
+                im2col_weight_grad(g, x, dy, out, group_size(g))
+            }
             ConvAlgorithm::Im2colL2 => {
                 im2col_weight_grad(g, x, dy, out, cache_sized_group(g));
             }

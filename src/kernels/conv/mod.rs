@@ -1,8 +1,9 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward and weight gradient), the
+//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient), the
 //! per-shape choice between them, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
 mod direct;
+mod direct_channels;
 mod direct_weight_grad;
 mod extension;
 mod geometry;
@@ -13,6 +14,7 @@ mod plan;
 mod winograd;
 
 pub use direct::{direct_forward, supports_direct};
+pub use direct_channels::{direct_channels_forward, supports_direct_channels};
 pub use direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;

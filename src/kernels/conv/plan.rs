@@ -7,10 +7,10 @@
 //! kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
-//! cache file (`conv-algorithms-v3.txt` under `$SELFSUP_CACHE_DIR`, else
+//! cache file (`conv-algorithms-v4.txt` under `$SELFSUP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
 //! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
-//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|im2col-l2|winograd|direct` or
+//! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|im2col-l2|winograd|direct|direct-channels` or
 //! [`set_conv_algorithm`] fixes the algorithm instead (benchmarks, comparisons).
 
 use std::collections::HashMap;
@@ -40,6 +40,11 @@ pub enum ConvAlgorithm {
     /// unpadded 1x1; so also stride-1 input gradients) and [`fn@super::direct_weight_grad`] for
     /// weight gradients (3x3, stride 1).
     Direct,
+    /// [`direct_channels_forward`](super::direct_channels_forward): the direct forward kernel
+    /// with output channels instead of pixels in the vector lanes (any stride and kernel but an
+    /// unpadded stride-1 1x1; so also stride-1 input gradients), for deep layers on small maps
+    /// and strided layers. Weight gradients run as [`Self::Im2col`] where it is fixed.
+    DirectChannels,
 }
 
 impl ConvAlgorithm {
@@ -49,6 +54,7 @@ impl ConvAlgorithm {
             Self::Im2colL2 => "im2col-l2",
             Self::Winograd => "winograd",
             Self::Direct => "direct",
+            Self::DirectChannels => "direct-channels",
         }
     }
 
@@ -58,6 +64,7 @@ impl ConvAlgorithm {
             "im2col-l2" => Some(Self::Im2colL2),
             "winograd" => Some(Self::Winograd),
             "direct" => Some(Self::Direct),
+            "direct-channels" => Some(Self::DirectChannels),
             _ => None,
         }
     }
@@ -68,6 +75,7 @@ const FORCED_IM2COL: u8 = 1;
 const FORCED_WINOGRAD: u8 = 2;
 const FORCED_DIRECT: u8 = 3;
 const FORCED_IM2COL_L2: u8 = 4;
+const FORCED_DIRECT_CHANNELS: u8 = 5;
 const UNSET: u8 = 255;
 
 static FORCED: AtomicU8 = AtomicU8::new(UNSET);
@@ -82,6 +90,7 @@ pub fn set_conv_algorithm(algorithm: Option<ConvAlgorithm>) {
         Some(ConvAlgorithm::Winograd) => FORCED_WINOGRAD,
         Some(ConvAlgorithm::Direct) => FORCED_DIRECT,
         Some(ConvAlgorithm::Im2colL2) => FORCED_IM2COL_L2,
+        Some(ConvAlgorithm::DirectChannels) => FORCED_DIRECT_CHANNELS,
     };
     FORCED.store(value, Ordering::Relaxed);
 }
@@ -95,6 +104,7 @@ fn forced() -> Option<ConvAlgorithm> {
             Ok("winograd") => FORCED_WINOGRAD,
             Ok("direct") => FORCED_DIRECT,
             Ok("im2col-l2") => FORCED_IM2COL_L2,
+            Ok("direct-channels") => FORCED_DIRECT_CHANNELS,
             _ => MEASURED,
         };
         // A concurrent set_conv_algorithm wins over the environment.
@@ -106,6 +116,7 @@ fn forced() -> Option<ConvAlgorithm> {
         FORCED_WINOGRAD => Some(ConvAlgorithm::Winograd),
         FORCED_DIRECT => Some(ConvAlgorithm::Direct),
         FORCED_IM2COL_L2 => Some(ConvAlgorithm::Im2colL2),
+        FORCED_DIRECT_CHANNELS => Some(ConvAlgorithm::DirectChannels),
         _ => None,
     }
 }
@@ -169,9 +180,10 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    // v3: the direct weight gradient and im2col with cache-sized groups joined the candidates;
-    // v2's choices never measured them (v2: the direct forward kernel; v1 had neither).
-    Some(dir.join("conv-algorithms-v3.txt"))
+    // v4: the direct forward kernel over output channels joined the candidates; v3's choices
+    // never measured it (v3: the direct weight gradient and im2col with cache-sized groups;
+    // v2: the direct forward kernel; v1 had none of them).
+    Some(dir.join("conv-algorithms-v4.txt"))
 }
 
 /// The choices made so far: the cache file's, then this process's.

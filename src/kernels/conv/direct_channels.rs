@@ -1,0 +1,387 @@
+//! Direct convolution with the output channels in the vector lanes: for the deep layers on
+//! small maps (8 x 8, 4 x 4), where a vector along an image row has too few pixels to fill,
+//! and for strided layers.
+//!
+//! `y[n, o, i, j] = Σ_{c, a, b} w[o, c, a, b] · x̃[n, c, i·s + a, j·s + b]`, with `x̃` the
+//! input padded by `padding` zeros on each side and `s` the stride.
+//!
+//! [`super::direct_forward`] puts neighbouring output pixels of one row in a vector: on a 4 x 4
+//! map half of each 8-lane vector is padding, and the 16-lane vectors of AVX-512 never fill.
+//! Here a vector holds `V` neighbouring output channels of one pixel instead (the layout oneDNN
+//! uses for these layers), so the map's size does not matter: a register tile of [`VECTORS`]
+//! vectors of output channels by `P` output pixels (anywhere in the image: the tile's pixels
+//! are a list of offsets into the padded image, so a tile runs on from one row into the next,
+//! and a stride only spaces the offsets) accumulates over every input channel and kernel tap.
+//! Per tap, [`VECTORS`] vector loads of the weights and `P` broadcasts of input values feed
+//! `VECTORS · P` vector multiply-adds. The tile's sums are stored channel-last and transposed
+//! once per image into `[C_out, H_out, W_out]`. Each output is one sum in a fixed order
+//! (channels, then taps), so results do not depend on threads.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::direct::{Layout, MultiplyAdd, Separate, pad_image};
+use super::geometry::ConvGeometry;
+#[cfg(target_arch = "x86_64")]
+use super::isa::{has_avx2_fma, has_avx512};
+use super::kernels::prefix;
+
+/// Vectors of output channels per register tile.
+const VECTORS: usize = 2;
+
+/// Whether [`direct_channels_forward`] computes `g`: any stride and kernel but an unpadded
+/// stride-1 1x1 (that one reads the input directly as a matrix and stays with gemm).
+pub fn supports_direct_channels(g: &ConvGeometry) -> bool {
+    g.is_valid() && !g.is_pointwise()
+}
+
+thread_local! {
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static CHANNEL_LAST: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forward convolution with the output channels in the vector lanes: the
+/// same result as [`super::conv2d_forward`] up to rounding. `x [N, C_in, H, W]`, `w [C_out,
+/// C_in, kh, kw]`, `y [N, C_out, H_out, W_out]`, contiguous; every element of `y` is written.
+pub fn direct_channels_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    assert!(
+        supports_direct_channels(g),
+        "direct conv over channels: unsupported geometry {g:?}"
+    );
+    assert_eq!(
+        x.len(),
+        g.input_len(),
+        "direct conv over channels: input length"
+    );
+    assert_eq!(
+        w.len(),
+        g.weight_len(),
+        "direct conv over channels: weight length"
+    );
+    assert_eq!(
+        y.len(),
+        g.output_len(),
+        "direct conv over channels: output length"
+    );
+    // AVX-512: 2 x 8 accumulators of 16 lanes, 2 weight vectors and a broadcast in 32
+    // registers (with 12 pixels LLVM loads all twelve broadcasts ahead and spills accumulators:
+    // 2.3x slower on `w16-l4-3x3`; 10 pixels measured 20% slower than 8); with 16 registers,
+    // 2 x 6 of 8 lanes.
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return forward_with::<8, Avx512Tile>(g, x, w, y);
+        }
+        if has_avx2_fma() {
+            return forward_with::<6, Avx2Tile>(g, x, w, y);
+        }
+    }
+    forward_with::<6, PortableTile>(g, x, w, y);
+}
+
+/// The register tile of one instruction set: `P` pixels by [`Self::BLOCK`] output channels.
+trait ChannelTile<const P: usize> {
+    /// Output channels per tile: [`VECTORS`] vectors.
+    const BLOCK: usize;
+
+    /// One image's channel-last sums with this tile (a function compiled for the instruction
+    /// set, so that the tile inlines into code that may use it).
+    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]);
+
+    /// Writes the tile at pixels `offsets` to `out[k · BLOCK + o]`: the sum over the input
+    /// channels `c` and taps `t` of `block_weights[(c · taps + t) · BLOCK + o] ·
+    /// padded[c · plane + offsets[k] + taps[t]]`.
+    ///
+    /// # Safety
+    /// The CPU has the tile's instructions, `block_weights` holds whole channels of `taps.len()
+    /// · BLOCK` values, and every `c · plane + offsets[k] + taps[t]` is inside `padded`.
+    unsafe fn sums(
+        padded: &[f32],
+        plane: usize,
+        taps: &[usize],
+        block_weights: &[f32],
+        offsets: &[usize; P],
+        out: &mut [f32],
+    );
+}
+
+/// Portable code: 8-lane arrays the compiler vectorises for the build's baseline target.
+struct PortableTile;
+
+impl<const P: usize> ChannelTile<P> for PortableTile {
+    const BLOCK: usize = VECTORS * 8;
+
+    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+        convolve_tiles::<P, Self>(plan, padded, sums);
+    }
+
+    #[inline(always)]
+    unsafe fn sums(
+        padded: &[f32],
+        plane: usize,
+        taps: &[usize],
+        block_weights: &[f32],
+        offsets: &[usize; P],
+        out: &mut [f32],
+    ) {
+        let mut acc = [[[0.0f32; 8]; VECTORS]; P];
+        let channel_len = taps.len() * VECTORS * 8;
+        for (channel, channel_weights) in block_weights.chunks_exact(channel_len).enumerate() {
+            let base = channel * plane;
+            for (&tap, weights) in taps.iter().zip(channel_weights.chunks_exact(VECTORS * 8)) {
+                for (k, sums) in acc.iter_mut().enumerate() {
+                    let value = padded[base + offsets[k] + tap];
+                    for (sum, weight) in sums.as_flattened_mut().iter_mut().zip(weights) {
+                        *sum = Separate::multiply_add(*sum, *weight, value);
+                    }
+                }
+            }
+        }
+        out[..P * VECTORS * 8].copy_from_slice(acc.as_flattened().as_flattened());
+    }
+}
+
+/// AVX2 + FMA: `P` x 2 accumulators of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Tile;
+
+#[cfg(target_arch = "x86_64")]
+impl<const P: usize> ChannelTile<P> for Avx2Tile {
+    const BLOCK: usize = VECTORS * 8;
+
+    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+        #[target_feature(enable = "avx2,fma")]
+        fn with_avx2<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+            convolve_tiles::<P, Avx2Tile>(plan, padded, sums);
+        }
+        // SAFETY: `direct_channels_forward` chose this tile after checking for AVX2 and FMA.
+        unsafe { with_avx2::<P>(plan, padded, sums) }
+    }
+
+    #[inline(always)]
+    unsafe fn sums(
+        padded: &[f32],
+        plane: usize,
+        taps: &[usize],
+        block_weights: &[f32],
+        offsets: &[usize; P],
+        out: &mut [f32],
+    ) {
+        use std::arch::x86_64::{
+            _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        };
+        assert!(out.len() >= P * VECTORS * 8);
+        // SAFETY (whole block): the caller guarantees AVX2 + FMA and that every read is inside
+        // `padded` and `block_weights`; the stores are inside `out` (asserted).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); VECTORS]; P];
+            let channel_len = taps.len() * VECTORS * 8;
+            for channel in 0..block_weights.len() / channel_len {
+                let base = padded.as_ptr().add(channel * plane);
+                let weights = block_weights.as_ptr().add(channel * channel_len);
+                for (t, &tap) in taps.iter().enumerate() {
+                    let w0 = _mm256_loadu_ps(weights.add(t * VECTORS * 8));
+                    let w1 = _mm256_loadu_ps(weights.add(t * VECTORS * 8 + 8));
+                    let at = base.add(tap);
+                    for (k, sums) in acc.iter_mut().enumerate() {
+                        let value = _mm256_set1_ps(*at.add(offsets[k]));
+                        sums[0] = _mm256_fmadd_ps(w0, value, sums[0]);
+                        sums[1] = _mm256_fmadd_ps(w1, value, sums[1]);
+                    }
+                }
+            }
+            for (k, sums) in acc.iter().enumerate() {
+                for (v, sum) in sums.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add((k * VECTORS + v) * 8), *sum);
+                }
+            }
+        }
+    }
+}
+
+/// AVX-512: `P` x 2 accumulators of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+struct Avx512Tile;
+
+#[cfg(target_arch = "x86_64")]
+impl<const P: usize> ChannelTile<P> for Avx512Tile {
+    const BLOCK: usize = VECTORS * 16;
+
+    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn with_avx512<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+            convolve_tiles::<P, Avx512Tile>(plan, padded, sums);
+        }
+        // SAFETY: `direct_channels_forward` chose this tile after checking for AVX-512F, AVX2
+        // and FMA.
+        unsafe { with_avx512::<P>(plan, padded, sums) }
+    }
+
+    #[inline(always)]
+    unsafe fn sums(
+        padded: &[f32],
+        plane: usize,
+        taps: &[usize],
+        block_weights: &[f32],
+        offsets: &[usize; P],
+        out: &mut [f32],
+    ) {
+        use std::arch::x86_64::{
+            _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        };
+        assert!(out.len() >= P * VECTORS * 16);
+        // SAFETY (whole block): the caller guarantees AVX-512F and that every read is inside
+        // `padded` and `block_weights`; the stores are inside `out` (asserted).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); VECTORS]; P];
+            let channel_len = taps.len() * VECTORS * 16;
+            for channel in 0..block_weights.len() / channel_len {
+                let base = padded.as_ptr().add(channel * plane);
+                let weights = block_weights.as_ptr().add(channel * channel_len);
+                for (t, &tap) in taps.iter().enumerate() {
+                    let w0 = _mm512_loadu_ps(weights.add(t * VECTORS * 16));
+                    let w1 = _mm512_loadu_ps(weights.add(t * VECTORS * 16 + 16));
+                    let at = base.add(tap);
+                    for (k, sums) in acc.iter_mut().enumerate() {
+                        let value = _mm512_set1_ps(*at.add(offsets[k]));
+                        sums[0] = _mm512_fmadd_ps(w0, value, sums[0]);
+                        sums[1] = _mm512_fmadd_ps(w1, value, sums[1]);
+                    }
+                }
+            }
+            for (k, sums) in acc.iter().enumerate() {
+                for (v, sum) in sums.iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add((k * VECTORS + v) * 16), *sum);
+                }
+            }
+        }
+    }
+}
+
+/// What every image's convolution shares: the padded layout, the repacked weights, and where
+/// each output pixel and kernel tap reads from in a padded plane.
+struct Plan {
+    layout: Layout,
+    /// `w` as `[blocks, C_in, taps, block]`, the last block completed with zeros.
+    weights: Vec<f32>,
+    /// `a · cols + b` for each tap `(a, b)`, in the order of the weights.
+    taps: Vec<usize>,
+    /// `i · s · cols + j · s` for each output pixel `(i, j)` (`s` the stride), the last
+    /// repeated up to whole tiles.
+    pixels: Vec<usize>,
+    /// Output channels per block (a tile's).
+    block: usize,
+    /// Output channels rounded up to whole blocks.
+    padded_channels: usize,
+}
+
+impl Plan {
+    fn new(g: &ConvGeometry, w: &[f32], block: usize, tile_pixels: usize) -> Self {
+        let layout = Layout::padded_input(g);
+        let (kh, kw) = (g.kernel_height, g.kernel_width);
+        let [stride_h, stride_w] = g.stride;
+        let taps: Vec<usize> = (0..kh)
+            .flat_map(|a| (0..kw).map(move |b| a * layout.cols + b))
+            .collect();
+        let out_pixels = g.out_pixels();
+        let pixels = (0..out_pixels.next_multiple_of(tile_pixels))
+            .map(|p| {
+                let p = p.min(out_pixels - 1);
+                (p / layout.out_width) * stride_h * layout.cols + p % layout.out_width * stride_w
+            })
+            .collect();
+        let padded_channels = g.out_channels.next_multiple_of(block);
+        let mut weights = vec![0.0f32; padded_channels * g.in_channels * taps.len()];
+        for o in 0..g.out_channels {
+            let (b, lane) = (o / block, o % block);
+            for c in 0..g.in_channels {
+                for tap in 0..taps.len() {
+                    weights[((b * g.in_channels + c) * taps.len() + tap) * block + lane] =
+                        w[(o * g.in_channels + c) * taps.len() + tap];
+                }
+            }
+        }
+        Self {
+            layout,
+            weights,
+            taps,
+            pixels,
+            block,
+            padded_channels,
+        }
+    }
+}
+
+/// [`direct_channels_forward`] with tile `K` of `P` pixels, one image per task.
+fn forward_with<const P: usize, K: ChannelTile<P>>(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) {
+    let plan = Plan::new(g, w, K::BLOCK, P);
+    let layout = plan.layout;
+    let image_in = g.in_channels * g.in_pixels();
+    let out_pixels = g.out_pixels();
+    y.par_chunks_mut(g.out_channels * out_pixels)
+        .zip(x.par_chunks(image_in))
+        .for_each(|(out, image)| {
+            PADDED.with(|padded| {
+                CHANNEL_LAST.with(|sums| {
+                    let padded = &mut *padded.borrow_mut();
+                    let padded = prefix(padded, layout.channels * layout.plane());
+                    pad_image(g, &layout, image, padded);
+                    let sums = &mut *sums.borrow_mut();
+                    let sums = prefix(sums, plan.pixels.len() * plan.padded_channels);
+                    K::convolve_image(&plan, padded, sums);
+                    transpose_into(sums, plan.padded_channels, out_pixels, out);
+                });
+            });
+        });
+}
+
+/// `sums [pixels, padded_channels]` (channel-last, possibly more pixels than the image has)
+/// into `out [C_out, pixels]`.
+fn transpose_into(sums: &[f32], padded_channels: usize, pixels: usize, out: &mut [f32]) {
+    for (o, plane) in out.chunks_exact_mut(pixels).enumerate() {
+        for (p, value) in plane.iter_mut().enumerate() {
+            *value = sums[p * padded_channels + o];
+        }
+    }
+}
+
+/// Every tile of one image: blocks of output channels by `P` pixels, into `sums [pixels,
+/// padded_channels]`.
+#[inline(always)]
+fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
+    plan: &Plan,
+    padded: &[f32],
+    sums: &mut [f32],
+) {
+    let plane = plan.layout.plane();
+    let block_len = plan.layout.channels * plan.taps.len() * plan.block;
+    // Every read below is at most here: the last pixel's last tap in the last channel.
+    let last_read = plan.pixels.iter().max().copied().unwrap_or(0)
+        + plan.taps.iter().max().copied().unwrap_or(0);
+    assert!(
+        last_read < plane && padded.len() == plan.layout.channels * plane,
+        "direct conv over channels: read outside the padded image"
+    );
+    assert_eq!(plan.pixels.len() % P, 0);
+    assert_eq!(sums.len(), plan.pixels.len() * plan.padded_channels);
+    let mut tile = vec![0.0f32; P * plan.block];
+    for (b, block_weights) in plan.weights.chunks_exact(block_len).enumerate() {
+        for (t, offsets) in plan.pixels.chunks_exact(P).enumerate() {
+            let offsets: &[usize; P] = offsets.try_into().expect("P pixels per tile");
+            // SAFETY: the caller chose `K` for this CPU; `block_weights` holds C_in channels of
+            // taps·block values (chunks_exact); reads end at (C_in - 1)·plane + last_read <
+            // padded.len() (asserted above).
+            unsafe { K::sums(padded, plane, &plan.taps, block_weights, offsets, &mut tile) };
+            for (k, values) in tile.chunks_exact(plan.block).enumerate() {
+                let at = (t * P + k) * plan.padded_channels + b * plan.block;
+                sums[at..at + plan.block].copy_from_slice(values);
+            }
+        }
+    }
+}
