@@ -132,6 +132,43 @@ fn all_three(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> [Vec<f32>; 3
     [y, dx, dw]
 }
 
+/// Every variant of the direct kernels this CPU can run: the widest, then capped to AVX2 and to
+/// portable code.
+const INSTRUCTION_SETS: [Option<InstructionSet>; 3] = [
+    None,
+    Some(InstructionSet::Avx2),
+    Some(InstructionSet::Portable),
+];
+
+/// The relative error of a forward `kernel`'s output (into a buffer of garbage) against the
+/// float64 reference `y_ref`.
+fn forward_error(
+    kernel: fn(&ConvGeometry, &[f32], &[f32], &mut [f32]),
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    y_ref: &[f64],
+) -> f64 {
+    let mut y = vec![f32::NAN; g.output_len()];
+    kernel(g, x, w, &mut y);
+    relative_error(&y, y_ref)
+}
+
+/// [`all_three`] with `algorithm` fixed (where it does not apply, im2col runs), then back to
+/// the measured choice. The caller holds [`ALGORITHM`].
+fn all_three_fixed(
+    algorithm: ConvAlgorithm,
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> [Vec<f32>; 3] {
+    set_conv_algorithm(Some(algorithm));
+    let outputs = all_three(g, x, w, dy);
+    set_conv_algorithm(None);
+    outputs
+}
+
 /// Each of [`all_three`]'s outputs within 1e-4 relative Frobenius error of its reference.
 fn assert_all_close(context: &str, actual: [Vec<f32>; 3], expected: [&Vec<f64>; 3]) {
     let names = ["forward", "input grad", "weight grad"];
@@ -211,9 +248,7 @@ fn winograd_matches_float64_reference() {
         // The error bound BENCHMARKS.md states comes from these lines (`--nocapture`).
         eprintln!("winograd {shape:?}: forward {forward_error:.1e}, weight grad {dw_error:.1e}");
         for algorithm in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
-            set_conv_algorithm(Some(algorithm));
-            let outputs = all_three(&g, &x, &w, &dy);
-            set_conv_algorithm(None);
+            let outputs = all_three_fixed(algorithm, &g, &x, &w, &dy);
             let context = format!("{algorithm:?}, {shape:?} (seed {seed})");
             assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         }
@@ -283,26 +318,17 @@ fn direct_kernel_matches_float64_reference() {
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
-        // Every variant this CPU can run: the widest, then capped to AVX2 and to portable code.
-        for limit in [
-            None,
-            Some(InstructionSet::Avx2),
-            Some(InstructionSet::Portable),
-        ] {
+        for limit in INSTRUCTION_SETS {
             limit_instruction_set(limit);
-            let mut y = vec![f32::NAN; g.output_len()];
-            direct_forward(&g, &x, &w, &mut y);
-            let forward_error = relative_error(&y, &y_ref);
+            let error = forward_error(direct_forward, &g, &x, &w, &y_ref);
             assert!(
-                forward_error < 1e-5,
-                "direct forward of {g:?}, {limit:?} (seed {seed}): {forward_error:e}"
+                error < 1e-5,
+                "direct forward of {g:?}, {limit:?} (seed {seed}): {error:e}"
             );
-            let mut y = vec![f32::NAN; g.output_len()];
-            direct_channels_forward(&g, &x, &w, &mut y);
-            let channels_error = relative_error(&y, &y_ref);
+            let error = forward_error(direct_channels_forward, &g, &x, &w, &y_ref);
             assert!(
-                channels_error < 1e-5,
-                "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {channels_error:e}"
+                error < 1e-5,
+                "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
             );
             if supports_direct_weight_grad(&g) {
                 let mut dw = vec![f32::NAN; g.weight_len()];
@@ -317,9 +343,7 @@ fn direct_kernel_matches_float64_reference() {
         }
         limit_instruction_set(None);
         for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::DirectChannels] {
-            set_conv_algorithm(Some(algorithm));
-            let outputs = all_three(&g, &x, &w, &dy);
-            set_conv_algorithm(None);
+            let outputs = all_three_fixed(algorithm, &g, &x, &w, &dy);
             let context = format!("{algorithm:?}, {g:?} (seed {seed})");
             assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         }
@@ -351,24 +375,16 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
-        for limit in [
-            None,
-            Some(InstructionSet::Avx2),
-            Some(InstructionSet::Portable),
-        ] {
+        for limit in INSTRUCTION_SETS {
             limit_instruction_set(limit);
-            let mut y = vec![f32::NAN; g.output_len()];
-            direct_channels_forward(&g, &x, &w, &mut y);
-            let error = relative_error(&y, &y_ref);
+            let error = forward_error(direct_channels_forward, &g, &x, &w, &y_ref);
             assert!(
                 error < 1e-5,
                 "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
             );
         }
         limit_instruction_set(None);
-        set_conv_algorithm(Some(ConvAlgorithm::DirectChannels));
-        let outputs = all_three(&g, &x, &w, &dy);
-        set_conv_algorithm(None);
+        let outputs = all_three_fixed(ConvAlgorithm::DirectChannels, &g, &x, &w, &dy);
         let context = format!("direct over channels, {g:?} (seed {seed})");
         assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         tested += 1;

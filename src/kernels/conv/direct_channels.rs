@@ -142,122 +142,84 @@ impl<const P: usize> ChannelTile<P> for PortableTile {
     }
 }
 
-/// AVX2 + FMA: `P` x 2 accumulators of 8 lanes.
+/// A [`ChannelTile`] of `P` x [`VECTORS`] accumulators of `$lanes` lanes, written with the
+/// `std::arch` intrinsics of one instruction set (`$features`): the two x86 variants differ
+/// only in vector type and width.
 #[cfg(target_arch = "x86_64")]
-struct Avx2Tile;
+macro_rules! intrinsics_tile {
+    ($(#[$doc:meta])* $name:ident, $lanes:literal, $features:literal,
+     $zero:ident, $load:ident, $splat:ident, $fma:ident, $store:ident) => {
+        $(#[$doc])*
+        struct $name;
 
-#[cfg(target_arch = "x86_64")]
-impl<const P: usize> ChannelTile<P> for Avx2Tile {
-    const BLOCK: usize = VECTORS * 8;
+        impl<const P: usize> ChannelTile<P> for $name {
+            const BLOCK: usize = VECTORS * $lanes;
 
-    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-        #[target_feature(enable = "avx2,fma")]
-        fn with_avx2<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-            convolve_tiles::<P, Avx2Tile>(plan, padded, sums);
-        }
-        // SAFETY: `direct_channels_forward` chose this tile after checking for AVX2 and FMA.
-        unsafe { with_avx2::<P>(plan, padded, sums) }
-    }
+            fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+                #[target_feature(enable = $features)]
+                fn with_features<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+                    convolve_tiles::<P, $name>(plan, padded, sums);
+                }
+                // SAFETY: `direct_channels_forward` chose this tile after checking that the
+                // CPU has these features.
+                unsafe { with_features::<P>(plan, padded, sums) }
+            }
 
-    #[inline(always)]
-    unsafe fn sums(
-        padded: &[f32],
-        plane: usize,
-        taps: &[usize],
-        block_weights: &[f32],
-        offsets: &[usize; P],
-        out: &mut [f32],
-    ) {
-        use std::arch::x86_64::{
-            _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
-        };
-        assert!(out.len() >= P * VECTORS * 8);
-        // SAFETY (whole block): the caller guarantees AVX2 + FMA and that every read is inside
-        // `padded` and `block_weights`; the stores are inside `out` (asserted).
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); VECTORS]; P];
-            let channel_len = taps.len() * VECTORS * 8;
-            for channel in 0..block_weights.len() / channel_len {
-                let base = padded.as_ptr().add(channel * plane);
-                let weights = block_weights.as_ptr().add(channel * channel_len);
-                for (t, &tap) in taps.iter().enumerate() {
-                    let w0 = _mm256_loadu_ps(weights.add(t * VECTORS * 8));
-                    let w1 = _mm256_loadu_ps(weights.add(t * VECTORS * 8 + 8));
-                    let at = base.add(tap);
-                    for (k, sums) in acc.iter_mut().enumerate() {
-                        let value = _mm256_set1_ps(*at.add(offsets[k]));
-                        sums[0] = _mm256_fmadd_ps(w0, value, sums[0]);
-                        sums[1] = _mm256_fmadd_ps(w1, value, sums[1]);
+            #[inline(always)]
+            unsafe fn sums(
+                padded: &[f32],
+                plane: usize,
+                taps: &[usize],
+                block_weights: &[f32],
+                offsets: &[usize; P],
+                out: &mut [f32],
+            ) {
+                use std::arch::x86_64::{$fma, $load, $splat, $store, $zero};
+                const BLOCK: usize = VECTORS * $lanes;
+                assert!(out.len() >= P * BLOCK);
+                // SAFETY (whole block): the caller guarantees the features and that every read
+                // is inside `padded` and `block_weights`; the stores are inside `out` (asserted).
+                unsafe {
+                    let mut acc = [[$zero(); VECTORS]; P];
+                    let channel_len = taps.len() * BLOCK;
+                    for channel in 0..block_weights.len() / channel_len {
+                        let base = padded.as_ptr().add(channel * plane);
+                        let weights = block_weights.as_ptr().add(channel * channel_len);
+                        for (t, &tap) in taps.iter().enumerate() {
+                            let w0 = $load(weights.add(t * BLOCK));
+                            let w1 = $load(weights.add(t * BLOCK + $lanes));
+                            let at = base.add(tap);
+                            for (k, sums) in acc.iter_mut().enumerate() {
+                                let value = $splat(*at.add(offsets[k]));
+                                sums[0] = $fma(w0, value, sums[0]);
+                                sums[1] = $fma(w1, value, sums[1]);
+                            }
+                        }
+                    }
+                    for (k, sums) in acc.iter().enumerate() {
+                        for (v, sum) in sums.iter().enumerate() {
+                            $store(out.as_mut_ptr().add((k * VECTORS + v) * $lanes), *sum);
+                        }
                     }
                 }
             }
-            for (k, sums) in acc.iter().enumerate() {
-                for (v, sum) in sums.iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add((k * VECTORS + v) * 8), *sum);
-                }
-            }
         }
-    }
+    };
 }
 
-/// AVX-512: `P` x 2 accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
-struct Avx512Tile;
+intrinsics_tile!(
+    /// AVX2 + FMA: `P` x 2 accumulators of 8 lanes.
+    Avx2Tile, 8, "avx2,fma",
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+);
 
 #[cfg(target_arch = "x86_64")]
-impl<const P: usize> ChannelTile<P> for Avx512Tile {
-    const BLOCK: usize = VECTORS * 16;
-
-    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn with_avx512<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-            convolve_tiles::<P, Avx512Tile>(plan, padded, sums);
-        }
-        // SAFETY: `direct_channels_forward` chose this tile after checking for AVX-512F, AVX2
-        // and FMA.
-        unsafe { with_avx512::<P>(plan, padded, sums) }
-    }
-
-    #[inline(always)]
-    unsafe fn sums(
-        padded: &[f32],
-        plane: usize,
-        taps: &[usize],
-        block_weights: &[f32],
-        offsets: &[usize; P],
-        out: &mut [f32],
-    ) {
-        use std::arch::x86_64::{
-            _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-        };
-        assert!(out.len() >= P * VECTORS * 16);
-        // SAFETY (whole block): the caller guarantees AVX-512F and that every read is inside
-        // `padded` and `block_weights`; the stores are inside `out` (asserted).
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); VECTORS]; P];
-            let channel_len = taps.len() * VECTORS * 16;
-            for channel in 0..block_weights.len() / channel_len {
-                let base = padded.as_ptr().add(channel * plane);
-                let weights = block_weights.as_ptr().add(channel * channel_len);
-                for (t, &tap) in taps.iter().enumerate() {
-                    let w0 = _mm512_loadu_ps(weights.add(t * VECTORS * 16));
-                    let w1 = _mm512_loadu_ps(weights.add(t * VECTORS * 16 + 16));
-                    let at = base.add(tap);
-                    for (k, sums) in acc.iter_mut().enumerate() {
-                        let value = _mm512_set1_ps(*at.add(offsets[k]));
-                        sums[0] = _mm512_fmadd_ps(w0, value, sums[0]);
-                        sums[1] = _mm512_fmadd_ps(w1, value, sums[1]);
-                    }
-                }
-            }
-            for (k, sums) in acc.iter().enumerate() {
-                for (v, sum) in sums.iter().enumerate() {
-                    _mm512_storeu_ps(out.as_mut_ptr().add((k * VECTORS + v) * 16), *sum);
-                }
-            }
-        }
-    }
-}
+intrinsics_tile!(
+    /// AVX-512: `P` x 2 accumulators of 16 lanes.
+    Avx512Tile, 16, "avx512f,avx2,fma",
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
+);
 
 /// What every image's convolution shares: the padded layout, the repacked weights, and where
 /// each output pixel and kernel tap reads from in a padded plane.
