@@ -3,8 +3,8 @@
 //! 2.25x fewer multiplications but moves more memory, so it pays on deep layers and loses on narrow ones; the direct kernel
 //! saves the unfolding, which matters most on narrow layers; by amounts that differ between
 //! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
-//! each candidate runs three times on the call's own data and the fastest (by its best time) is
-//! kept.
+//! each candidate runs at least three times (up to ten on small layers) on the call's own data
+//! and the fastest (by its best time) is kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
 //! cache file (`conv-algorithms-v4.txt` under `$SELFSUP_CACHE_DIR`, else
@@ -263,6 +263,15 @@ pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorith
     })
 }
 
+/// Rounds of the measurement: every candidate runs once per round, and each is judged by its
+/// best round. At least [`MIN_ROUNDS`]; more, up to [`MAX_ROUNDS`], while the measurement has
+/// taken less than [`MEASURING_TIME`], so that small layers (well under a millisecond a call)
+/// are judged on enough calls to see past a slow moment of a shared machine, at a cost of a
+/// few tenths of a second once per shape.
+const MIN_ROUNDS: usize = 3;
+const MAX_ROUNDS: usize = 10;
+const MEASURING_TIME: Duration = Duration::from_millis(200);
+
 /// Runs `run(algorithm, output)` with the algorithm chosen for `g`'s `pass` among
 /// `candidates` (im2col first, then those that apply to `g`), measuring each first when the
 /// shape is new; the result always ends in `y`. A fixed algorithm that is not a candidate runs
@@ -303,7 +312,11 @@ pub(super) fn run_chosen(
     // more into `y`, so the measurement holds one extra output, not one per candidate.
     let mut best = vec![Duration::MAX; candidates.len()];
     let mut scratch = vec![0.0f32; if candidates.len() > 1 { y.len() } else { 0 }];
-    for _ in 0..3 {
+    let started = Instant::now();
+    for round in 0..MAX_ROUNDS {
+        if round >= MIN_ROUNDS && started.elapsed() >= MEASURING_TIME {
+            break;
+        }
         for (index, (&algorithm, best)) in candidates.iter().zip(&mut best).enumerate() {
             let out = if index == 0 {
                 &mut *y
