@@ -22,6 +22,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::direct::{Layout, pad_image};
 use super::geometry::ConvGeometry;
 use super::kernels::{Mat, group_size, matmul_strided, prefix};
 
@@ -37,6 +38,8 @@ pub fn supports_winograd(g: &ConvGeometry) -> bool {
 struct Scratch {
     transformed: Vec<f32>,
     products: Vec<f32>,
+    /// One image, zero-padded so that every input tile lies inside it.
+    padded: Vec<f32>,
 }
 
 thread_local! {
@@ -85,9 +88,10 @@ pub fn winograd_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 let Scratch {
                     transformed,
                     products,
+                    padded,
                 } = &mut *cell.borrow_mut();
                 let v = prefix(transformed, POSITIONS * g.in_channels * columns);
-                transform_input(g, tiles, x, first, count, v);
+                transform_input(g, tiles, x, first, count, padded, v);
                 let m = prefix(products, POSITIONS * g.out_channels * columns);
                 multiply(g, columns, v, &weights, m);
                 transform_output(g, tiles, m, count, out);
@@ -130,19 +134,19 @@ fn transform_input(
     x: &[f32],
     first: usize,
     count: usize,
+    padded: &mut Vec<f32>,
     v: &mut [f32],
 ) {
-    let (h, w) = (g.in_height, g.in_width);
-    let plane = h * w;
+    let layout = Layout::of(g, 2, 2);
+    let image_in = g.in_channels * g.in_pixels();
     let columns = count * tiles.per_image();
-    for c in 0..g.in_channels {
-        for i in 0..count {
-            let input = &x[((first + i) * g.in_channels + c) * plane..][..plane];
+    let padded = prefix(padded, g.in_channels * layout.plane());
+    for i in 0..count {
+        pad_image(g, &layout, &x[(first + i) * image_in..][..image_in], padded);
+        for (c, plane) in padded.chunks_exact(layout.plane()).enumerate() {
             for tr in 0..tiles.rows {
-                let top = (2 * tr) as isize - g.padding[0] as isize;
                 for tc in 0..tiles.cols {
-                    let left = (2 * tc) as isize - g.padding[1] as isize;
-                    let d = load_tile(input, h, w, top, left);
+                    let d = load_tile(plane, layout.cols, tr, tc);
                     let t = (i * tiles.rows + tr) * tiles.cols + tc;
                     let transformed = input_transform(&d);
                     for (e, value) in transformed.into_iter().enumerate() {
@@ -154,31 +158,16 @@ fn transform_input(
     }
 }
 
-/// The 4x4 input tile at `(top, left)` of a `h x w` plane, zero outside it.
+/// Input tile `(tr, tc)` (rows `2·tr ..` and columns `2·tc ..`, four of each) of a padded
+/// plane of `cols` columns ([`Layout::of`] with 2x2 tiles holds every tile).
 #[inline(always)]
-fn load_tile(plane: &[f32], h: usize, w: usize, top: isize, left: isize) -> [[f32; 4]; 4] {
-    let mut d = [[0.0f32; 4]; 4];
-    let inside = top >= 0 && left >= 0 && top as usize + 4 <= h && left as usize + 4 <= w;
-    if inside {
-        let (top, left) = (top as usize, left as usize);
-        for (r, row) in d.iter_mut().enumerate() {
-            row.copy_from_slice(&plane[(top + r) * w + left..][..4]);
-        }
-        return d;
-    }
-    for (r, row) in d.iter_mut().enumerate() {
-        let y = top + r as isize;
-        if y < 0 || y as usize >= h {
-            continue;
-        }
-        for (s, value) in row.iter_mut().enumerate() {
-            let x = left + s as isize;
-            if x >= 0 && (x as usize) < w {
-                *value = plane[y as usize * w + x as usize];
-            }
-        }
-    }
-    d
+fn load_tile(plane: &[f32], cols: usize, tr: usize, tc: usize) -> [[f32; 4]; 4] {
+    let start = 2 * tr * cols + 2 * tc;
+    std::array::from_fn(|r| {
+        plane[start + r * cols..][..4]
+            .try_into()
+            .expect("four values")
+    })
 }
 
 /// `Bᵀ d B`, row-major.
@@ -319,9 +308,10 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
                     let Scratch {
                         transformed,
                         products,
+                        padded,
                     } = &mut *cell.borrow_mut();
                     let v = prefix(transformed, POSITIONS * cin * columns);
-                    transform_input_tile_major(g, tiles, x, first, count, v);
+                    transform_input_tile_major(g, tiles, x, first, count, padded, v);
                     let d = prefix(products, POSITIONS * cout * columns);
                     transform_output_grad(g, tiles, dy, first, count, d);
                     accumulate_products(g, columns, v, d, &mut sums);
@@ -357,20 +347,21 @@ fn transform_input_tile_major(
     x: &[f32],
     first: usize,
     count: usize,
+    padded: &mut Vec<f32>,
     v: &mut [f32],
 ) {
-    let (h, w, cin) = (g.in_height, g.in_width, g.in_channels);
-    let plane = h * w;
+    let cin = g.in_channels;
+    let layout = Layout::of(g, 2, 2);
+    let image_in = cin * g.in_pixels();
     let columns = count * tiles.per_image();
+    let padded = prefix(padded, cin * layout.plane());
     for i in 0..count {
-        let image = &x[(first + i) * cin * plane..][..cin * plane];
+        pad_image(g, &layout, &x[(first + i) * image_in..][..image_in], padded);
         for tr in 0..tiles.rows {
-            let top = (2 * tr) as isize - g.padding[0] as isize;
             for tc in 0..tiles.cols {
-                let left = (2 * tc) as isize - g.padding[1] as isize;
                 let t = (i * tiles.rows + tr) * tiles.cols + tc;
-                for c in 0..cin {
-                    let d = load_tile(&image[c * plane..][..plane], h, w, top, left);
+                for (c, plane) in padded.chunks_exact(layout.plane()).enumerate() {
+                    let d = load_tile(plane, layout.cols, tr, tc);
                     let transformed = weight_grad_input_transform(&d);
                     for (e, value) in transformed.into_iter().enumerate() {
                         v[(e * columns + t) * cin + c] = value;
