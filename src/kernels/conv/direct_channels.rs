@@ -30,6 +30,10 @@ use super::kernels::prefix;
 /// Vectors of output channels per register tile.
 const VECTORS: usize = 2;
 
+/// The most values a tile's sums take (AVX-512: 8 pixels x 32 channels), so the per-image
+/// loop keeps them on the stack.
+const MAX_TILE: usize = 8 * VECTORS * 16;
+
 /// Whether [`direct_channels_forward`] computes `g`: any stride and kernel but an unpadded
 /// stride-1 1x1 (that one reads the input directly as a matrix and stays with gemm).
 pub fn supports_direct_channels(g: &ConvGeometry) -> bool {
@@ -332,14 +336,15 @@ fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
     );
     assert_eq!(plan.pixels.len() % P, 0);
     assert_eq!(sums.len(), plan.pixels.len() * plan.padded_channels);
-    let mut tile = vec![0.0f32; P * plan.block];
+    let mut tile = [0.0f32; MAX_TILE];
+    let tile = &mut tile[..P * plan.block];
     for (b, block_weights) in plan.weights.chunks_exact(block_len).enumerate() {
         for (t, offsets) in plan.pixels.chunks_exact(P).enumerate() {
             let offsets: &[usize; P] = offsets.try_into().expect("P pixels per tile");
             // SAFETY: the caller chose `K` for this CPU; `block_weights` holds C_in channels of
             // taps·block values (chunks_exact); reads end at (C_in - 1)·plane + last_read <
             // padded.len() (asserted above).
-            unsafe { K::sums(padded, plane, &plan.taps, block_weights, offsets, &mut tile) };
+            unsafe { K::sums(padded, plane, &plan.taps, block_weights, offsets, tile) };
             for (k, values) in tile.chunks_exact(plan.block).enumerate() {
                 let at = (t * P + k) * plan.padded_channels + b * plan.block;
                 sums[at..at + plan.block].copy_from_slice(values);
