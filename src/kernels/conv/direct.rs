@@ -23,7 +23,6 @@ use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::isa::has_avx2_fma;
 use super::isa::has_avx512;
-use super::kernels::prefix;
 
 /// Output channels per register tile.
 pub(super) const CHANNELS: usize = 4;
@@ -35,7 +34,7 @@ pub fn supports_direct(g: &ConvGeometry) -> bool {
 }
 
 thread_local! {
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED: RefCell<PaddedImage> = const { RefCell::new(PaddedImage::new()) };
 }
 
 /// The tile shape and padded-image layout of one convolution.
@@ -149,8 +148,7 @@ fn forward_tiled<const R: usize, const T: usize, K: KernelSize>(
         .for_each(|(out, image)| {
             PADDED.with(|cell| {
                 let padded = &mut *cell.borrow_mut();
-                let padded = prefix(padded, layout.channels * layout.plane());
-                pad_image(g, &layout, image, padded);
+                let padded = padded.fill(g, &layout, image);
                 convolve_image::<R, T, K>(&layout, padded, weights, out);
             });
         });
@@ -174,23 +172,83 @@ fn repack_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     packed
 }
 
-/// Copies `image [C_in, H, W]` into `padded [C_in, rows, cols]` at offset `(pad_h, pad_w)`,
-/// zeros elsewhere.
-pub(super) fn pad_image(g: &ConvGeometry, layout: &Layout, image: &[f32], padded: &mut [f32]) {
-    let (h, w) = (g.in_height, g.in_width);
-    let [pad_h, pad_w] = g.padding;
-    for (plane, source) in padded
-        .chunks_exact_mut(layout.plane())
-        .zip(image.chunks_exact(h * w))
-    {
-        plane[..pad_h * layout.cols].fill(0.0);
-        for (i, line) in source.chunks_exact(w).enumerate() {
-            let row = &mut plane[(pad_h + i) * layout.cols..][..layout.cols];
-            row[..pad_w].fill(0.0);
-            row[pad_w..pad_w + w].copy_from_slice(line);
-            row[pad_w + w..].fill(0.0);
+/// A thread's zero-padded copy of one image at a time, `[C_in, rows, cols]` with the image at
+/// offset `(pad_h, pad_w)` of each plane and zeros elsewhere.
+///
+/// The zeros depend only on the layout, and every image of a layer overwrites the same cells:
+/// so the buffer is zeroed when the layout changes, and each image then costs the copy of its
+/// own rows. (Zeroing the borders per image, as this code first did, was about 1% of a
+/// training step in `memset` alone.)
+pub(super) struct PaddedImage {
+    values: Vec<f32>,
+    /// The layout (channels, rows, cols, image height and width, padding) the zeros are for.
+    zeroed_for: Option<[usize; 7]>,
+}
+
+impl PaddedImage {
+    pub(super) const fn new() -> Self {
+        Self {
+            values: Vec::new(),
+            zeroed_for: None,
         }
-        plane[(pad_h + h) * layout.cols..].fill(0.0);
+    }
+
+    /// `image [C_in, H, W]` padded into `layout`.
+    pub(super) fn fill(&mut self, g: &ConvGeometry, layout: &Layout, image: &[f32]) -> &[f32] {
+        let (h, w) = (g.in_height, g.in_width);
+        let [pad_h, pad_w] = g.padding;
+        assert!(
+            pad_h + h <= layout.rows && pad_w + w <= layout.cols,
+            "padded image: {h} x {w} with padding {pad_h} x {pad_w} outside planes of {} x {}",
+            layout.rows,
+            layout.cols
+        );
+        let len = layout.channels * layout.plane();
+        let key = [
+            layout.channels,
+            layout.rows,
+            layout.cols,
+            h,
+            w,
+            pad_h,
+            pad_w,
+        ];
+        if self.zeroed_for != Some(key) {
+            self.values.clear();
+            self.values.resize(len, 0.0);
+            self.zeroed_for = Some(key);
+        }
+        for (plane, source) in self
+            .values
+            .chunks_exact_mut(layout.plane())
+            .zip(image.chunks_exact(h * w))
+        {
+            for (i, line) in source.chunks_exact(w).enumerate() {
+                copy_row(&mut plane[(pad_h + i) * layout.cols + pad_w..][..w], line);
+            }
+        }
+        &self.values
+    }
+}
+
+impl Default for PaddedImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `dst = src`, in blocks of 8 that compile to vector moves: image rows are short (4-32
+/// values), where a `memcpy` call per row costs more than the copy.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let mut blocks = dst.chunks_exact_mut(8);
+    let mut sources = src.chunks_exact(8);
+    for (d, s) in (&mut blocks).zip(&mut sources) {
+        let d: &mut [f32; 8] = d.try_into().expect("8 values");
+        *d = s.try_into().expect("8 values");
+    }
+    for (d, s) in blocks.into_remainder().iter_mut().zip(sources.remainder()) {
+        *d = *s;
     }
 }
 

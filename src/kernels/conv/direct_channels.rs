@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{Layout, MultiplyAdd, Separate, pad_image};
+use super::direct::{Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::isa::{has_avx2_fma, has_avx512};
@@ -41,7 +41,7 @@ pub fn supports_direct_channels(g: &ConvGeometry) -> bool {
 }
 
 thread_local! {
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED: RefCell<PaddedImage> = const { RefCell::new(PaddedImage::new()) };
     static CHANNEL_LAST: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -296,8 +296,7 @@ fn forward_with<const P: usize, K: ChannelTile<P>>(
             PADDED.with(|padded| {
                 CHANNEL_LAST.with(|sums| {
                     let padded = &mut *padded.borrow_mut();
-                    let padded = prefix(padded, layout.channels * layout.plane());
-                    pad_image(g, &layout, image, padded);
+                    let padded = padded.fill(g, &layout, image);
                     let sums = &mut *sums.borrow_mut();
                     let sums = prefix(sums, plan.pixels.len() * plan.padded_channels);
                     K::convolve_image(&plan, padded, sums);

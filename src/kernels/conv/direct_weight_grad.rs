@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::direct::Fused;
-use super::direct::{CHANNELS, Layout, MultiplyAdd, Separate, pad_image};
+use super::direct::{CHANNELS, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::isa::{has_avx2_fma, has_avx512};
@@ -61,7 +61,7 @@ pub fn supports_direct_weight_grad(g: &ConvGeometry) -> bool {
 }
 
 thread_local! {
-    static PADDED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED_INPUT: RefCell<PaddedImage> = const { RefCell::new(PaddedImage::new()) };
     static PADDED_GRAD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -166,8 +166,7 @@ fn weight_grad_with<const T: usize>(
                 PADDED_INPUT.with(|input| {
                     PADDED_GRAD.with(|padded_grad| {
                         let input = &mut *input.borrow_mut();
-                        let input = prefix(input, layout.channels * layout.plane());
-                        pad_image(g, &layout, image, input);
+                        let input = input.fill(g, &layout, image);
                         let padded_grad = &mut *padded_grad.borrow_mut();
                         let padded_grad =
                             prefix(padded_grad, planes.blocks() * CHANNELS * planes.span);

@@ -22,7 +22,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{Layout, pad_image};
+use super::direct::{Layout, PaddedImage};
 use super::geometry::ConvGeometry;
 use super::kernels::{Mat, group_size, matmul_strided, prefix};
 
@@ -39,7 +39,7 @@ struct Scratch {
     transformed: Vec<f32>,
     products: Vec<f32>,
     /// One image, zero-padded so that every input tile lies inside it.
-    padded: Vec<f32>,
+    padded: PaddedImage,
 }
 
 thread_local! {
@@ -134,15 +134,14 @@ fn transform_input(
     x: &[f32],
     first: usize,
     count: usize,
-    padded: &mut Vec<f32>,
+    padded: &mut PaddedImage,
     v: &mut [f32],
 ) {
     let layout = Layout::of(g, 2, 2);
     let image_in = g.in_channels * g.in_pixels();
     let columns = count * tiles.per_image();
-    let padded = prefix(padded, g.in_channels * layout.plane());
     for i in 0..count {
-        pad_image(g, &layout, &x[(first + i) * image_in..][..image_in], padded);
+        let padded = padded.fill(g, &layout, &x[(first + i) * image_in..][..image_in]);
         for (c, plane) in padded.chunks_exact(layout.plane()).enumerate() {
             for tr in 0..tiles.rows {
                 for tc in 0..tiles.cols {
@@ -347,16 +346,15 @@ fn transform_input_tile_major(
     x: &[f32],
     first: usize,
     count: usize,
-    padded: &mut Vec<f32>,
+    padded: &mut PaddedImage,
     v: &mut [f32],
 ) {
     let cin = g.in_channels;
     let layout = Layout::of(g, 2, 2);
     let image_in = cin * g.in_pixels();
     let columns = count * tiles.per_image();
-    let padded = prefix(padded, cin * layout.plane());
     for i in 0..count {
-        pad_image(g, &layout, &x[(first + i) * image_in..][..image_in], padded);
+        let padded = padded.fill(g, &layout, &x[(first + i) * image_in..][..image_in]);
         for tr in 0..tiles.rows {
             for tc in 0..tiles.cols {
                 let t = (i * tiles.rows + tr) * tiles.cols + tc;
