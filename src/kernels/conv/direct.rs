@@ -172,17 +172,52 @@ fn repack_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     packed
 }
 
-/// A thread's zero-padded copy of one image at a time, `[C_in, rows, cols]` with the image at
-/// offset `(pad_h, pad_w)` of each plane and zeros elsewhere.
+/// Where images go in a zero-filled buffer: `planes` planes of `plane_len` values, rows of
+/// `cols` values, pixel `(0, 0)` of each `height x width` source plane at `offset`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Grid {
+    pub(super) planes: usize,
+    pub(super) plane_len: usize,
+    pub(super) cols: usize,
+    pub(super) offset: usize,
+    pub(super) height: usize,
+    pub(super) width: usize,
+}
+
+impl Grid {
+    /// `g`'s input padded into `layout`: the image at `(pad_h, pad_w)` of each plane.
+    fn padded_input(g: &ConvGeometry, layout: &Layout) -> Self {
+        let [pad_h, pad_w] = g.padding;
+        assert!(
+            pad_h + g.in_height <= layout.rows && pad_w + g.in_width <= layout.cols,
+            "padded image: {} x {} with padding {pad_h} x {pad_w} outside planes of {} x {}",
+            g.in_height,
+            g.in_width,
+            layout.rows,
+            layout.cols
+        );
+        Self {
+            planes: layout.channels,
+            plane_len: layout.plane(),
+            cols: layout.cols,
+            offset: pad_h * layout.cols + pad_w,
+            height: g.in_height,
+            width: g.in_width,
+        }
+    }
+}
+
+/// A thread's zero-filled buffer holding one image at a time, placed on a [`Grid`] (a padded
+/// input, or an output gradient laid onto the padded input's grid).
 ///
-/// The zeros depend only on the layout, and every image of a layer overwrites the same cells:
-/// so the buffer is zeroed when the layout changes, and each image then costs the copy of its
+/// The zeros depend only on the grid, and every image placed on it overwrites the same cells:
+/// so the buffer is zeroed when the grid changes, and each image then costs the copy of its
 /// own rows. (Zeroing the borders per image, as this code first did, was about 1% of a
 /// training step in `memset` alone.)
 pub(super) struct PaddedImage {
     values: Vec<f32>,
-    /// The layout (channels, rows, cols, image height and width, padding) the zeros are for.
-    zeroed_for: Option<[usize; 7]>,
+    /// The grid the zeros are for.
+    zeroed_for: Option<Grid>,
 }
 
 impl PaddedImage {
@@ -195,36 +230,35 @@ impl PaddedImage {
 
     /// `image [C_in, H, W]` padded into `layout`.
     pub(super) fn fill(&mut self, g: &ConvGeometry, layout: &Layout, image: &[f32]) -> &[f32] {
-        let (h, w) = (g.in_height, g.in_width);
-        let [pad_h, pad_w] = g.padding;
+        self.place(Grid::padded_input(g, layout), image)
+    }
+
+    /// `source` (`[planes, height, width]`, or fewer planes: the rest stay zero) on `grid`.
+    pub(super) fn place(&mut self, grid: Grid, source: &[f32]) -> &[f32] {
         assert!(
-            pad_h + h <= layout.rows && pad_w + w <= layout.cols,
-            "padded image: {h} x {w} with padding {pad_h} x {pad_w} outside planes of {} x {}",
-            layout.rows,
-            layout.cols
+            grid.width <= grid.cols
+                && grid.offset + (grid.height.max(1) - 1) * grid.cols + grid.width
+                    <= grid.plane_len,
+            "padded image: {} x {} planes outside the grid",
+            grid.height,
+            grid.width
         );
-        let len = layout.channels * layout.plane();
-        let key = [
-            layout.channels,
-            layout.rows,
-            layout.cols,
-            h,
-            w,
-            pad_h,
-            pad_w,
-        ];
-        if self.zeroed_for != Some(key) {
+        if self.zeroed_for != Some(grid) {
             self.values.clear();
-            self.values.resize(len, 0.0);
-            self.zeroed_for = Some(key);
+            self.values.resize(grid.planes * grid.plane_len, 0.0);
+            self.zeroed_for = Some(grid);
         }
+        let source_plane = (grid.height * grid.width).max(1);
         for (plane, source) in self
             .values
-            .chunks_exact_mut(layout.plane())
-            .zip(image.chunks_exact(h * w))
+            .chunks_exact_mut(grid.plane_len)
+            .zip(source.chunks_exact(source_plane))
         {
-            for (i, line) in source.chunks_exact(w).enumerate() {
-                copy_row(&mut plane[(pad_h + i) * layout.cols + pad_w..][..w], line);
+            for (i, line) in source.chunks_exact(grid.width.max(1)).enumerate() {
+                copy_row(
+                    &mut plane[grid.offset + i * grid.cols..][..line.len()],
+                    line,
+                );
             }
         }
         &self.values

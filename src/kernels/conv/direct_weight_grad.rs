@@ -29,11 +29,10 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::direct::Fused;
-use super::direct::{CHANNELS, Layout, MultiplyAdd, PaddedImage, Separate};
+use super::direct::{CHANNELS, Grid, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use super::isa::{has_avx2_fma, has_avx512};
-use super::kernels::prefix;
 
 /// Taps per kernel row (the kernel is 3x3).
 const TAPS: usize = 3;
@@ -62,7 +61,7 @@ pub fn supports_direct_weight_grad(g: &ConvGeometry) -> bool {
 
 thread_local! {
     static PADDED_INPUT: RefCell<PaddedImage> = const { RefCell::new(PaddedImage::new()) };
-    static PADDED_GRAD: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PADDED_GRAD: RefCell<PaddedImage> = const { RefCell::new(PaddedImage::new()) };
 }
 
 /// Weight gradient of a 3x3 stride-1 layer, computed directly: the same result as
@@ -136,6 +135,19 @@ impl Planes {
     fn blocks(&self) -> usize {
         self.layout.out_channels.div_ceil(CHANNELS)
     }
+
+    /// Where one image's output gradient goes: `[blocks·CHANNELS, span]` with `dy[o, i, j]` at
+    /// `i·cols + j`, zeros in the extra columns, the tail of the span and the extra channels.
+    fn gradient_grid(&self) -> Grid {
+        Grid {
+            planes: self.blocks() * CHANNELS,
+            plane_len: self.span,
+            cols: self.layout.cols,
+            offset: 0,
+            height: self.layout.out_height,
+            width: self.layout.out_width,
+        }
+    }
 }
 
 /// The vector accumulators of one (block, input channel, kernel row).
@@ -168,9 +180,7 @@ fn weight_grad_with<const T: usize>(
                         let input = &mut *input.borrow_mut();
                         let input = input.fill(g, &layout, image);
                         let padded_grad = &mut *padded_grad.borrow_mut();
-                        let padded_grad =
-                            prefix(padded_grad, planes.blocks() * CHANNELS * planes.span);
-                        pad_grad(&planes, grad, padded_grad);
+                        let padded_grad = padded_grad.place(planes.gradient_grid(), grad);
                         accumulate_image::<T>(isa, &planes, input, padded_grad, &mut tiles);
                     });
                 });
@@ -212,28 +222,6 @@ fn write_weight_grad(g: &ConvGeometry, sums: &[f32], dw: &mut [f32]) {
                 dw[to..to + TAPS].copy_from_slice(&sums[from..from + TAPS]);
             }
         }
-    }
-}
-
-/// Copies one image's `grad [C_out, H_out, W_out]` onto the padded grid: `padded
-/// [blocks·CHANNELS, span]` with `grad[o, i, j]` at `i·cols + j`, zeros in the extra columns,
-/// the tail of the span and the extra channels.
-fn pad_grad(planes: &Planes, grad: &[f32], padded: &mut [f32]) {
-    let layout = &planes.layout;
-    let (width, cols) = (layout.out_width, layout.cols);
-    let out_plane = layout.out_height * width;
-    for (o, plane) in padded.chunks_exact_mut(planes.span).enumerate() {
-        if o >= layout.out_channels {
-            plane.fill(0.0);
-            continue;
-        }
-        let source = &grad[o * out_plane..][..out_plane];
-        let (rows, tail) = plane.split_at_mut(layout.out_height * cols);
-        for (row, line) in rows.chunks_exact_mut(cols).zip(source.chunks_exact(width)) {
-            row[..width].copy_from_slice(line);
-            row[width..].fill(0.0);
-        }
-        tail.fill(0.0);
     }
 }
 
