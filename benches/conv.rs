@@ -12,7 +12,7 @@
 //! Environment: `SELFSUP_BENCH_BATCH` (default 128), `SELFSUP_BENCH_REPS` (timed repetitions,
 //! median reported, default 5; one untimed warm-up first), `SELFSUP_BENCH_SHAPES` (name
 //! prefixes, comma-separated, or exact names ending in `$`; default all), `SELFSUP_BENCH_IMPLS` (`selfsup`: the fast kernels
-//! with the algorithm measured per shape; `im2col`, `im2col-l2`, `winograd`, `direct`, `direct-channels`: the fast kernels with
+//! with the algorithm measured per shape; `im2col`, `im2col-l2`, `winograd`, `winograd-4x4`, `direct`, `direct-channels`: the fast kernels with
 //! that algorithm fixed where it applies; `flex`: burn's; default `selfsup,flex`). Prints one
 //! CSV row per shape and implementation: `impl,name,fwd_gflops,fwdbwd_gflops` (fwd+bwd counts
 //! 3x the forward FLOPs). `SELFSUP_BENCH_PASSES=1` also times each pass of the fast kernels
@@ -127,6 +127,7 @@ fn main() {
             ("im2col", true, Some(ConvAlgorithm::Im2col)),
             ("im2col-l2", true, Some(ConvAlgorithm::Im2colL2)),
             ("winograd", true, Some(ConvAlgorithm::Winograd)),
+            ("winograd-4x4", true, Some(ConvAlgorithm::Winograd4x4)),
             ("direct", true, Some(ConvAlgorithm::Direct)),
             ("direct-channels", true, Some(ConvAlgorithm::DirectChannels)),
             ("flex", false, None),

@@ -49,7 +49,7 @@ if ratios:
     print(f"\nselfsup/torch fwd+bwd: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, "
           f"{sum(r >= 1.0 for r in ratios)}/{len(ratios)} shapes at >= 1.0x, "
           f"{sum(r >= 0.8 for r in ratios)}/{len(ratios)} at >= 0.8x")
-fixed = [i for i in ("im2col", "im2col-l2", "winograd", "direct", "direct-channels") if any(i in r for r in rows.values())]
+fixed = [i for i in ("im2col", "im2col-l2", "winograd", "winograd-4x4", "direct", "direct-channels") if any(i in r for r in rows.values())]
 if fixed:  # SELFSUP_BENCH_IMPLS with the algorithm fixed: what the measured choice chose between
     print("\n| layer | " + " | ".join(f"{i} fwd+bwd" for i in fixed) + " | selfsup (measured choice) fwd+bwd | torch fwd+bwd |")
     print("|---|" + "---|" * (len(fixed) + 2))

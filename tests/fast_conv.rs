@@ -17,7 +17,7 @@ use selfsup::conv::{
     conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_channels_forward, direct_forward,
     direct_weight_grad, limit_instruction_set, set_conv_algorithm, supports_direct,
     supports_direct_channels, supports_direct_weight_grad, supports_winograd, uses_fast_kernels,
-    winograd_forward, winograd_weight_grad,
+    winograd_4x4_forward, winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -211,6 +211,8 @@ const WINOGRAD_SHAPES: &[Shape] = &[
     (3, 64, 8, 8, 64, 3, 1, 1),
     (2, 96, 4, 4, 128, 3, 1, 1),
     (2, 16, 32, 32, 16, 3, 1, 1),
+    // Channels beyond one vector with a tail, odd sides, tiles of one vector from two images.
+    (5, 33, 7, 5, 17, 3, 1, 1),
 ];
 
 /// Held by the tests that fix or measure the algorithm, which is process-wide state.
@@ -231,23 +233,38 @@ fn winograd_matches_float64_reference() {
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
-        let mut y = vec![f32::NAN; g.output_len()];
-        winograd_forward(&g, &x, &w, &mut y);
-        let forward_error = relative_error(&y, &y_ref);
-        assert!(
-            forward_error < 1e-4,
-            "winograd forward of {shape:?} (seed {seed}): {forward_error:e}"
-        );
-        let mut dw = vec![f32::NAN; g.weight_len()];
-        winograd_weight_grad(&g, &x, &dy, &mut dw);
-        let dw_error = relative_error(&dw, &dw_ref);
-        assert!(
-            dw_error < 1e-4,
-            "winograd weight grad of {shape:?} (seed {seed}): {dw_error:e}"
-        );
-        // The error bound BENCHMARKS.md states comes from these lines (`--nocapture`).
-        eprintln!("winograd {shape:?}: forward {forward_error:.1e}, weight grad {dw_error:.1e}");
-        for algorithm in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
+        for limit in INSTRUCTION_SETS {
+            limit_instruction_set(limit);
+            let error_2x2 = forward_error(winograd_forward, &g, &x, &w, &y_ref);
+            assert!(
+                error_2x2 < 1e-4,
+                "winograd forward of {shape:?}, {limit:?} (seed {seed}): {error_2x2:e}"
+            );
+            let error_4x4 = forward_error(winograd_4x4_forward, &g, &x, &w, &y_ref);
+            assert!(
+                error_4x4 < 1e-4,
+                "winograd F(4x4, 3x3) forward of {shape:?}, {limit:?} (seed {seed}): {error_4x4:e}"
+            );
+            let mut dw = vec![f32::NAN; g.weight_len()];
+            winograd_weight_grad(&g, &x, &dy, &mut dw);
+            let dw_error = relative_error(&dw, &dw_ref);
+            assert!(
+                dw_error < 1e-4,
+                "winograd weight grad of {shape:?}, {limit:?} (seed {seed}): {dw_error:e}"
+            );
+            // The error bound BENCHMARKS.md states comes from these lines (`--nocapture`).
+            eprintln!(
+                "winograd {shape:?}, {limit:?}: forward {error_2x2:.1e} (F(4x4, 3x3) \
+                 {error_4x4:.1e}), weight grad {dw_error:.1e}"
+            );
+        }
+        limit_instruction_set(None);
+        let algorithms = [
+            ConvAlgorithm::Winograd,
+            ConvAlgorithm::Winograd4x4,
+            ConvAlgorithm::Im2col,
+        ];
+        for algorithm in algorithms {
             let outputs = all_three_fixed(algorithm, &g, &x, &w, &dy);
             let context = format!("{algorithm:?}, {shape:?} (seed {seed})");
             assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
@@ -452,6 +469,11 @@ fn algorithm_choice_is_deterministic() {
             winograd_forward(&g, &x, &w, &mut y);
             y
         }
+        ConvAlgorithm::Winograd4x4 => {
+            let mut y = vec![0.0f32; g.output_len()];
+            winograd_4x4_forward(&g, &x, &w, &mut y);
+            y
+        }
         ConvAlgorithm::Im2col
         | ConvAlgorithm::Im2colL2
         | ConvAlgorithm::Direct
@@ -532,6 +554,7 @@ fn module_forward_and_gradients_match_burn_conv() {
         Some(ConvAlgorithm::Im2col),
         Some(ConvAlgorithm::Im2colL2),
         Some(ConvAlgorithm::Winograd),
+        Some(ConvAlgorithm::Winograd4x4),
         Some(ConvAlgorithm::Direct),
         Some(ConvAlgorithm::DirectChannels),
     ];

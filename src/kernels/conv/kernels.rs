@@ -24,7 +24,9 @@ use super::direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad}
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
 use super::plan::{ConvAlgorithm, ConvPass, run_chosen};
-use super::winograd::{supports_winograd, winograd_forward, winograd_weight_grad};
+use super::winograd::{
+    supports_winograd, winograd_4x4_forward, winograd_forward, winograd_weight_grad,
+};
 
 /// Output pixels a group of images should reach before it is multiplied as one matrix.
 const GROUP_COLUMNS: usize = 1024;
@@ -256,8 +258,8 @@ fn check_lengths(g: &ConvGeometry, x: usize, w: usize, y: usize) {
 fn candidates<const OTHERS: usize>(
     g: &ConvGeometry,
     others: [(bool, ConvAlgorithm); OTHERS],
-) -> ([ConvAlgorithm; 5], usize) {
-    let mut candidates = [ConvAlgorithm::Im2col; 5];
+) -> ([ConvAlgorithm; 6], usize) {
+    let mut candidates = [ConvAlgorithm::Im2col; 6];
     let mut count = 1;
     let smaller_groups = cache_sized_group(g) < group_size(g);
     for (applies, algorithm) in [(smaller_groups, ConvAlgorithm::Im2colL2)]
@@ -278,7 +280,7 @@ fn candidates<const OTHERS: usize>(
 /// all contiguous. Every element of `y` is written.
 ///
 /// Stride-1 convolutions run by im2col (with either group size), by either direct kernel or
-/// (3x3) by Winograd F(2x2, 3x3), whichever measured fastest for the shape on this machine
+/// (3x3) by Winograd F(2x2, 3x3) or F(4x4, 3x3), whichever measured fastest for the shape on this machine
 /// (see [`ConvAlgorithm`]); strided ones by im2col with either group size or the direct kernel
 /// over output channels, measured the same way; unpadded stride-1 1x1 by gemm on the input.
 pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
@@ -287,6 +289,7 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         g,
         [
             (supports_winograd(g), ConvAlgorithm::Winograd),
+            (supports_winograd(g), ConvAlgorithm::Winograd4x4),
             (supports_direct(g), ConvAlgorithm::Direct),
             (supports_direct_channels(g), ConvAlgorithm::DirectChannels),
         ],
@@ -302,6 +305,7 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         y,
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_forward(g, x, w, out),
+            ConvAlgorithm::Winograd4x4 => winograd_4x4_forward(g, x, w, out),
             ConvAlgorithm::Direct => direct_forward(g, x, w, out),
             ConvAlgorithm::DirectChannels => direct_channels_forward(g, x, w, out),
             ConvAlgorithm::Im2col => im2col_forward(g, x, w, out, group_size(g)),
@@ -472,7 +476,7 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
             ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
             ConvAlgorithm::Direct => direct_weight_grad(g, x, dy, out),
             // Not a weight-gradient candidate (`run_chosen` runs im2col for it).
-            ConvAlgorithm::Im2col | ConvAlgorithm::DirectChannels => {
+            ConvAlgorithm::Im2col | ConvAlgorithm::DirectChannels | ConvAlgorithm::Winograd4x4 => {
                 im2col_weight_grad(g, x, dy, out, group_size(g))
             }
             ConvAlgorithm::Im2colL2 => {

@@ -1,7 +1,8 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient), the
+//! kernels, Winograd F(2x2, 3x3) and F(4x4, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient), the
 //! per-shape choice between them, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
+mod channel_last;
 mod direct;
 mod direct_channels;
 mod direct_weight_grad;
@@ -10,8 +11,10 @@ mod geometry;
 mod im2col;
 mod isa;
 mod kernels;
+mod lanes;
 mod plan;
 mod winograd;
+mod winograd_tiles;
 
 pub use direct::{direct_forward, supports_direct};
 pub use direct_channels::{direct_channels_forward, supports_direct_channels};
@@ -21,4 +24,6 @@ pub use geometry::ConvGeometry;
 pub use isa::{InstructionSet, limit_instruction_set};
 pub use kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 pub use plan::{ConvAlgorithm, ConvPass, chosen_algorithm, set_conv_algorithm};
-pub use winograd::{supports_winograd, winograd_forward, winograd_weight_grad};
+pub use winograd::{
+    supports_winograd, winograd_4x4_forward, winograd_forward, winograd_weight_grad,
+};

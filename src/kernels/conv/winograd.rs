@@ -13,21 +13,28 @@
 //! (`tiles x C_in` times `C_in x C_out`), computed by `gemm`: 16 multiply-adds per tile and
 //! channel pair instead of the direct convolution's 36, 2.25x fewer.
 //!
+//! The transforms run on vectors: the input (and, for the weight gradient, the output gradient)
+//! is copied channel-last, one image at a time ([`super::channel_last`]), so that one vector
+//! holds a tile's value in [`LANES`] channels and each of the 16 transformed values is a vector
+//! store into `V_e`, `[tiles][C_in]`. The output transform reads [`LANES`] neighbouring tiles
+//! of one output channel from each `M_e`, `[C_out][tiles]`. Run one tile at a time with scalar
+//! loads and stores, the transforms took about 60% of the time (BENCHMARKS.md).
+//!
 //! Rounding: the transforms only add, subtract and halve, so the result differs from the
 //! direct sum by a few more roundings per output (each transformed value is a sum of up to 9
 //! inputs before the channel sum); `tests/fast_conv.rs` bounds the relative Frobenius error
 //! against the float64 direct convolution at 1e-4, like the im2col path.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::direct::{Layout, PaddedImage};
+use super::channel_last::{ChannelLastGrid, ChannelLastImage};
 use super::geometry::ConvGeometry;
 use super::kernels::{Mat, group_size, matmul_strided, prefix};
-
-/// Positions of a transformed 4x4 tile.
-const POSITIONS: usize = 16;
+use super::lanes::{LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub};
+use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
 
 /// Whether [`winograd_forward`] computes `g`: a 3x3 kernel with stride 1 (any padding).
 pub fn supports_winograd(g: &ConvGeometry) -> bool {
@@ -38,31 +45,107 @@ pub fn supports_winograd(g: &ConvGeometry) -> bool {
 struct Scratch {
     transformed: Vec<f32>,
     products: Vec<f32>,
-    /// One image, zero-padded so that every input tile lies inside it.
-    padded: PaddedImage,
+    /// Where each tile's output starts in its group's output.
+    tile_starts: Vec<usize>,
+    /// One input image, channel-last and zero-padded so that every input tile lies inside.
+    input: ChannelLastImage,
+    /// One output-gradient image, channel-last, zero-padded to whole tiles.
+    gradient: ChannelLastImage,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// The output tiling of `g`: 2x2 tiles, the last row or column cut when the output side is odd.
+/// The output tiling of `g` by `size x size` tiles, the last row or column cut where the
+/// output side is not a multiple.
 #[derive(Clone, Copy)]
 struct Tiles {
+    size: usize,
     rows: usize,
     cols: usize,
 }
 
 impl Tiles {
-    fn of(g: &ConvGeometry) -> Self {
+    fn of(g: &ConvGeometry, size: usize) -> Self {
         Self {
-            rows: g.out_height().div_ceil(2),
-            cols: g.out_width().div_ceil(2),
+            size,
+            rows: g.out_height().div_ceil(size),
+            cols: g.out_width().div_ceil(size),
         }
     }
 
     fn per_image(self) -> usize {
         self.rows * self.cols
+    }
+
+    /// The padded input holding every input tile (`size + 2` square), channel-last.
+    fn input_grid(self, g: &ConvGeometry) -> ChannelLastGrid {
+        ChannelLastGrid {
+            channels: g.in_channels,
+            height: g.in_height,
+            width: g.in_width,
+            rows: self.size * self.rows + 2,
+            cols: self.size * self.cols + 2,
+            top: g.padding[0],
+            left: g.padding[1],
+        }
+    }
+
+    /// The output gradient, channel-last, zeros completing the last tiles.
+    fn gradient_grid(self, g: &ConvGeometry) -> ChannelLastGrid {
+        ChannelLastGrid {
+            channels: g.out_channels,
+            height: g.out_height(),
+            width: g.out_width(),
+            rows: self.size * self.rows,
+            cols: self.size * self.cols,
+            top: 0,
+            left: 0,
+        }
+    }
+
+    /// Where tile `t` of a group (image `t / per_image`) starts in the group's output.
+    fn start(self, g: &ConvGeometry, t: usize) -> usize {
+        let (image, tile) = (t / self.per_image(), t % self.per_image());
+        let (tr, tc) = (tile / self.cols, tile % self.cols);
+        image * g.out_channels * g.out_pixels() + self.size * (tr * g.out_width() + tc)
+    }
+}
+
+/// One matrix per position of the transformed tile, each `len` values, `stride` apart: a
+/// cache line more than `len` (rounded to whole lines), so that the matrices do not start at
+/// the same offset modulo a power of two. The transforms read or write all positions of a tile
+/// at once; with unpadded matrices of 2^k values (512 channels x 64 tiles, say) those 16 or
+/// 36 streams fell into one cache set and evicted each other (F(4x4, 3x3) ran 3x slower on a
+/// 4 x 4 map with 512 channels).
+#[derive(Clone, Copy)]
+struct Positions {
+    count: usize,
+    len: usize,
+    stride: usize,
+}
+
+impl Positions {
+    fn new(count: usize, len: usize) -> Self {
+        Self {
+            count,
+            len,
+            stride: len.next_multiple_of(LANES) + LANES,
+        }
+    }
+
+    fn total(self) -> usize {
+        self.count * self.stride
+    }
+
+    /// Matrix `e` of `values`.
+    fn of(self, values: &[f32], e: usize) -> &[f32] {
+        &values[e * self.stride..][..self.len]
+    }
+
+    fn of_mut(self, values: &mut [f32], e: usize) -> &mut [f32] {
+        &mut values[e * self.stride..][..self.len]
     }
 }
 
@@ -70,13 +153,32 @@ impl Tiles {
 /// [`super::conv2d_forward`] up to rounding. `x [N, C_in, H, W]`, `w [C_out, C_in, 3, 3]`,
 /// `y [N, C_out, H_out, W_out]`, contiguous; every element of `y` is written.
 pub fn winograd_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward::<F2x2, 4, 2>(g, x, w, y);
+}
+
+/// [`winograd_forward`] by F(4x4, 3x3): 6x6 input tiles, 4x fewer multiplies than the direct
+/// convolution (F(2x2, 3x3): 2.25x), larger transforms.
+pub fn winograd_4x4_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward::<F4x4, 6, 4>(g, x, w, y);
+}
+
+/// Winograd F(M x M, 3x3) forward: per group of images, the input transform, one product per
+/// position of the `N x N` transformed tile, the output transform.
+fn forward<T: WinogradTile<N, M>, const N: usize, const M: usize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+) {
     assert!(supports_winograd(g), "winograd: unsupported geometry {g:?}");
     assert_eq!(x.len(), g.input_len(), "winograd: input length");
     assert_eq!(w.len(), g.weight_len(), "winograd: weight length");
     assert_eq!(y.len(), g.output_len(), "winograd: output length");
-    let weights = transform_weights(g, w);
-    let tiles = Tiles::of(g);
+    let weights = transform_weights::<T, N, M>(g, w);
+    let tiles = Tiles::of(g, M);
+    let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * g.out_pixels();
+    let grid = tiles.input_grid(g);
     let per_group = group_size(g);
     y.par_chunks_mut(per_group * image_out)
         .enumerate()
@@ -88,68 +190,102 @@ pub fn winograd_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 let Scratch {
                     transformed,
                     products,
-                    padded,
+                    tile_starts,
+                    input,
+                    ..
                 } = &mut *cell.borrow_mut();
-                let v = prefix(transformed, POSITIONS * g.in_channels * columns);
-                transform_input(g, tiles, x, first, count, padded, v);
-                let m = prefix(products, POSITIONS * g.out_channels * columns);
-                multiply(g, columns, v, &weights, m);
-                transform_output(g, tiles, m, count, out);
+                let v_layout = Positions::new(N * N, columns * grid.stride());
+                let v = prefix(transformed, v_layout.total());
+                for i in 0..count {
+                    let image = input.place(grid, &x[(first + i) * image_in..][..image_in]);
+                    run_widest(InputTransform::<T, N, M, false> {
+                        tiles,
+                        grid,
+                        image,
+                        first_tile: i * tiles.per_image(),
+                        positions: v_layout,
+                        v: &mut *v,
+                        tile: PhantomData,
+                    });
+                }
+                let m_layout = Positions::new(N * N, g.out_channels * columns);
+                let m = prefix(products, m_layout.total());
+                multiply(g, [v_layout, m_layout], grid.stride(), v, &weights, m);
+                tile_starts.clear();
+                tile_starts.extend((0..columns).map(|t| tiles.start(g, t)));
+                run_widest(OutputTransform::<T, N, M> {
+                    g,
+                    m,
+                    positions: m_layout,
+                    tile_starts,
+                    out,
+                    tile: PhantomData,
+                });
             });
         });
 }
 
-/// `U_e[c, o]`, stored `[16][C_out][C_in]`: `G g_oc Gᵀ` for every filter.
-fn transform_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
-    let (cin, cout) = (g.in_channels, g.out_channels);
-    let mut u = vec![0.0f32; POSITIONS * cout * cin];
-    for o in 0..cout {
-        for c in 0..cin {
-            let k = &w[(o * cin + c) * 9..][..9];
-            let mut gk = [[0.0f32; 3]; 4];
-            for j in 0..3 {
-                let [a, b, d] = [k[j], k[3 + j], k[6 + j]];
-                gk[0][j] = a;
-                gk[1][j] = 0.5 * (a + b + d);
-                gk[2][j] = 0.5 * (a - b + d);
-                gk[3][j] = d;
-            }
-            for (i, row) in gk.iter().enumerate() {
-                let [a, b, d] = *row;
-                let values = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (j, value) in values.into_iter().enumerate() {
-                    u[((i * 4 + j) * cout + o) * cin + c] = value;
+/// `U_e[c, o] = (G g_oc Gᵀ)_e` of every filter, stored `[C_out][N·N][C_in]`: one contiguous
+/// block per output channel, computed in parallel, each written in `N·N` rows of `C_in`.
+fn transform_weights<T: WinogradTile<N, M>, const N: usize, const M: usize>(
+    g: &ConvGeometry,
+    w: &[f32],
+) -> Vec<f32> {
+    let cin = g.in_channels;
+    let mut u = vec![0.0f32; g.out_channels * N * N * cin];
+    u.par_chunks_mut(N * N * cin)
+        .enumerate()
+        .for_each(|(o, block)| {
+            for c in 0..cin {
+                let transformed = weight_2d::<T, N, M>(&w[(o * cin + c) * 9..][..9]);
+                for (e, &value) in transformed.iter().flatten().enumerate() {
+                    block[e * cin + c] = value;
                 }
             }
-        }
-    }
+        });
     u
 }
 
-/// `V_e[t, c]`, stored `[16][C_in][tiles]`: `Bᵀ d B` of every input tile of images
-/// `[first, first + count)`.
-fn transform_input(
-    g: &ConvGeometry,
+/// `Bᵀ d B` of every input tile of one image, for [`LANES`] channels at a time, stored
+/// `V_e[t, c]` as `[N·N][tiles][channels]` (the grid's channel stride): `V_e` is the lhs of
+/// the product, `tiles x C_in` row-major. With `NEGATE` the weight gradient's `B'ᵀ d B'`.
+struct InputTransform<'a, T, const N: usize, const M: usize, const NEGATE: bool> {
     tiles: Tiles,
-    x: &[f32],
-    first: usize,
-    count: usize,
-    padded: &mut PaddedImage,
-    v: &mut [f32],
-) {
-    let layout = Layout::of(g, 2, 2);
-    let image_in = g.in_channels * g.in_pixels();
-    let columns = count * tiles.per_image();
-    for i in 0..count {
-        let padded = padded.fill(g, &layout, &x[(first + i) * image_in..][..image_in]);
-        for (c, plane) in padded.chunks_exact(layout.plane()).enumerate() {
-            for tr in 0..tiles.rows {
-                for tc in 0..tiles.cols {
-                    let d = load_tile(plane, layout.cols, tr, tc);
-                    let t = (i * tiles.rows + tr) * tiles.cols + tc;
-                    let transformed = input_transform(&d);
-                    for (e, value) in transformed.into_iter().enumerate() {
-                        v[(e * g.in_channels + c) * columns + t] = value;
+    grid: ChannelLastGrid,
+    /// The image on `grid`.
+    image: &'a [f32],
+    /// The image's first tile among the group's.
+    first_tile: usize,
+    /// The layout of `v`.
+    positions: Positions,
+    v: &'a mut [f32],
+    tile: PhantomData<T>,
+}
+
+impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> VectorPass
+    for InputTransform<'_, T, N, M, NEGATE>
+{
+    #[inline(always)]
+    fn run(self) {
+        let stride = self.grid.stride();
+        let row = self.grid.cols * stride;
+        for tr in 0..self.tiles.rows {
+            for tc in 0..self.tiles.cols {
+                let t = self.first_tile + tr * self.tiles.cols + tc;
+                let corner = M * (tr * row + tc * stride);
+                for block in (0..stride).step_by(LANES) {
+                    let d: [[Lanes; N]; N] = std::array::from_fn(|r| {
+                        std::array::from_fn(|j| {
+                            load(self.image, corner + r * row + j * stride + block)
+                        })
+                    });
+                    let mut transformed = input_2d::<T, N, M>(&d);
+                    if NEGATE {
+                        negate_last_row_and_column(&mut transformed);
+                    }
+                    for (e, value) in transformed.iter().flatten().enumerate() {
+                        let at = e * self.positions.stride + t * stride + block;
+                        store(self.v, at, value);
                     }
                 }
             }
@@ -157,97 +293,84 @@ fn transform_input(
     }
 }
 
-/// Input tile `(tr, tc)` (rows `2·tr ..` and columns `2·tc ..`, four of each) of a padded
-/// plane of `cols` columns ([`Layout::of`] with 2x2 tiles holds every tile).
-#[inline(always)]
-fn load_tile(plane: &[f32], cols: usize, tr: usize, tc: usize) -> [[f32; 4]; 4] {
-    let start = 2 * tr * cols + 2 * tc;
-    std::array::from_fn(|r| {
-        plane[start + r * cols..][..4]
-            .try_into()
-            .expect("four values")
-    })
-}
-
-/// `Bᵀ d B`, row-major.
-#[inline(always)]
-fn input_transform(d: &[[f32; 4]; 4]) -> [f32; POSITIONS] {
-    let mut r = [[0.0f32; 4]; 4];
-    for j in 0..4 {
-        r[0][j] = d[0][j] - d[2][j];
-        r[1][j] = d[1][j] + d[2][j];
-        r[2][j] = d[2][j] - d[1][j];
-        r[3][j] = d[1][j] - d[3][j];
-    }
-    let mut out = [0.0f32; POSITIONS];
-    for (i, row) in r.iter().enumerate() {
-        out[i * 4] = row[0] - row[2];
-        out[i * 4 + 1] = row[1] + row[2];
-        out[i * 4 + 2] = row[2] - row[1];
-        out[i * 4 + 3] = row[1] - row[3];
-    }
-    out
-}
-
-/// `M_e = V_e · U_e` for the 16 positions, stored `[16][C_out][tiles]`: tiles are the
-/// product's contiguous dimension, the gemm micro-kernel's native orientation.
-fn multiply(g: &ConvGeometry, columns: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
-    products_per_position(m, v, u, [columns, g.out_channels, g.in_channels], false);
-}
-
-/// For each of the 16 positions `e`, `dst_e (+)= lhs_e · rhs_e` with `[m, n, k]` the product's
-/// shape, every matrix column-major (`lhs_e` `m x k`, `rhs_e` `k x n`, `dst_e` `m x n`, each
-/// block after the previous one): the orientation of gemm's micro-kernels.
-fn products_per_position(
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-    [m, n, k]: [usize; 3],
-    accumulate: bool,
+/// `M_e = V_e · U_e` for each position, `M_e` stored `[C_out][tiles]`: tiles are the
+/// product's contiguous dimension, the gemm micro-kernel's native orientation. `V_e` is
+/// `tiles x C_in` with rows `stride` apart; `U_e` is `C_in x C_out` in
+/// [`transform_weights`]' layout.
+fn multiply(
+    g: &ConvGeometry,
+    [v_layout, m_layout]: [Positions; 2],
+    stride: usize,
+    v: &[f32],
+    u: &[f32],
+    m: &mut [f32],
 ) {
-    for e in 0..POSITIONS {
+    let (cin, cout) = (g.in_channels, g.out_channels);
+    let columns = m_layout.len / cout;
+    for e in 0..m_layout.count {
         let lhs = Mat {
-            data: &lhs[e * m * k..][..m * k],
-            row_stride: 1,
-            col_stride: m,
+            data: v_layout.of(v, e),
+            row_stride: stride,
+            col_stride: 1,
         };
         let rhs = Mat {
-            data: &rhs[e * k * n..][..k * n],
+            data: &u[e * cin..],
             row_stride: 1,
-            col_stride: k,
+            col_stride: m_layout.count * cin,
         };
-        let dst = &mut dst[e * m * n..][..m * n];
-        matmul_strided(dst, 1, m, m, n, k, lhs, rhs, accumulate);
+        let dst = m_layout.of_mut(m, e);
+        matmul_strided(dst, 1, columns, columns, cout, cin, lhs, rhs, false);
     }
 }
 
-/// `Aᵀ M A` of every tile, written into the `count` images of `out` (`[count, C_out, H_out,
-/// W_out]`), cutting the tiles that stick out of an odd-sized output.
-fn transform_output(g: &ConvGeometry, tiles: Tiles, m: &[f32], count: usize, out: &mut [f32]) {
-    let (oh, ow) = (g.out_height(), g.out_width());
-    let cout = g.out_channels;
-    let columns = count * tiles.per_image();
-    for o in 0..cout {
-        for i in 0..count {
-            let plane = &mut out[(i * cout + o) * oh * ow..][..oh * ow];
-            for tr in 0..tiles.rows {
-                for tc in 0..tiles.cols {
-                    let t = (i * tiles.rows + tr) * tiles.cols + tc;
-                    let mut tile = [0.0f32; POSITIONS];
-                    for (e, value) in tile.iter_mut().enumerate() {
-                        *value = m[(e * cout + o) * columns + t];
-                    }
-                    let y = output_transform(&tile);
-                    for (a, row) in y.iter().enumerate() {
-                        let r = 2 * tr + a;
-                        if r >= oh {
-                            break;
-                        }
-                        for (b, &value) in row.iter().enumerate() {
-                            let col = 2 * tc + b;
-                            if col < ow {
-                                plane[r * ow + col] = value;
-                            }
+/// `Aᵀ M A` of every tile of a group, [`LANES`] tiles at a time, written into the group's
+/// output (`[count, C_out, H_out, W_out]`), cutting the tiles that stick out of the output.
+struct OutputTransform<'a, T, const N: usize, const M: usize> {
+    g: &'a ConvGeometry,
+    /// `M`, `[N·N][C_out][tiles]`.
+    m: &'a [f32],
+    /// The layout of `m`.
+    positions: Positions,
+    /// Where each tile's output starts in the group's output ([`Tiles::start`]).
+    tile_starts: &'a [usize],
+    out: &'a mut [f32],
+    tile: PhantomData<T>,
+}
+
+impl<T: WinogradTile<N, M>, const N: usize, const M: usize> VectorPass
+    for OutputTransform<'_, T, N, M>
+{
+    #[inline(always)]
+    fn run(self) {
+        let (oh, ow) = (self.g.out_height(), self.g.out_width());
+        let cout = self.g.out_channels;
+        let columns = self.tile_starts.len();
+        let whole_tiles = oh % M == 0 && ow % M == 0;
+        for o in 0..cout {
+            let plane = o * oh * ow;
+            for block in (0..columns).step_by(LANES) {
+                let lanes = LANES.min(columns - block);
+                let m: [[Lanes; N]; N] = std::array::from_fn(|r| {
+                    std::array::from_fn(|j| {
+                        let matrix = self.positions.of(self.m, r * N + j);
+                        let row = &matrix[o * columns + block..][..lanes];
+                        let mut value = [0.0f32; LANES];
+                        value[..lanes].copy_from_slice(row);
+                        value
+                    })
+                });
+                let y = output_2d::<T, N, M>(&m);
+                for (lane, &start) in self.tile_starts[block..][..lanes].iter().enumerate() {
+                    let at = plane + start;
+                    let (rows, cols) = if whole_tiles {
+                        (M, M)
+                    } else {
+                        let within = start % (oh * ow);
+                        (M.min(oh - within / ow), M.min(ow - within % ow))
+                    };
+                    for (a, row) in y.iter().enumerate().take(rows) {
+                        for (b, value) in row.iter().enumerate().take(cols) {
+                            self.out[at + a * ow + b] = value[lane];
                         }
                     }
                 }
@@ -256,19 +379,8 @@ fn transform_output(g: &ConvGeometry, tiles: Tiles, m: &[f32], count: usize, out
     }
 }
 
-/// `Aᵀ m A` of a transformed tile (row-major 4x4): the 2x2 output tile.
-#[inline(always)]
-fn output_transform(m: &[f32; POSITIONS]) -> [[f32; 2]; 2] {
-    let mut s = [[0.0f32; 4]; 2];
-    for j in 0..4 {
-        s[0][j] = m[j] + m[4 + j] + m[8 + j];
-        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
-    }
-    [
-        [s[0][0] + s[0][1] + s[0][2], s[0][1] - s[0][2] - s[0][3]],
-        [s[1][0] + s[1][1] + s[1][2], s[1][1] - s[1][2] - s[1][3]],
-    ]
-}
+/// Positions of F(2x2, 3x3)'s 4x4 transformed tile, which the weight gradient uses.
+const POSITIONS: usize = 16;
 
 /// Gradient of the weight of a 3x3 stride-1 layer by Winograd F(3x3, 2x2), written over `dw`
 /// (`[C_out, C_in, 3, 3]`): the same result as [`super::conv2d_weight_grad`] up to rounding.
@@ -290,15 +402,18 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
     assert_eq!(dy.len(), g.output_len(), "winograd: output gradient length");
     assert_eq!(dw.len(), g.weight_len(), "winograd: weight length");
     let (cin, cout) = (g.in_channels, g.out_channels);
-    let tiles = Tiles::of(g);
+    let tiles = Tiles::of(g, 2);
+    let (input_grid, gradient_grid) = (tiles.input_grid(g), tiles.gradient_grid(g));
+    let image_in = cin * g.in_pixels();
+    let image_out = cout * g.out_pixels();
     let per_group = group_size(g);
     let groups = g.batch.div_ceil(per_group);
     let parts = rayon::current_num_threads().clamp(1, groups.max(1));
-    let sums_len = POSITIONS * cout * cin;
+    let sums_layout = Positions::new(POSITIONS, cout * cin);
     let partials: Vec<Vec<f32>> = (0..parts)
         .into_par_iter()
         .map(|part| {
-            let mut sums = vec![0.0f32; sums_len];
+            let mut sums = vec![0.0f32; sums_layout.total()];
             for index in (part * groups / parts)..((part + 1) * groups / parts) {
                 let first = index * per_group;
                 let count = per_group.min(g.batch - first);
@@ -307,13 +422,41 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
                     let Scratch {
                         transformed,
                         products,
-                        padded,
+                        input,
+                        gradient,
+                        ..
                     } = &mut *cell.borrow_mut();
-                    let v = prefix(transformed, POSITIONS * cin * columns);
-                    transform_input_tile_major(g, tiles, x, first, count, padded, v);
-                    let d = prefix(products, POSITIONS * cout * columns);
-                    transform_output_grad(g, tiles, dy, first, count, d);
-                    accumulate_products(g, columns, v, d, &mut sums);
+                    let v_layout = Positions::new(POSITIONS, columns * input_grid.stride());
+                    let d_layout = Positions::new(POSITIONS, columns * gradient_grid.stride());
+                    let v = prefix(transformed, v_layout.total());
+                    let d = prefix(products, d_layout.total());
+                    for i in 0..count {
+                        let n = first + i;
+                        let first_tile = i * tiles.per_image();
+                        let image = input.place(input_grid, &x[n * image_in..][..image_in]);
+                        run_widest(InputTransform::<F2x2, 4, 2, true> {
+                            tiles,
+                            grid: input_grid,
+                            image,
+                            first_tile,
+                            positions: v_layout,
+                            v: &mut *v,
+                            tile: PhantomData,
+                        });
+                        let image =
+                            gradient.place(gradient_grid, &dy[n * image_out..][..image_out]);
+                        run_widest(GradientTransform {
+                            tiles,
+                            grid: gradient_grid,
+                            image,
+                            first_tile,
+                            positions: d_layout,
+                            d: &mut *d,
+                        });
+                    }
+                    let strides = [input_grid.stride(), gradient_grid.stride()];
+                    let layouts = [v_layout, d_layout, sums_layout];
+                    accumulate_products(g, layouts, strides, [v, d], &mut sums);
                 });
             }
             sums
@@ -325,12 +468,12 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
             a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
             a
         })
-        .unwrap_or_else(|| vec![0.0; sums_len]);
+        .unwrap_or_else(|| vec![0.0; sums_layout.total()]);
     for o in 0..cout {
         for c in 0..cin {
             let mut m = [0.0f32; POSITIONS];
             for (e, value) in m.iter_mut().enumerate() {
-                *value = total[(e * cout + o) * cin + c];
+                *value = sums_layout.of(&total, e)[o * cin + c];
             }
             let kernel = weight_grad_transform(&m);
             dw[(o * cin + c) * 9..][..9].copy_from_slice(&kernel);
@@ -338,80 +481,49 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
     }
 }
 
-/// `B'ᵀ d B'` of every input tile, stored `[16][tiles][C_in]` (channels contiguous, the
-/// product's native orientation).
-fn transform_input_tile_major(
-    g: &ConvGeometry,
-    tiles: Tiles,
-    x: &[f32],
-    first: usize,
-    count: usize,
-    padded: &mut PaddedImage,
-    v: &mut [f32],
-) {
-    let cin = g.in_channels;
-    let layout = Layout::of(g, 2, 2);
-    let image_in = cin * g.in_pixels();
-    let columns = count * tiles.per_image();
-    for i in 0..count {
-        let padded = padded.fill(g, &layout, &x[(first + i) * image_in..][..image_in]);
-        for tr in 0..tiles.rows {
-            for tc in 0..tiles.cols {
-                let t = (i * tiles.rows + tr) * tiles.cols + tc;
-                for (c, plane) in padded.chunks_exact(layout.plane()).enumerate() {
-                    let d = load_tile(plane, layout.cols, tr, tc);
-                    let transformed = weight_grad_input_transform(&d);
-                    for (e, value) in transformed.into_iter().enumerate() {
-                        v[(e * columns + t) * cin + c] = value;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `B'ᵀ d B'` for F(3, 2). `B'ᵀ = S Bᵀ` with `S = diag(1, 1, 1, -1)` (only the last row's sign
-/// differs from F(2, 3)'s), so `B'ᵀ d B' = S (Bᵀ d B) S`: F(2, 3)'s transform with the last row
-/// and the last column negated.
+/// The sign change that turns `Bᵀ d B` into the weight gradient's `B'ᵀ d B'`: `B'ᵀ = S Bᵀ`
+/// with `S = diag(1, 1, 1, -1)` (only the last row's sign differs from F(2, 3)'s), so
+/// `B'ᵀ d B' = S (Bᵀ d B) S`, the last row and the last column negated.
 #[inline(always)]
-fn weight_grad_input_transform(d: &[[f32; 4]; 4]) -> [f32; POSITIONS] {
-    let mut out = input_transform(d);
-    for k in 0..4 {
-        out[k * 4 + 3] = -out[k * 4 + 3];
-        out[12 + k] = -out[12 + k];
+fn negate_last_row_and_column<const N: usize>(t: &mut [[Lanes; N]; N]) {
+    for row in t.iter_mut() {
+        row[N - 1] = neg(row[N - 1]);
     }
-    out
+    t[N - 1] = t[N - 1].map(neg);
 }
 
-/// `G' δ G'ᵀ` of every 2x2 output-gradient tile (zero beyond an odd-sized output), stored
-/// `[16][C_out][tiles]`.
-fn transform_output_grad(
-    g: &ConvGeometry,
+/// `G' δ G'ᵀ` of every 2x2 output-gradient tile of one image (zeros beyond an odd-sized
+/// output), for [`LANES`] output channels at a time, stored `[16][tiles][channels]` (the
+/// grid's channel stride).
+struct GradientTransform<'a> {
     tiles: Tiles,
-    dy: &[f32],
-    first: usize,
-    count: usize,
-    d: &mut [f32],
-) {
-    let (oh, ow, cout) = (g.out_height(), g.out_width(), g.out_channels);
-    let columns = count * tiles.per_image();
-    for o in 0..cout {
-        for i in 0..count {
-            let plane = &dy[((first + i) * cout + o) * oh * ow..][..oh * ow];
-            for tr in 0..tiles.rows {
-                for tc in 0..tiles.cols {
-                    let at = |a: usize, b: usize| {
-                        let (r, col) = (2 * tr + a, 2 * tc + b);
-                        if r < oh && col < ow {
-                            plane[r * ow + col]
-                        } else {
-                            0.0
-                        }
-                    };
-                    let delta = [[at(0, 0), at(0, 1)], [at(1, 0), at(1, 1)]];
-                    let t = (i * tiles.rows + tr) * tiles.cols + tc;
-                    for (e, value) in gradient_transform(&delta).into_iter().enumerate() {
-                        d[(e * cout + o) * columns + t] = value;
+    grid: ChannelLastGrid,
+    /// The output gradient on `grid`.
+    image: &'a [f32],
+    first_tile: usize,
+    /// The layout of `d`.
+    positions: Positions,
+    d: &'a mut [f32],
+}
+
+impl VectorPass for GradientTransform<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let stride = self.grid.stride();
+        let row = self.grid.cols * stride;
+        for tr in 0..self.tiles.rows {
+            for tc in 0..self.tiles.cols {
+                let t = self.first_tile + tr * self.tiles.cols + tc;
+                let corner = 2 * tr * row + 2 * tc * stride;
+                for block in (0..stride).step_by(LANES) {
+                    let delta: [[Lanes; 2]; 2] = std::array::from_fn(|a| {
+                        std::array::from_fn(|b| {
+                            load(self.image, corner + a * row + b * stride + block)
+                        })
+                    });
+                    for (e, value) in gradient_transform(&delta).iter().enumerate() {
+                        let at = e * self.positions.stride + t * stride + block;
+                        store(self.d, at, value);
                     }
                 }
             }
@@ -421,24 +533,41 @@ fn transform_output_grad(
 
 /// `G' δ G'ᵀ` of a 2x2 tile, row-major 4x4.
 #[inline(always)]
-fn gradient_transform(delta: &[[f32; 2]; 2]) -> [f32; POSITIONS] {
-    let expand = |a: f32, b: f32| [a, 0.5 * (a + b), 0.5 * (a - b), b];
+fn gradient_transform(delta: &[[Lanes; 2]; 2]) -> [Lanes; POSITIONS] {
+    let expand = |a: Lanes, b: Lanes| [a, scale(add(a, b), 0.5), scale(sub(a, b), 0.5), b];
     let columns = [
         expand(delta[0][0], delta[1][0]),
         expand(delta[0][1], delta[1][1]),
     ];
-    let mut out = [0.0f32; POSITIONS];
-    for i in 0..4 {
-        let row = expand(columns[0][i], columns[1][i]);
-        out[i * 4..][..4].copy_from_slice(&row);
-    }
-    out
+    let rows: [[Lanes; 4]; 4] = std::array::from_fn(|i| expand(columns[0][i], columns[1][i]));
+    std::array::from_fn(|e| rows[e / 4][e % 4])
 }
 
 /// `sums_e += V_e · D_e` for the 16 positions: `[C_in x tiles] · [tiles x C_out]`, stored
-/// `[16][C_out][C_in]`.
-fn accumulate_products(g: &ConvGeometry, columns: usize, v: &[f32], d: &[f32], sums: &mut [f32]) {
-    products_per_position(sums, v, d, [g.in_channels, g.out_channels, columns], true);
+/// `[16][C_out][C_in]`. `V_e` and `D_e` are `[tiles][channels]` with rows `strides` apart.
+fn accumulate_products(
+    g: &ConvGeometry,
+    [v_layout, d_layout, sums_layout]: [Positions; 3],
+    [input_stride, gradient_stride]: [usize; 2],
+    [v, d]: [&[f32]; 2],
+    sums: &mut [f32],
+) {
+    let (cin, cout) = (g.in_channels, g.out_channels);
+    let columns = v_layout.len / input_stride;
+    for e in 0..POSITIONS {
+        let lhs = Mat {
+            data: v_layout.of(v, e),
+            row_stride: 1,
+            col_stride: input_stride,
+        };
+        let rhs = Mat {
+            data: d_layout.of(d, e),
+            row_stride: gradient_stride,
+            col_stride: 1,
+        };
+        let dst = sums_layout.of_mut(sums, e);
+        matmul_strided(dst, 1, cin, cin, cout, columns, lhs, rhs, true);
+    }
 }
 
 /// `A'ᵀ m A'` of a summed 4x4 tile: the 3x3 kernel gradient, row-major.

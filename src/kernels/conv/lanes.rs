@@ -1,0 +1,77 @@
+//! Loops over vectors of [`LANES`] values written as arrays, compiled once per instruction set:
+//! [`run_widest`] runs a [`VectorPass`] with the widest instructions this CPU has, where the
+//! compiler turns each array operation into one or two vector instructions.
+
+#[cfg(target_arch = "x86_64")]
+use super::isa::{has_avx2_fma, has_avx512};
+
+/// Values per vector: 16 floats, one AVX-512 register or two AVX2 registers.
+pub(super) const LANES: usize = 16;
+
+/// One value in each of [`LANES`] channels or tiles.
+pub(super) type Lanes = [f32; LANES];
+
+/// A loop over [`Lanes`], compiled by [`run_widest`] for the widest instructions the CPU has.
+pub(super) trait VectorPass {
+    fn run(self);
+}
+
+/// Runs `pass` compiled for AVX-512, else AVX2 + FMA, else the build's baseline.
+pub(super) fn run_widest<P: VectorPass>(pass: P) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512F, AVX2 and FMA (has_avx512 checked).
+            return unsafe { run_avx512(pass) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (has_avx2_fma checked).
+            return unsafe { run_avx2(pass) };
+        }
+    }
+    pass.run();
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn run_avx512<P: VectorPass>(pass: P) {
+    pass.run();
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_avx2<P: VectorPass>(pass: P) {
+    pass.run();
+}
+
+#[inline(always)]
+pub(super) fn load(values: &[f32], at: usize) -> Lanes {
+    values[at..][..LANES]
+        .try_into()
+        .expect("a vector of values")
+}
+
+#[inline(always)]
+pub(super) fn store(values: &mut [f32], at: usize, lanes: &Lanes) {
+    values[at..][..LANES].copy_from_slice(lanes);
+}
+
+#[inline(always)]
+pub(super) fn add(a: Lanes, b: Lanes) -> Lanes {
+    std::array::from_fn(|l| a[l] + b[l])
+}
+
+#[inline(always)]
+pub(super) fn sub(a: Lanes, b: Lanes) -> Lanes {
+    std::array::from_fn(|l| a[l] - b[l])
+}
+
+#[inline(always)]
+pub(super) fn neg(a: Lanes) -> Lanes {
+    std::array::from_fn(|l| -a[l])
+}
+
+#[inline(always)]
+pub(super) fn scale(a: Lanes, factor: f32) -> Lanes {
+    std::array::from_fn(|l| factor * a[l])
+}
