@@ -201,8 +201,9 @@ fn kernels_match_float64_reference_on_every_shape() {
     }
 }
 
-/// 3x3 stride-1 shapes for Winograd F(2x2, 3x3): the ones above, odd output sides (cut tiles),
-/// padding 0 and 2, batch 1, and the deep layers it is chosen for (reduced batch).
+/// 3x3 stride-1 shapes for Winograd (F(2x2, 3x3), F(4x4, 3x3) and the F(3x3, 2x2) weight
+/// gradient): the ones above, odd output sides (cut tiles), padding 0, 2 and 3, a 1 x 1 image,
+/// batch 1, and the deep layers it is chosen for (reduced batch).
 const WINOGRAD_SHAPES: &[Shape] = &[
     (1, 5, 7, 9, 3, 3, 1, 1),
     (2, 4, 5, 5, 6, 3, 1, 0),
@@ -211,16 +212,21 @@ const WINOGRAD_SHAPES: &[Shape] = &[
     (3, 64, 8, 8, 64, 3, 1, 1),
     (2, 96, 4, 4, 128, 3, 1, 1),
     (2, 16, 32, 32, 16, 3, 1, 1),
-    // Channels beyond one vector with a tail, odd sides, tiles of one vector from two images.
+    // Channels beyond one vector with a tail, odd sides, tiles of one vector from two images
+    // (with one thread, where a group holds several images).
     (5, 33, 7, 5, 17, 3, 1, 1),
+    (2, 3, 1, 1, 4, 3, 1, 1),
+    (1, 2, 5, 4, 3, 3, 1, 3),
 ];
 
 /// Held by the tests that fix or measure the algorithm, which is process-wide state.
 static ALGORITHM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Winograd's forward pass, and both fixed algorithms through the public entry points (the
-/// input gradient of a stride-1 layer is a forward convolution), against the float64 direct
-/// convolution at the tolerance of the im2col path.
+/// Winograd's forward passes and weight gradient (each instruction set, with the default
+/// thread pool and with one thread, whose groups hold more images), and the three fixed
+/// algorithms through the public entry points (the input gradient of a stride-1 layer is a
+/// forward convolution), against the float64 direct convolution at the tolerance of the im2col
+/// path.
 #[test]
 fn winograd_matches_float64_reference() {
     let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
@@ -233,32 +239,47 @@ fn winograd_matches_float64_reference() {
         let w = random(&mut rng, g.weight_len());
         let dy = random(&mut rng, g.output_len());
         let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
-        for limit in INSTRUCTION_SETS {
-            limit_instruction_set(limit);
-            let error_2x2 = forward_error(winograd_forward, &g, &x, &w, &y_ref);
-            assert!(
-                error_2x2 < 1e-4,
-                "winograd forward of {shape:?}, {limit:?} (seed {seed}): {error_2x2:e}"
-            );
-            let error_4x4 = forward_error(winograd_4x4_forward, &g, &x, &w, &y_ref);
-            assert!(
-                error_4x4 < 1e-4,
-                "winograd F(4x4, 3x3) forward of {shape:?}, {limit:?} (seed {seed}): {error_4x4:e}"
-            );
-            let mut dw = vec![f32::NAN; g.weight_len()];
-            winograd_weight_grad(&g, &x, &dy, &mut dw);
-            let dw_error = relative_error(&dw, &dw_ref);
-            assert!(
-                dw_error < 1e-4,
-                "winograd weight grad of {shape:?}, {limit:?} (seed {seed}): {dw_error:e}"
-            );
-            // The error bound BENCHMARKS.md states comes from these lines (`--nocapture`).
-            eprintln!(
-                "winograd {shape:?}, {limit:?}: forward {error_2x2:.1e} (F(4x4, 3x3) \
-                 {error_4x4:.1e}), weight grad {dw_error:.1e}"
-            );
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool");
+        for threads in ["default", "one"] {
+            let check = || {
+                for limit in INSTRUCTION_SETS {
+                    limit_instruction_set(limit);
+                    let context =
+                        format!("{shape:?}, {limit:?}, {threads} thread(s) (seed {seed})");
+                    let error_2x2 = forward_error(winograd_forward, &g, &x, &w, &y_ref);
+                    assert!(
+                        error_2x2 < 1e-4,
+                        "winograd forward of {context}: {error_2x2:e}"
+                    );
+                    let error_4x4 = forward_error(winograd_4x4_forward, &g, &x, &w, &y_ref);
+                    assert!(
+                        error_4x4 < 1e-4,
+                        "winograd F(4x4, 3x3) forward of {context}: {error_4x4:e}"
+                    );
+                    let mut dw = vec![f32::NAN; g.weight_len()];
+                    winograd_weight_grad(&g, &x, &dy, &mut dw);
+                    let dw_error = relative_error(&dw, &dw_ref);
+                    assert!(
+                        dw_error < 1e-4,
+                        "winograd weight grad of {context}: {dw_error:e}"
+                    );
+                    // The error bounds BENCHMARKS.md states come from these lines (`--nocapture`).
+                    eprintln!(
+                        "winograd {context}: forward {error_2x2:.1e} (F(4x4, 3x3) {error_4x4:.1e}), \
+                         weight grad {dw_error:.1e}"
+                    );
+                }
+                limit_instruction_set(None);
+            };
+            if threads == "one" {
+                one_thread.install(check);
+            } else {
+                check();
+            }
         }
-        limit_instruction_set(None);
         let algorithms = [
             ConvAlgorithm::Winograd,
             ConvAlgorithm::Winograd4x4,

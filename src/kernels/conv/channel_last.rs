@@ -2,9 +2,10 @@
 //! [`LANES`] neighbouring channels: the layout of the Winograd transforms, which run on
 //! [`LANES`] channels at once.
 //!
-//! The images of a layer are `[C, H, W]`: a plane per channel. A transform reads a 4 x 4 tile
-//! of every channel and writes 16 values per tile; run one tile at a time, it is scalar code
-//! that scatters into 16 rows (60% of a Winograd convolution's time, BENCHMARKS.md). With the
+//! The images of a layer are `[C, H, W]`: a plane per channel. A transform reads a 4 x 4 (or
+//! 6 x 6) tile of every channel and writes 16 (or 36) values per tile; run one tile at a time,
+//! it is scalar code that scatters into 16 rows (60% of a Winograd convolution's time,
+//! BENCHMARKS.md). With the
 //! channels last, the same arithmetic runs on vectors of channels, and each transformed value
 //! is a vector store.
 

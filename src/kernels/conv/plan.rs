@@ -1,7 +1,8 @@
 //! Which algorithm computes a convolution: im2col + gemm (with two group sizes), Winograd
-//! F(2x2, 3x3) or F(4x4, 3x3) or the direct kernels where they apply. None wins everywhere (Winograd does
-//! 2.25x fewer multiplications but moves more memory, so it pays on deep layers and loses on narrow ones; the direct kernel
-//! saves the unfolding, which matters most on narrow layers; by amounts that differ between
+//! F(2x2, 3x3) or F(4x4, 3x3), or the direct kernels where they apply. None wins everywhere
+//! (Winograd does 2.25x or 4x fewer multiplications but moves more memory, so it pays on deep
+//! layers and loses on narrow ones; the direct kernels save the unfolding, which matters most
+//! on narrow layers; by amounts that differ between
 //! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
 //! each candidate runs at least three times (up to ten on small layers) on the call's own data
 //! and the fastest (by its best time) is kept.
@@ -34,7 +35,8 @@ pub enum ConvAlgorithm {
     /// and the product costs more than a larger product gains; by how much depends on the
     /// CPU's caches, so it is measured (a candidate where its groups are smaller).
     Im2colL2,
-    /// Winograd F(2x2, 3x3) (3x3 kernels with stride 1).
+    /// Winograd F(2x2, 3x3) for forward passes and F(3x3, 2x2) for weight gradients (3x3
+    /// kernels with stride 1).
     Winograd,
     /// Winograd F(4x4, 3x3) for forward passes (3x3 kernels with stride 1; so also their input
     /// gradients): 4x fewer multiplies than the direct convolution, against F(2x2, 3x3)'s

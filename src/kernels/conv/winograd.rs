@@ -1,29 +1,31 @@
-//! Winograd F(2x2, 3x3) convolution for 3x3 stride-1 layers (Lavin & Gray, "Fast Algorithms for
-//! Convolutional Neural Networks", CVPR 2016).
+//! Winograd convolution for 3x3 stride-1 layers (Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", CVPR 2016): forward passes (and so stride-1 input gradients)
+//! by F(2x2, 3x3) or F(4x4, 3x3), weight gradients by F(3x3, 2x2).
 //!
-//! The output is cut into 2x2 tiles; tile `(t)` of output channel `o` needs the 4x4 input tile
-//! `d_c` of every input channel `c`:
+//! The output is cut into `M x M` tiles (`M` = 2 or 4); tile `t` of output channel `o` needs
+//! the `N x N` input tile `d_c` (`N = M + 2`) of every input channel `c`:
 //!
 //! `Y_o = Aᵀ [ Σ_c (G g_oc Gᵀ) ⊙ (Bᵀ d_c B) ] A`
 //!
-//! with `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`,
-//! `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]` and
-//! `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`. For each of the 16 positions `e` of the 4x4
-//! transformed tile, the sum over `c` is one matrix product `M_e = V_e · U_e`
-//! (`tiles x C_in` times `C_in x C_out`), computed by `gemm`: 16 multiply-adds per tile and
-//! channel pair instead of the direct convolution's 36, 2.25x fewer.
+//! with the matrices of [`super::winograd_tiles`]. For each of the `N²` positions `e` of the
+//! transformed tile, the sum over `c` is one matrix product `M_e = V_e · U_e` (`tiles x C_in`
+//! times `C_in x C_out`), computed by `gemm`: `N²` multiply-adds per tile and channel pair
+//! instead of the direct convolution's `9·M²`, 2.25x fewer for F(2x2, 3x3) and 4x for
+//! F(4x4, 3x3).
 //!
 //! The transforms run on vectors: the input (and, for the weight gradient, the output gradient)
 //! is copied channel-last, one image at a time ([`super::channel_last`]), so that one vector
-//! holds a tile's value in [`LANES`] channels and each of the 16 transformed values is a vector
-//! store into `V_e`, `[tiles][C_in]`. The output transform reads [`LANES`] neighbouring tiles
-//! of one output channel from each `M_e`, `[C_out][tiles]`. Run one tile at a time with scalar
-//! loads and stores, the transforms took about 60% of the time (BENCHMARKS.md).
+//! holds a tile's value in [`LANES`] channels and each of the `N²` transformed values is a
+//! vector store into `V_e`, `[tiles][C_in rounded up to LANES]`. The output transform reads
+//! [`LANES`] neighbouring tiles of one output channel from each `M_e`, `[C_out][tiles]`. Run
+//! one tile at a time with scalar loads and stores, the transforms took about 60% of the time
+//! (BENCHMARKS.md).
 //!
-//! Rounding: the transforms only add, subtract and halve, so the result differs from the
-//! direct sum by a few more roundings per output (each transformed value is a sum of up to 9
-//! inputs before the channel sum); `tests/fast_conv.rs` bounds the relative Frobenius error
-//! against the float64 direct convolution at 1e-4, like the im2col path.
+//! Rounding: F(2x2, 3x3)'s transforms only add, subtract and halve (each transformed value is a
+//! sum of up to 9 inputs before the channel sum); F(4x4, 3x3)'s scale by up to 8 and by 1/6 and
+//! 1/24, so its error is about 10x larger (1e-6 against 1e-7 relative in the tests). Both stay
+//! far inside the 1e-4 relative Frobenius error that `tests/fast_conv.rs` allows against the
+//! float64 direct convolution, as for the im2col path.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -36,7 +38,8 @@ use super::kernels::{Mat, group_size, matmul_strided, prefix};
 use super::lanes::{LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub};
 use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
 
-/// Whether [`winograd_forward`] computes `g`: a 3x3 kernel with stride 1 (any padding).
+/// Whether [`winograd_forward`], [`winograd_4x4_forward`] and [`winograd_weight_grad`] compute
+/// `g`: a 3x3 kernel with stride 1 (any padding).
 pub fn supports_winograd(g: &ConvGeometry) -> bool {
     g.is_valid() && g.kernel_height == 3 && g.kernel_width == 3 && g.stride == [1, 1]
 }
@@ -113,9 +116,9 @@ impl Tiles {
     }
 }
 
-/// One matrix per position of the transformed tile, each `len` values, `stride` apart: a
-/// cache line more than `len` (rounded to whole lines), so that the matrices do not start at
-/// the same offset modulo a power of two. The transforms read or write all positions of a tile
+/// One matrix per position of the transformed tile, each `len` values, `stride` apart: an odd
+/// number of cache lines, so that the matrices do not start at the same offset modulo a power
+/// of two. The transforms read or write all positions of a tile
 /// at once; with unpadded matrices of 2^k values (512 channels x 64 tiles, say) those 16 or
 /// 36 streams fell into one cache set and evicted each other (F(4x4, 3x3) ran 3x slower on a
 /// 4 x 4 map with 512 channels).
@@ -131,7 +134,7 @@ impl Positions {
         Self {
             count,
             len,
-            stride: len.next_multiple_of(LANES) + LANES,
+            stride: (len.div_ceil(LANES) | 1) * LANES,
         }
     }
 
@@ -247,8 +250,9 @@ fn transform_weights<T: WinogradTile<N, M>, const N: usize, const M: usize>(
 }
 
 /// `Bᵀ d B` of every input tile of one image, for [`LANES`] channels at a time, stored
-/// `V_e[t, c]` as `[N·N][tiles][channels]` (the grid's channel stride): `V_e` is the lhs of
-/// the product, `tiles x C_in` row-major. With `NEGATE` the weight gradient's `B'ᵀ d B'`.
+/// `V_e[t, c]` as `[N·N][tiles][channels]` (rows of the grid's channel stride): `V_e` is the
+/// lhs of the product, `tiles x C_in` with rows a stride apart. With `NEGATE` the weight
+/// gradient's `B'ᵀ d B'`.
 struct InputTransform<'a, T, const N: usize, const M: usize, const NEGATE: bool> {
     tiles: Tiles,
     grid: ChannelLastGrid,
@@ -294,8 +298,8 @@ impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> 
 }
 
 /// `M_e = V_e · U_e` for each position, `M_e` stored `[C_out][tiles]`: tiles are the
-/// product's contiguous dimension, the gemm micro-kernel's native orientation. `V_e` is
-/// `tiles x C_in` with rows `stride` apart; `U_e` is `C_in x C_out` in
+/// product's contiguous dimension, the gemm micro-kernel's native output orientation (gemm
+/// packs the operands either way). `V_e` is `tiles x C_in` with rows `stride` apart; `U_e` is `C_in x C_out` in
 /// [`transform_weights`]' layout.
 fn multiply(
     g: &ConvGeometry,
