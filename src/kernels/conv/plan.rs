@@ -2,10 +2,10 @@
 //! F(2x2, 3x3) or F(4x4, 3x3), or the direct kernels where they apply. None wins everywhere
 //! (Winograd does 2.25x or 4x fewer multiplications but moves more memory, so it pays on deep
 //! layers and loses on narrow ones; the direct kernels save the unfolding, which matters most
-//! on narrow layers; by amounts that differ between
-//! CPUs), so the choice is made by measurement on the machine: the first time a shape is seen,
-//! each candidate runs at least three times (up to ten on small layers) on the call's own data
-//! and the fastest (by its best time) is kept.
+//! on narrow layers; by amounts that differ between CPUs), so the choice is made by
+//! measurement on the machine: the first time a shape is seen, each candidate runs at least
+//! three times (up to a hundred on small layers, for about 0.2 s) on the call's own data and
+//! the fastest (by its best time) is kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
 //! cache file (`conv-algorithms-v5.txt` under `$SELFSUP_CACHE_DIR`, else
@@ -270,10 +270,12 @@ pub fn chosen_algorithm(g: &ConvGeometry, pass: ConvPass) -> Option<ConvAlgorith
 /// Rounds of the measurement: every candidate runs once per round, and each is judged by its
 /// best round. At least [`MIN_ROUNDS`]; more, up to [`MAX_ROUNDS`], while the measurement has
 /// taken less than [`MEASURING_TIME`], so that small layers (well under a millisecond a call)
-/// are judged on enough calls to see past a slow moment of a shared machine, at a cost of a
-/// few tenths of a second once per shape.
+/// are judged on calls spread over a fifth of a second, long enough to see past a slow moment
+/// of a shared machine, at a cost of a few tenths of a second once per shape. (With at most 10
+/// rounds, a layer of 0.2 ms was judged on 10 ms of calls, and a noisy moment picked a
+/// candidate 1.5-2x slower than the best: BENCHMARKS.md, session 33.)
 const MIN_ROUNDS: usize = 3;
-const MAX_ROUNDS: usize = 10;
+const MAX_ROUNDS: usize = 100;
 const MEASURING_TIME: Duration = Duration::from_millis(200);
 
 /// Runs `run(algorithm, output)` with the algorithm chosen for `g`'s `pass` among
