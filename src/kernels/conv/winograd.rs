@@ -201,14 +201,14 @@ fn forward<T: WinogradTile<N, M>, const N: usize, const M: usize>(
                 let v = prefix(transformed, v_layout.total());
                 for i in 0..count {
                     let image = input.place(grid, &x[(first + i) * image_in..][..image_in]);
-                    run_widest(InputTransform::<T, N, M, false> {
+                    run_widest(TileTransform::<InputTile<T, M, false>, N> {
                         tiles,
                         grid,
                         image,
                         first_tile: i * tiles.per_image(),
                         positions: v_layout,
-                        v: &mut *v,
-                        tile: PhantomData,
+                        out: &mut *v,
+                        kernel: PhantomData,
                     });
                 }
                 let m_layout = Positions::new(N * N, g.out_channels * columns);
@@ -249,26 +249,65 @@ fn transform_weights<T: WinogradTile<N, M>, const N: usize, const M: usize>(
     u
 }
 
-/// `Bᵀ d B` of every input tile of one image, for [`LANES`] channels at a time, stored
-/// `V_e[t, c]` as `[N·N][tiles][channels]` (rows of the grid's channel stride): `V_e` is the
-/// lhs of the product, `tiles x C_in` with rows a stride apart. With `NEGATE` the weight
-/// gradient's `B'ᵀ d B'`.
-struct InputTransform<'a, T, const N: usize, const M: usize, const NEGATE: bool> {
+/// A transform of one tile of [`LANES`] channels into `N x N` values, reading the tile's
+/// values through `at(row, column)`.
+trait TileKernel<const N: usize> {
+    /// Pixels between the corners of neighbouring tiles.
+    const STEP: usize;
+
+    fn transform(at: impl Fn(usize, usize) -> Lanes) -> [[Lanes; N]; N];
+}
+
+/// `Bᵀ d B` of an `N x N` input tile; with `NEGATE` the weight gradient's `B'ᵀ d B'`.
+struct InputTile<T, const M: usize, const NEGATE: bool>(PhantomData<T>);
+
+impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> TileKernel<N>
+    for InputTile<T, M, NEGATE>
+{
+    const STEP: usize = M;
+
+    #[inline(always)]
+    fn transform(at: impl Fn(usize, usize) -> Lanes) -> [[Lanes; N]; N] {
+        let d: [[Lanes; N]; N] = std::array::from_fn(|r| std::array::from_fn(|j| at(r, j)));
+        let mut transformed = input_2d::<T, N, M>(&d);
+        if NEGATE {
+            negate_last_row_and_column(&mut transformed);
+        }
+        transformed
+    }
+}
+
+/// `G' δ G'ᵀ` of a 2x2 output-gradient tile, for the weight gradient.
+struct GradientTile;
+
+impl TileKernel<4> for GradientTile {
+    const STEP: usize = 2;
+
+    #[inline(always)]
+    fn transform(at: impl Fn(usize, usize) -> Lanes) -> [[Lanes; 4]; 4] {
+        let expand = |a: Lanes, b: Lanes| [a, scale(add(a, b), 0.5), scale(sub(a, b), 0.5), b];
+        let columns = [expand(at(0, 0), at(1, 0)), expand(at(0, 1), at(1, 1))];
+        std::array::from_fn(|i| expand(columns[0][i], columns[1][i]))
+    }
+}
+
+/// `K`'s transform of every tile of one channel-last image, for [`LANES`] channels at a time,
+/// stored as `N·N` matrices `[tiles][channels]` (rows of the grid's channel stride): the input
+/// transform's `V_e` is the lhs of the product, `tiles x C_in` with rows a stride apart.
+struct TileTransform<'a, K, const N: usize> {
     tiles: Tiles,
     grid: ChannelLastGrid,
     /// The image on `grid`.
     image: &'a [f32],
     /// The image's first tile among the group's.
     first_tile: usize,
-    /// The layout of `v`.
+    /// The layout of `out`.
     positions: Positions,
-    v: &'a mut [f32],
-    tile: PhantomData<T>,
+    out: &'a mut [f32],
+    kernel: PhantomData<K>,
 }
 
-impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> VectorPass
-    for InputTransform<'_, T, N, M, NEGATE>
-{
+impl<K: TileKernel<N>, const N: usize> VectorPass for TileTransform<'_, K, N> {
     #[inline(always)]
     fn run(self) {
         let stride = self.grid.stride();
@@ -276,20 +315,14 @@ impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> 
         for tr in 0..self.tiles.rows {
             for tc in 0..self.tiles.cols {
                 let t = self.first_tile + tr * self.tiles.cols + tc;
-                let corner = M * (tr * row + tc * stride);
+                let corner = K::STEP * (tr * row + tc * stride);
                 for block in (0..stride).step_by(LANES) {
-                    let d: [[Lanes; N]; N] = std::array::from_fn(|r| {
-                        std::array::from_fn(|j| {
-                            load(self.image, corner + r * row + j * stride + block)
-                        })
+                    let transformed = K::transform(|r, j| {
+                        load(self.image, corner + r * row + j * stride + block)
                     });
-                    let mut transformed = input_2d::<T, N, M>(&d);
-                    if NEGATE {
-                        negate_last_row_and_column(&mut transformed);
-                    }
                     for (e, value) in transformed.iter().flatten().enumerate() {
                         let at = e * self.positions.stride + t * stride + block;
-                        store(self.v, at, value);
+                        store(self.out, at, value);
                     }
                 }
             }
@@ -438,24 +471,25 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
                         let n = first + i;
                         let first_tile = i * tiles.per_image();
                         let image = input.place(input_grid, &x[n * image_in..][..image_in]);
-                        run_widest(InputTransform::<F2x2, 4, 2, true> {
+                        run_widest(TileTransform::<InputTile<F2x2, 2, true>, 4> {
                             tiles,
                             grid: input_grid,
                             image,
                             first_tile,
                             positions: v_layout,
-                            v: &mut *v,
-                            tile: PhantomData,
+                            out: &mut *v,
+                            kernel: PhantomData,
                         });
                         let image =
                             gradient.place(gradient_grid, &dy[n * image_out..][..image_out]);
-                        run_widest(GradientTransform {
+                        run_widest(TileTransform::<GradientTile, 4> {
                             tiles,
                             grid: gradient_grid,
                             image,
                             first_tile,
                             positions: d_layout,
-                            d: &mut *d,
+                            out: &mut *d,
+                            kernel: PhantomData,
                         });
                     }
                     let strides = [input_grid.stride(), gradient_grid.stride()];
@@ -494,57 +528,6 @@ fn negate_last_row_and_column<const N: usize>(t: &mut [[Lanes; N]; N]) {
         row[N - 1] = neg(row[N - 1]);
     }
     t[N - 1] = t[N - 1].map(neg);
-}
-
-/// `G' δ G'ᵀ` of every 2x2 output-gradient tile of one image (zeros beyond an odd-sized
-/// output), for [`LANES`] output channels at a time, stored `[16][tiles][channels]` (the
-/// grid's channel stride).
-struct GradientTransform<'a> {
-    tiles: Tiles,
-    grid: ChannelLastGrid,
-    /// The output gradient on `grid`.
-    image: &'a [f32],
-    first_tile: usize,
-    /// The layout of `d`.
-    positions: Positions,
-    d: &'a mut [f32],
-}
-
-impl VectorPass for GradientTransform<'_> {
-    #[inline(always)]
-    fn run(self) {
-        let stride = self.grid.stride();
-        let row = self.grid.cols * stride;
-        for tr in 0..self.tiles.rows {
-            for tc in 0..self.tiles.cols {
-                let t = self.first_tile + tr * self.tiles.cols + tc;
-                let corner = 2 * tr * row + 2 * tc * stride;
-                for block in (0..stride).step_by(LANES) {
-                    let delta: [[Lanes; 2]; 2] = std::array::from_fn(|a| {
-                        std::array::from_fn(|b| {
-                            load(self.image, corner + a * row + b * stride + block)
-                        })
-                    });
-                    for (e, value) in gradient_transform(&delta).iter().enumerate() {
-                        let at = e * self.positions.stride + t * stride + block;
-                        store(self.d, at, value);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `G' δ G'ᵀ` of a 2x2 tile, row-major 4x4.
-#[inline(always)]
-fn gradient_transform(delta: &[[Lanes; 2]; 2]) -> [Lanes; POSITIONS] {
-    let expand = |a: Lanes, b: Lanes| [a, scale(add(a, b), 0.5), scale(sub(a, b), 0.5), b];
-    let columns = [
-        expand(delta[0][0], delta[1][0]),
-        expand(delta[0][1], delta[1][1]),
-    ];
-    let rows: [[Lanes; 4]; 4] = std::array::from_fn(|i| expand(columns[0][i], columns[1][i]));
-    std::array::from_fn(|e| rows[e / 4][e % 4])
 }
 
 /// `sums_e += V_e · D_e` for the 16 positions: `[C_in x tiles] · [tiles x C_out]`, stored
