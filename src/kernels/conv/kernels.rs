@@ -373,19 +373,7 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
                 g.kernel_width - 1 - g.padding[1],
             ],
         };
-        let (kh, kw) = (g.kernel_height, g.kernel_width);
-        let mut w_flipped = vec![0.0f32; w.len()];
-        for o in 0..g.out_channels {
-            for c in 0..g.in_channels {
-                for a in 0..kh {
-                    for b in 0..kw {
-                        w_flipped[((c * g.out_channels + o) * kh + a) * kw + b] =
-                            w[((o * g.in_channels + c) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)];
-                    }
-                }
-            }
-        }
-        conv2d_forward(&flipped, dy, &w_flipped, dx);
+        conv2d_forward(&flipped, dy, &flip_kernels(g, w), dx);
         return;
     }
     let pixels = g.out_pixels();
@@ -442,6 +430,28 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
                 }
             });
         });
+}
+
+/// `w'[c, o, a, b] = w[o, c, kh-1-a, kw-1-b]`: the kernels flipped spatially, input and
+/// output channels swapped. Written in order, one input channel's block per task (the weights
+/// of a deep layer are megabytes; written in the source's order, every kernel went to another
+/// cache line).
+fn flip_kernels(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.kernel_height, g.kernel_width);
+    let taps = kh * kw;
+    let mut flipped = vec![0.0f32; w.len()];
+    flipped
+        .par_chunks_mut(g.out_channels * taps)
+        .enumerate()
+        .for_each(|(c, block)| {
+            for (o, kernel) in block.chunks_exact_mut(taps).enumerate() {
+                let source = &w[(o * g.in_channels + c) * taps..][..taps];
+                for (value, &tap) in kernel.iter_mut().zip(source.iter().rev()) {
+                    *value = tap;
+                }
+            }
+        });
+    flipped
 }
 
 /// Gradient of the weight: `dw = Σ_n dy_n · cols(x_n)ᵀ`, written over `dw`
