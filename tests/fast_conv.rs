@@ -62,6 +62,16 @@ fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// Random input, weights and output gradient for `g`, and the float64 reference of the three
+/// passes ([`reference`]).
+fn random_case(rng: &mut StdRng, g: &ConvGeometry) -> ([Vec<f32>; 3], [Vec<f64>; 3]) {
+    let x = random(rng, g.input_len());
+    let w = random(rng, g.weight_len());
+    let dy = random(rng, g.output_len());
+    let (y, dx, dw) = reference(g, &x, &w, &dy);
+    ([x, w, dy], [y, dx, dw])
+}
+
 /// Float64 direct convolution: forward, input gradient and weight gradient for output
 /// gradient `dy`.
 fn reference(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -187,10 +197,7 @@ fn kernels_match_float64_reference_on_every_shape() {
     let mut rng = StdRng::seed_from_u64(seed);
     for &shape in SHAPES {
         let g = geometry(shape);
-        let x = random(&mut rng, g.input_len());
-        let w = random(&mut rng, g.weight_len());
-        let dy = random(&mut rng, g.output_len());
-        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
 
         let context = format!("{shape:?} (seed {seed})");
         assert_all_close(
@@ -235,10 +242,7 @@ fn winograd_matches_float64_reference() {
     let shapes = SHAPES.iter().chain(WINOGRAD_SHAPES);
     for &shape in shapes.filter(|&&s| supports_winograd(&geometry(s))) {
         let g = geometry(shape);
-        let x = random(&mut rng, g.input_len());
-        let w = random(&mut rng, g.weight_len());
-        let dy = random(&mut rng, g.output_len());
-        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
         let one_thread = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
@@ -352,10 +356,7 @@ fn direct_kernel_matches_float64_reference() {
     let geometries = square.map(|&s| geometry(s)).chain(rectangular);
     let (mut tested, mut weight_grads) = (0, 0);
     for g in geometries.filter(supports_direct) {
-        let x = random(&mut rng, g.input_len());
-        let w = random(&mut rng, g.weight_len());
-        let dy = random(&mut rng, g.output_len());
-        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
         for limit in INSTRUCTION_SETS {
             limit_instruction_set(limit);
             let error = forward_error(direct_forward, &g, &x, &w, &y_ref);
@@ -409,10 +410,7 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
         .filter(|g| g.stride != [1, 1] && supports_direct_channels(g));
     let mut tested = 0;
     for g in strided {
-        let x = random(&mut rng, g.input_len());
-        let w = random(&mut rng, g.weight_len());
-        let dy = random(&mut rng, g.output_len());
-        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
         for limit in INSTRUCTION_SETS {
             limit_instruction_set(limit);
             let error = forward_error(direct_channels_forward, &g, &x, &w, &y_ref);
@@ -443,10 +441,7 @@ fn im2col_with_cache_sized_groups_matches_float64_reference() {
     // 576-long patch rows times 256 output pixels: 147,456 floats per image.
     for shape in [(8, 64, 16, 16, 16, 3, 1, 1), (5, 64, 32, 32, 8, 3, 2, 1)] {
         let g = geometry(shape);
-        let x = random(&mut rng, g.input_len());
-        let w = random(&mut rng, g.weight_len());
-        let dy = random(&mut rng, g.output_len());
-        let (y_ref, dx_ref, dw_ref) = reference(&g, &x, &w, &dy);
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
         set_conv_algorithm(Some(ConvAlgorithm::Im2colL2));
         let outputs = all_three(&g, &x, &w, &dy);
         set_conv_algorithm(None);
