@@ -84,6 +84,7 @@ pub mod report;
 mod seeded;
 pub mod step;
 pub mod train;
+pub mod transformer_ops;
 
 pub use error::{Error, Result};
 

@@ -16,7 +16,9 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::error::Error;
@@ -167,6 +169,7 @@ impl VitConfig {
                 pos_embedding: Param::from_tensor(pos_embedding),
                 layers,
                 ln: layer_norm(d, self.layer_norm_eps, device),
+                layer_norm_eps: self.layer_norm_eps,
             },
             patch_size: self.patch_size,
             pool: self.pool,
@@ -302,6 +305,8 @@ pub struct EncoderBlock {
     pub ln_2: LayerNorm,
     /// The MLP.
     pub mlp: VitMlp,
+    /// The LayerNorms' epsilon.
+    pub layer_norm_eps: f64,
 }
 
 /// How an [`EncoderBlock`]'s weights are drawn.
@@ -338,14 +343,19 @@ impl EncoderBlock {
                 linear_1: TorchLinear::xavier(d, mlp_dim, mlp_bias_std, device),
                 linear_2: TorchLinear::xavier(mlp_dim, d, mlp_bias_std, device),
             },
+            layer_norm_eps: eps,
         }
     }
 
     /// `x + MSA(LN_1(x))`, then `+ MLP(LN_2(.))`, for tokens `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.self_attention.forward(self.ln_1.forward(x));
+        let eps = self.layer_norm_eps;
+        let x = x.clone()
+            + self
+                .self_attention
+                .forward(fused_layer_norm(&self.ln_1, x, eps));
         let [b, n, d] = x.dims();
-        let hidden = self.ln_2.forward(x.clone()).reshape([b * n, d]);
+        let hidden = fused_layer_norm(&self.ln_2, x.clone(), eps).reshape([b * n, d]);
         let hidden = gelu(self.mlp.linear_1.forward(hidden));
         x + self.mlp.linear_2.forward(hidden).reshape([b, n, d])
     }
@@ -360,6 +370,8 @@ pub struct VitEncoder {
     pub layers: Vec<EncoderBlock>,
     /// Final LayerNorm.
     pub ln: LayerNorm,
+    /// Its epsilon.
+    pub layer_norm_eps: f64,
 }
 
 /// A Vision Transformer: see the [module docs](self).
@@ -448,7 +460,7 @@ impl Vit {
             .layers
             .iter()
             .fold(tokens, |x, block| block.forward(x));
-        self.encoder.ln.forward(x)
+        fused_layer_norm(&self.encoder.ln, x, self.encoder.layer_norm_eps)
     }
 
     /// Every output token, `[B, 1 + N, D]`: the class token first, then the patches

@@ -11,4 +11,7 @@ pub mod allocator;
 pub mod batch_norm;
 pub mod conv;
 pub(crate) mod flex_f32;
+pub(crate) mod isa;
+pub(crate) mod lanes;
 pub(crate) mod lars;
+pub mod transformer;

@@ -11,6 +11,10 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::backbone::vit::{BlockInit, EncoderBlock, TorchLinear};
 use crate::error::{Error, Result};
+use crate::transformer_ops::layer_norm;
+
+/// The LayerNorms' epsilon (MAE's and I-JEPA's `partial(nn.LayerNorm, eps=1e-6)`).
+const NORM_EPS: f64 = 1e-6;
 
 /// Widths and depth of a [`TokenTransformer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +58,11 @@ impl TokenTransformerShape {
                 device,
             )),
             blocks: (0..self.depth)
-                .map(|_| EncoderBlock::new(w, self.heads, 4 * w, 1e-6, BlockInit::Xavier, device))
+                .map(|_| {
+                    EncoderBlock::new(w, self.heads, 4 * w, NORM_EPS, BlockInit::Xavier, device)
+                })
                 .collect(),
-            norm: LayerNormConfig::new(w).with_epsilon(1e-6).init(device),
+            norm: LayerNormConfig::new(w).with_epsilon(NORM_EPS).init(device),
             head: TorchLinear::xavier(w, self.output_dim, 0.0, device),
         }
     }
@@ -101,7 +107,7 @@ impl TokenTransformer {
     pub fn predict_last(&self, tokens: Tensor<3>, keep: usize) -> Tensor<3> {
         let [b, n, w] = tokens.dims();
         let x = self.blocks.iter().fold(tokens, |x, block| block.forward(x));
-        let x = self.norm.forward(x).narrow(1, n - keep, keep);
+        let x = layer_norm(&self.norm, x, NORM_EPS).narrow(1, n - keep, keep);
         let out = self.head.weight.dims()[0];
         self.head
             .forward(x.reshape([b * keep, w]))

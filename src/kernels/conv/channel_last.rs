@@ -9,7 +9,7 @@
 //! channels last, the same arithmetic runs on vectors of channels, and each transformed value
 //! is a vector store.
 
-use super::lanes::{LANES, VectorPass, run_widest};
+use crate::kernels::lanes::{LANES, VectorPass, run_widest};
 
 /// Where an image `[channels, height, width]` goes in a channel-last buffer
 /// `[rows, cols, stride]`: pixel `(0, 0)` at `(top, left)`, channels `channels..stride` and

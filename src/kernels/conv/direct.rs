@@ -21,8 +21,8 @@ use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
-use super::isa::has_avx2_fma;
-use super::isa::has_avx512;
+use crate::kernels::isa::has_avx2_fma;
+use crate::kernels::isa::has_avx512;
 
 /// Output channels per register tile.
 pub(super) const CHANNELS: usize = 4;

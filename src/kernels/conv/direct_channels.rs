@@ -23,9 +23,9 @@ use rayon::prelude::*;
 
 use super::direct::{Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
-#[cfg(target_arch = "x86_64")]
-use super::isa::{has_avx2_fma, has_avx512};
 use super::kernels::prefix;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::isa::{has_avx2_fma, has_avx512};
 
 /// Vectors of output channels per register tile.
 const VECTORS: usize = 2;

@@ -32,7 +32,7 @@ use super::direct::Fused;
 use super::direct::{CHANNELS, Grid, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
-use super::isa::{has_avx2_fma, has_avx512};
+use crate::kernels::isa::{has_avx2_fma, has_avx512};
 
 /// Taps per kernel row (the kernel is 3x3).
 const TAPS: usize = 3;

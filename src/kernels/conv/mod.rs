@@ -9,19 +9,17 @@ mod direct_weight_grad;
 mod extension;
 mod geometry;
 mod im2col;
-mod isa;
 mod kernels;
-mod lanes;
 mod plan;
 mod winograd;
 mod winograd_tiles;
 
+pub use crate::kernels::isa::{InstructionSet, limit_instruction_set};
 pub use direct::{direct_forward, supports_direct};
 pub use direct_channels::{direct_channels_forward, supports_direct_channels};
 pub use direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;
-pub use isa::{InstructionSet, limit_instruction_set};
 pub use kernels::{conv2d_forward, conv2d_input_grad, conv2d_weight_grad};
 pub use plan::{ConvAlgorithm, ConvPass, chosen_algorithm, set_conv_algorithm};
 pub use winograd::{

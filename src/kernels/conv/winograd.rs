@@ -35,8 +35,10 @@ use rayon::prelude::*;
 use super::channel_last::{ChannelLastGrid, ChannelLastImage};
 use super::geometry::ConvGeometry;
 use super::kernels::{Mat, group_size, matmul_strided, prefix};
-use super::lanes::{LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub};
 use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
+use crate::kernels::lanes::{
+    LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub,
+};
 
 /// Whether [`winograd_forward`], [`winograd_4x4_forward`] and [`winograd_weight_grad`] compute
 /// `g`: a 3x3 kernel with stride 1 (any padding).

@@ -16,7 +16,7 @@
 //! 36 multiplies per 16 outputs, 4x fewer, at the price of larger transforms and of
 //! coefficients up to 8 that cost accuracy (tested against float64 at 1e-4, like the rest).
 
-use super::lanes::{Lanes, add, scale, sub};
+use crate::kernels::lanes::{Lanes, add, scale, sub};
 
 /// One Winograd algorithm F(M x M, 3x3), reading `N x N` input tiles (`N = M + 2`).
 pub(super) trait WinogradTile<const N: usize, const M: usize> {

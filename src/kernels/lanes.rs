@@ -6,18 +6,20 @@
 use super::isa::{has_avx2_fma, has_avx512};
 
 /// Values per vector: 16 floats, one AVX-512 register or two AVX2 registers.
-pub(super) const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// One value in each of [`LANES`] channels or tiles.
-pub(super) type Lanes = [f32; LANES];
+pub(crate) type Lanes = [f32; LANES];
 
 /// A loop over [`Lanes`], compiled by [`run_widest`] for the widest instructions the CPU has.
-pub(super) trait VectorPass {
+/// Implementations mark `run` `#[inline(always)]`: only code inlined into `run_widest`'s
+/// target-feature functions gets their instructions (else `mul_add` becomes a call to `fmaf`).
+pub(crate) trait VectorPass {
     fn run(self);
 }
 
 /// Runs `pass` compiled for AVX-512, else AVX2 + FMA, else the build's baseline.
-pub(super) fn run_widest<P: VectorPass>(pass: P) {
+pub(crate) fn run_widest<P: VectorPass>(pass: P) {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
@@ -45,33 +47,33 @@ fn run_avx2<P: VectorPass>(pass: P) {
 }
 
 #[inline(always)]
-pub(super) fn load(values: &[f32], at: usize) -> Lanes {
+pub(crate) fn load(values: &[f32], at: usize) -> Lanes {
     values[at..][..LANES]
         .try_into()
         .expect("a vector of values")
 }
 
 #[inline(always)]
-pub(super) fn store(values: &mut [f32], at: usize, lanes: &Lanes) {
+pub(crate) fn store(values: &mut [f32], at: usize, lanes: &Lanes) {
     values[at..][..LANES].copy_from_slice(lanes);
 }
 
 #[inline(always)]
-pub(super) fn add(a: Lanes, b: Lanes) -> Lanes {
+pub(crate) fn add(a: Lanes, b: Lanes) -> Lanes {
     std::array::from_fn(|l| a[l] + b[l])
 }
 
 #[inline(always)]
-pub(super) fn sub(a: Lanes, b: Lanes) -> Lanes {
+pub(crate) fn sub(a: Lanes, b: Lanes) -> Lanes {
     std::array::from_fn(|l| a[l] - b[l])
 }
 
 #[inline(always)]
-pub(super) fn neg(a: Lanes) -> Lanes {
+pub(crate) fn neg(a: Lanes) -> Lanes {
     std::array::from_fn(|l| -a[l])
 }
 
 #[inline(always)]
-pub(super) fn scale(a: Lanes, factor: f32) -> Lanes {
+pub(crate) fn scale(a: Lanes, factor: f32) -> Lanes {
     std::array::from_fn(|l| factor * a[l])
 }

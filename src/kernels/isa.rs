@@ -1,4 +1,4 @@
-//! Which instructions the direct kernels run with: the widest the CPU has (AVX-512, else AVX2 +
+//! Which instructions the vectorised kernels (convolutions, transformer element-wise passes) run with: the widest the CPU has (AVX-512, else AVX2 +
 //! FMA, else portable code), or less where [`limit_instruction_set`] says so, so that every
 //! variant can be tested and compared on one machine.
 
@@ -31,7 +31,7 @@ fn allows(set: InstructionSet) -> bool {
 }
 
 /// Whether the AVX-512 variants run: the CPU has AVX-512F, AVX2 and FMA, and no cap forbids it.
-pub(super) fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         allows(InstructionSet::Avx512)
@@ -44,7 +44,7 @@ pub(super) fn has_avx512() -> bool {
 
 /// Whether the AVX2 variants run: the CPU has AVX2 and FMA, and no cap forbids it.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     allows(InstructionSet::Avx2)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")

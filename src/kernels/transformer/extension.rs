@@ -1,0 +1,200 @@
+//! The transformer kernels as a burn backend extension on `Flex`, with an autodiff backward:
+//! on an autodiff flex tensor, [`FastTransformerOps`] records one backward step per operation
+//! (instead of burn's composition of element-wise operations). Callers check the device
+//! first ([`crate::gelu`], [`crate::layer_norm`]); other devices keep burn's operations.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+
+use crate::kernels::flex_f32::{contiguous, f32_slice, f32_tensor};
+
+use super::gelu::{gelu_backward, gelu_forward};
+use super::layer_norm::{RowShape, layer_norm_backward, layer_norm_forward};
+
+/// The element-wise parts of a transformer block computed by this crate's kernels.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastTransformerOps: Backend {
+    /// The exact GELU `x·Φ(x)`, element by element.
+    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Layer normalisation over the last dimension: `γ ⊙ (x - μ)/sqrt(σ² + ε) + β`, with
+    /// `gamma` and `beta` of the last dimension's size.
+    fn fast_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+}
+
+fn shape_of(x: &FlexTensor) -> Vec<usize> {
+    x.layout().shape().iter().copied().collect()
+}
+
+fn row_shape(x: &FlexTensor) -> RowShape {
+    let dims = shape_of(x);
+    let width = dims.last().copied().unwrap_or(1);
+    RowShape {
+        rows: dims.iter().product::<usize>() / width.max(1),
+        width,
+    }
+}
+
+fn gelu(x: &FlexTensor) -> FlexTensor {
+    f32_tensor(gelu_forward(f32_slice(x)), shape_of(x))
+}
+
+/// The layer norm's output and the row statistics its backward pass needs.
+fn layer_norm(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, Vec<[f32; 2]>) {
+    let (y, statistics) = layer_norm_forward(
+        row_shape(x),
+        f32_slice(x),
+        f32_slice(gamma),
+        f32_slice(beta),
+        epsilon,
+    );
+    (f32_tensor(y, shape_of(x)), statistics)
+}
+
+impl FastTransformerOps for Flex {
+    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu(&contiguous(x))
+    }
+
+    fn fast_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        layer_norm(&x, &gamma, &beta, epsilon).0
+    }
+}
+
+/// GELU's backward step, from the saved input.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let x = ops.state;
+        if let [Some(node)] = ops.parents {
+            let dx = gelu_backward(f32_slice(&x), f32_slice(&grad));
+            grads.register::<Flex>(node.id, f32_tensor(dx, shape_of(&x)));
+        }
+    }
+}
+
+/// What the layer norm's backward step keeps from the forward pass.
+#[derive(Debug, Clone)]
+struct SavedLayerNorm {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    /// `(μ, 1/sqrt(σ² + ε))` per row.
+    statistics: Vec<[f32; 2]>,
+}
+
+/// The layer norm's backward step: gradients of `x`, `γ` and `β`.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = SavedLayerNorm;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let SavedLayerNorm {
+            x,
+            gamma,
+            statistics,
+        } = ops.state;
+        let shape = row_shape(&x);
+        let (dx, dgamma, dbeta) = layer_norm_backward(
+            shape,
+            f32_slice(&x),
+            f32_slice(&gamma),
+            &statistics,
+            f32_slice(&grad),
+        );
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, f32_tensor(dx, shape_of(&x)));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, f32_tensor(dgamma, vec![shape.width]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, f32_tensor(dbeta, vec![shape.width]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
+    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.primitive().clone());
+                let y = gelu(&x);
+                prep.finish(x, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(gelu(&contiguous(x.into_primitive()))),
+        }
+    }
+
+    fn fast_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let x = contiguous(x.into_primitive());
+        let gamma = contiguous(gamma.into_primitive());
+        let beta = contiguous(beta.into_primitive());
+        let (y, statistics) = layer_norm(&x, &gamma, &beta, epsilon);
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                SavedLayerNorm {
+                    x,
+                    gamma,
+                    statistics,
+                },
+                y,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}

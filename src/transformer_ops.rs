@@ -1,0 +1,98 @@
+//! The element-wise operations of a transformer block with fused CPU kernels on
+//! `Device::flex()`: the exact GELU and layer normalisation, used by every ViT block, MAE's
+//! decoder and I-JEPA's predictor.
+//!
+//! - [`gelu`]: `x·Φ(x)`, `Φ` the standard normal CDF (Hendrycks & Gimpel, 2016), with
+//!   `∂gelu/∂x = Φ(x) + x·φ(x)`;
+//! - [`layer_norm`]: `γ ⊙ (x - μ)/sqrt(σ² + ε) + β` over the last dimension, with the row's mean
+//!   `μ` and biased variance `σ²` (Ba et al., 2016), and
+//!   `∂L/∂x = r · (g⊙γ - mean(g⊙γ) - x̂ · mean(g⊙γ⊙x̂))`, `r = 1/sqrt(σ² + ε)`.
+//!
+//! On the flex device (plain or autodiff, f32) each is one vectorised pass forward and one
+//! backward ([`crate::kernels::transformer`]), where burn computes GELU with a scalar `erf` per
+//! element and composes the layer norm from about ten tensor operations. Every other device
+//! runs burn's own operations, with the same results up to rounding.
+//! [`set_fast_transformer_ops`] turns the kernels off (for comparisons).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::nn::LayerNorm;
+use burn::tensor::Tensor;
+
+static FAST_TRANSFORMER_OPS: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU GELU and layer norm on (the default) or off for the whole process.
+pub fn set_fast_transformer_ops(enabled: bool) {
+    FAST_TRANSFORMER_OPS.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`gelu`] and [`layer_norm`] may use the fused CPU kernels.
+pub fn fast_transformer_ops_enabled() -> bool {
+    FAST_TRANSFORMER_OPS.load(Ordering::Relaxed)
+}
+
+/// Whether the kernels run on `tensors`: enabled, all on the flex device, all autodiff or all
+/// plain, all f32.
+fn kernels_apply(tensors: &[&Tensor<1>], x_device_autodiff: bool, x_on_flex_f32: bool) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::tensor::DType;
+        fast_transformer_ops_enabled()
+            && x_on_flex_f32
+            && tensors.iter().all(|t| {
+                crate::device::is_cpu(&t.device())
+                    && t.device().is_autodiff() == x_device_autodiff
+                    && t.dtype() == DType::F32
+            })
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (tensors, x_device_autodiff, x_on_flex_f32);
+        false
+    }
+}
+
+/// Whether `x` is an f32 tensor on the flex device.
+fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    crate::device::is_cpu(&x.device()) && x.dtype() == burn::tensor::DType::F32
+}
+
+/// The exact GELU `x·Φ(x)` (PyTorch's `GELU(approximate='none')`), element by element: the
+/// same result and gradient as `burn::tensor::activation::gelu`, by the fused kernel on the
+/// flex device.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if kernels_apply(&[], x.device().is_autodiff(), on_flex_f32(&x)) {
+        use crate::kernels::transformer::FastTransformerOps;
+        use burn::backend::Dispatch;
+        return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_gelu(
+            x.into_dispatch(),
+        ));
+    }
+    burn::tensor::activation::gelu(x)
+}
+
+/// `ln` applied to `x` (normalised over the last dimension): the same result and gradients as
+/// `ln.forward(x)`, by the fused kernels on the flex device. `epsilon` must be the one `ln` was
+/// configured with (burn keeps it private).
+pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if let Some(beta) = &ln.beta {
+        let (gamma, beta) = (ln.gamma.val(), beta.val());
+        let width_matches = x.dims()[D - 1] == gamma.dims()[0];
+        if width_matches
+            && kernels_apply(&[&gamma, &beta], x.device().is_autodiff(), on_flex_f32(&x))
+        {
+            use crate::kernels::transformer::FastTransformerOps;
+            use burn::backend::Dispatch;
+            return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_layer_norm(
+                x.into_dispatch(),
+                gamma.into_dispatch(),
+                beta.into_dispatch(),
+                epsilon,
+            ));
+        }
+    }
+    let _ = epsilon;
+    ln.forward(x)
+}
