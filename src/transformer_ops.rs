@@ -6,18 +6,23 @@
 //!   `∂gelu/∂x = Φ(x) + x·φ(x)`;
 //! - [`layer_norm`]: `γ ⊙ (x - μ)/sqrt(σ² + ε) + β` over the last dimension, with the row's mean
 //!   `μ` and biased variance `σ²` (Ba et al., 2016), and
-//!   `∂L/∂x = r · (g⊙γ - mean(g⊙γ) - x̂ · mean(g⊙γ⊙x̂))`, `r = 1/sqrt(σ² + ε)`.
+//!   `∂L/∂x = r · (g⊙γ - mean(g⊙γ) - x̂ · mean(g⊙γ⊙x̂))`, `r = 1/sqrt(σ² + ε)`;
+//! - [`multi_head_attention`]: `softmax(Q Kᵀ/sqrt(d_h)) V` per head (Vaswani et al., 2017) from
+//!   the packed projections `[Q K V]`, as `nn.MultiheadAttention` computes it.
 //!
-//! On the flex device (plain or autodiff, f32) each is one vectorised pass forward and one
-//! backward ([`crate::kernels::transformer`]), where burn computes GELU with a scalar `erf` per
-//! element and composes the layer norm from about ten tensor operations. Every other device
-//! runs burn's own operations, with the same results up to rounding.
-//! [`set_fast_transformer_ops`] turns the kernels off (for comparisons).
+//! On the flex device (plain or autodiff, f32) GELU and the layer norm are one vectorised pass
+//! forward and one backward, and the attention reads its heads in place through strides
+//! ([`crate::kernels::transformer`]), where burn computes GELU with a scalar `erf` per element,
+//! composes the layer norm from about ten tensor operations and the attention from copies of
+//! each head and a five-operation softmax. Every other device runs burn's own operations, with
+//! the same results up to rounding. [`set_fast_transformer_ops`] turns the kernels off (for
+//! comparisons).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::nn::LayerNorm;
 use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
 
 static FAST_TRANSFORMER_OPS: AtomicBool = AtomicBool::new(true);
 
@@ -95,4 +100,49 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) ->
     }
     let _ = epsilon;
     ln.forward(x)
+}
+
+/// Multi-head self-attention of `batch` sequences from their packed projections
+/// `qkv [batch·N, 3D]` (queries in columns `0..D`, keys in `D..2D`, values in `2D..3D`, head `j`
+/// in columns `j·D/heads..(j+1)·D/heads` of each): the context `[batch·N, D]`, heads side by
+/// side, before the output projection. By the fused kernels on the flex device.
+///
+/// # Panics
+/// If `batch` or `heads` is zero, or `qkv`'s shape is not `[batch·N, 3·heads·d_h]`.
+pub fn multi_head_attention(qkv: Tensor<2>, batch: usize, heads: usize) -> Tensor<2> {
+    let [rows, packed] = qkv.dims();
+    assert!(
+        batch > 0 && heads > 0 && rows % batch == 0 && packed % (3 * heads) == 0,
+        "attention: packed projections [{rows}, {packed}] for {batch} sequences of {heads} heads"
+    );
+    #[cfg(feature = "flex")]
+    if kernels_apply(&[], qkv.device().is_autodiff(), on_flex_f32(&qkv)) {
+        use crate::kernels::transformer::FastTransformerOps;
+        use burn::backend::Dispatch;
+        return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_attention(
+            qkv.into_dispatch(),
+            batch,
+            heads,
+        ));
+    }
+    composed_attention(qkv, batch, heads)
+}
+
+/// [`multi_head_attention`] composed from burn's tensor operations.
+fn composed_attention(qkv: Tensor<2>, batch: usize, heads: usize) -> Tensor<2> {
+    let [rows, packed] = qkv.dims();
+    let (n, d) = (rows / batch, packed / 3);
+    let dh = d / heads;
+    let head = |i: usize| {
+        qkv.clone()
+            .narrow(1, i * d, d)
+            .reshape([batch, n, heads, dh])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (head(0), head(1), head(2));
+    let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+    softmax(scores, 3)
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([rows, d])
 }

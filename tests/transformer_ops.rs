@@ -1,8 +1,9 @@
-//! The fused CPU GELU and layer norm (`selfsup::transformer_ops`, kernels in
+//! The fused CPU GELU, layer norm and multi-head attention (`selfsup::transformer_ops`, kernels in
 //! `selfsup::kernels::transformer`) against float64 references (every instruction set, the
-//! default thread pool and one thread) and against burn's `gelu` and `LayerNorm` on the flex
-//! autodiff device (outputs and every gradient), on odd shapes and single rows; and their
-//! results bit for bit independent of the number of threads.
+//! default thread pool and one thread) and against burn's `gelu`, `LayerNorm` and attention
+//! composed from tensor operations on the flex autodiff device (outputs and every gradient), on
+//! odd shapes, single rows and single tokens; and their results bit for bit independent of the
+//! number of threads.
 #![cfg(feature = "flex")]
 
 use burn::module::Param;
@@ -12,9 +13,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use selfsup::conv::{InstructionSet, limit_instruction_set};
 use selfsup::kernels::transformer::{
-    RowShape, gelu_backward, gelu_forward, layer_norm_backward, layer_norm_forward,
+    AttentionShape, RowShape, attention_backward, attention_forward, gelu_backward, gelu_forward,
+    layer_norm_backward, layer_norm_forward,
 };
-use selfsup::transformer_ops::{gelu, layer_norm};
+use selfsup::transformer_ops::{gelu, layer_norm, multi_head_attention};
 
 /// The tolerance of the fixtures: `|a - b| <= 1e-5 + 1e-4 |b|`.
 fn assert_close(context: &str, actual: &[f32], expected: &[f64]) {
@@ -291,4 +293,159 @@ fn plain_flex_tensors_and_layer_norms_without_bias_use_burn_results() {
         layer_norm(&no_bias, x.clone(), 1e-5).into_data(),
         no_bias.forward(x).into_data(),
     );
+}
+
+/// Float64 attention: `(context, dqkv)` for the context gradient `grad`.
+fn attention_reference(shape: AttentionShape, qkv: &[f32], grad: &[f32]) -> [Vec<f64>; 2] {
+    let AttentionShape {
+        batch,
+        tokens: n,
+        heads,
+        head_dim: dh,
+    } = shape;
+    let d = heads * dh;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let mut context = vec![0.0; batch * n * d];
+    let mut dqkv = vec![0.0; batch * n * 3 * d];
+    for b in 0..batch {
+        for h in 0..heads {
+            let at = |t: usize, part: usize, c: usize| (b * n + t) * 3 * d + part * d + h * dh + c;
+            let value = |t, part, c| qkv[at(t, part, c)] as f64;
+            let out = |t: usize, c: usize| (b * n + t) * d + h * dh + c;
+            let mut p = vec![vec![0.0; n]; n];
+            for i in 0..n {
+                let scores: Vec<f64> = (0..n)
+                    .map(|j| {
+                        scale
+                            * (0..dh)
+                                .map(|c| value(i, 0, c) * value(j, 1, c))
+                                .sum::<f64>()
+                    })
+                    .collect();
+                let shift = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = scores.iter().map(|s| (s - shift).exp()).sum();
+                for j in 0..n {
+                    p[i][j] = (scores[j] - shift).exp() / total;
+                }
+                for c in 0..dh {
+                    context[out(i, c)] = (0..n).map(|j| p[i][j] * value(j, 2, c)).sum();
+                }
+            }
+            let g = |t: usize, c: usize| grad[out(t, c)] as f64;
+            for i in 0..n {
+                let dp: Vec<f64> = (0..n)
+                    .map(|j| (0..dh).map(|c| g(i, c) * value(j, 2, c)).sum())
+                    .collect();
+                let projection: f64 = (0..n).map(|j| dp[j] * p[i][j]).sum();
+                for j in 0..n {
+                    let ds = scale * p[i][j] * (dp[j] - projection);
+                    for c in 0..dh {
+                        dqkv[at(i, 0, c)] += ds * value(j, 1, c);
+                        dqkv[at(j, 1, c)] += ds * value(i, 0, c);
+                        dqkv[at(j, 2, c)] += p[i][j] * g(i, c);
+                    }
+                }
+            }
+        }
+    }
+    [context, dqkv]
+}
+
+/// `(batch, tokens, heads, head_dim)`: one token, one head of one value, odd sizes, the ViT's
+/// 65 tokens of 3 x 64.
+const ATTENTION_SHAPES: [(usize, usize, usize, usize); 5] = [
+    (2, 1, 2, 3),
+    (1, 5, 1, 1),
+    (3, 7, 3, 5),
+    (2, 17, 2, 19),
+    (2, 65, 3, 64),
+];
+
+#[test]
+fn attention_matches_float64_reference_on_every_instruction_set() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for (batch, tokens, heads, head_dim) in ATTENTION_SHAPES {
+        let shape = AttentionShape {
+            batch,
+            tokens,
+            heads,
+            head_dim,
+        };
+        let d = heads * head_dim;
+        // Scores of a few units: the softmax is neither uniform nor one-hot.
+        let qkv = random_values(&mut rng, batch * tokens * 3 * d, 0.0, 1.5);
+        let grad = random_values(&mut rng, batch * tokens * d, 0.0, 1.0);
+        let expected = attention_reference(shape, &qkv, &grad);
+        let run = || {
+            let (context, probabilities) = attention_forward(shape, &qkv, true);
+            let (inference, none) = attention_forward(shape, &qkv, false);
+            assert_eq!((&inference, none.len()), (&context, 0));
+            let dqkv = attention_backward(shape, &qkv, &probabilities, &grad);
+            [context, dqkv]
+        };
+        for limit in LIMITS {
+            limit_instruction_set(limit);
+            let ours = run();
+            let context = format!("attention {shape:?}, {limit:?}");
+            assert_close(&format!("{context}: context"), &ours[0], &expected[0]);
+            assert_close(&format!("{context}: dqkv"), &ours[1], &expected[1]);
+            assert_eq!(ours, one_thread.install(run), "{context}: one thread");
+        }
+    }
+}
+
+/// `nn.MultiheadAttention`'s computation from burn's tensor operations.
+fn burn_attention(qkv: Tensor<2>, batch: usize, heads: usize) -> Tensor<2> {
+    let [rows, packed] = qkv.dims();
+    let (n, d) = (rows / batch, packed / 3);
+    let dh = d / heads;
+    let head = |i: usize| {
+        qkv.clone()
+            .narrow(1, i * d, d)
+            .reshape([batch, n, heads, dh])
+            .swap_dims(1, 2)
+    };
+    let scores = head(0)
+        .matmul(head(1).swap_dims(2, 3))
+        .div_scalar((dh as f64).sqrt());
+    burn::tensor::activation::softmax(scores, 3)
+        .matmul(head(2))
+        .swap_dims(1, 2)
+        .reshape([rows, d])
+}
+
+#[test]
+fn attention_matches_burn_with_gradients_and_falls_back_without_flex_kernels() {
+    for device in [Device::flex().autodiff(), Device::flex()] {
+        device.seed(rand::random());
+        for (batch, tokens, heads, head_dim) in [(2, 65, 3, 16), (1, 1, 1, 4), (3, 9, 2, 5)] {
+            let dims = [batch * tokens, 3 * heads * head_dim];
+            let qkv = Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.5), &device);
+            let context = format!("attention {batch} x {tokens}, {heads} x {head_dim}");
+            if !device.is_autodiff() {
+                compare(
+                    &context,
+                    multi_head_attention(qkv.clone(), batch, heads).into_data(),
+                    burn_attention(qkv, batch, heads).into_data(),
+                );
+                continue;
+            }
+            let qkv = qkv.require_grad();
+            let ours = multi_head_attention(qkv.clone(), batch, heads);
+            let theirs = burn_attention(qkv.clone(), batch, heads);
+            let probe = Tensor::<2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let g_ours = (ours.clone() * probe.clone()).sum().backward();
+            let g_theirs = (theirs.clone() * probe).sum().backward();
+            compare(&context, ours.into_data(), theirs.into_data());
+            compare(
+                &format!("{context}: dqkv"),
+                qkv.grad(&g_ours).unwrap().into_data(),
+                qkv.grad(&g_theirs).unwrap().into_data(),
+            );
+        }
+    }
 }

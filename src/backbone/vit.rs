@@ -12,13 +12,11 @@
 //! Presets: ViT-Tiny/Small/Base (width 192/384/768, 12 layers, 3/6/12 heads, MLP 4x) and the
 //! CIFAR ViT-Tiny with 4-pixel patches on 32 x 32 images.
 
+use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm, multi_head_attention};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::softmax;
-
-use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use crate::error::Error;
@@ -263,24 +261,11 @@ impl SelfAttention {
     /// `softmax(Q K^T / sqrt(d_head)) V` per head, for tokens `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let h = self.num_heads;
-        let dh = d / h;
         let qkv = x
             .reshape([b * n, d])
             .matmul(self.in_proj_weight.val().transpose())
             + self.in_proj_bias.val().unsqueeze();
-        let head = |i: usize| {
-            qkv.clone()
-                .narrow(1, i * d, d)
-                .reshape([b, n, h, dh])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (head(0), head(1), head(2));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
-        let context = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([b * n, d]);
+        let context = multi_head_attention(qkv, b, self.num_heads);
         self.out_proj.forward(context).reshape([b, n, d])
     }
 }

@@ -77,3 +77,39 @@ pub(crate) fn neg(a: Lanes) -> Lanes {
 pub(crate) fn scale(a: Lanes, factor: f32) -> Lanes {
     std::array::from_fn(|l| factor * a[l])
 }
+
+/// `Σ a`, accumulated in [`LANES`] partial sums so that it runs on vectors.
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut partial: Lanes = [0.0; LANES];
+    let mut chunks = a.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (p, &v) in partial.iter_mut().zip(chunk) {
+            *p += v;
+        }
+    }
+    for (p, &v) in partial.iter_mut().zip(chunks.remainder()) {
+        *p += v;
+    }
+    partial.iter().sum()
+}
+
+/// `Σ a⊙b`, as [`sum`].
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut partial: Lanes = [0.0; LANES];
+    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((p, &a), &b) in partial.iter_mut().zip(a).zip(b) {
+            *p = a.mul_add(b, *p);
+        }
+    }
+    for ((p, &a), &b) in partial
+        .iter_mut()
+        .zip(a_chunks.remainder())
+        .zip(b_chunks.remainder())
+    {
+        *p = a.mul_add(b, *p);
+    }
+    partial.iter().sum()
+}

@@ -11,6 +11,7 @@ pub mod allocator;
 pub mod batch_norm;
 pub mod conv;
 pub(crate) mod flex_f32;
+pub(crate) mod gemm;
 pub(crate) mod isa;
 pub(crate) mod lanes;
 pub(crate) mod lars;

@@ -34,8 +34,9 @@ use rayon::prelude::*;
 
 use super::channel_last::{ChannelLastGrid, ChannelLastImage};
 use super::geometry::ConvGeometry;
-use super::kernels::{Mat, group_size, matmul_strided, prefix};
+use super::kernels::{group_size, prefix};
 use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
+use crate::kernels::gemm::{Mat, matmul_strided};
 use crate::kernels::lanes::{
     LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub,
 };

@@ -1,7 +1,7 @@
 //! The transformer kernels as a burn backend extension on `Flex`, with an autodiff backward:
 //! on an autodiff flex tensor, [`FastTransformerOps`] records one backward step per operation
 //! (instead of burn's composition of element-wise operations). Callers check the device
-//! first ([`crate::gelu`], [`crate::layer_norm`]); other devices keep burn's operations.
+//! first ([`crate::transformer_ops`]); other devices keep burn's operations.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -14,6 +14,7 @@ use burn::backend::{Backend, Flex, backend_extension};
 
 use crate::kernels::flex_f32::{contiguous, f32_slice, f32_tensor};
 
+use super::attention::{AttentionShape, attention_backward, attention_forward};
 use super::gelu::{gelu_backward, gelu_forward};
 use super::layer_norm::{RowShape, layer_norm_backward, layer_norm_forward};
 
@@ -31,6 +32,11 @@ pub trait FastTransformerOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+
+    /// Multi-head self-attention `softmax(Q Kᵀ/sqrt(d_h)) V` of the packed projections
+    /// `qkv [batch·N, 3D]` of `batch` sequences (queries, keys, values; `heads` heads each):
+    /// the context `[batch·N, D]`, heads side by side.
+    fn fast_attention(qkv: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self>;
 }
 
 fn shape_of(x: &FlexTensor) -> Vec<usize> {
@@ -67,6 +73,39 @@ fn layer_norm(
     (f32_tensor(y, shape_of(x)), statistics)
 }
 
+fn attention_shape(qkv: &FlexTensor, batch: usize, heads: usize) -> AttentionShape {
+    let dims = shape_of(qkv);
+    assert!(
+        dims.len() == 2
+            && batch > 0
+            && heads > 0
+            && dims[0] % batch == 0
+            && dims[1] % (3 * heads) == 0,
+        "attention: packed projections {dims:?} for {batch} sequences of {heads} heads"
+    );
+    AttentionShape {
+        batch,
+        tokens: dims[0] / batch,
+        heads,
+        head_dim: dims[1] / (3 * heads),
+    }
+}
+
+/// The context of [`FastTransformerOps::fast_attention`], and the probabilities when
+/// `keep_probabilities`.
+fn attention(
+    qkv: &FlexTensor,
+    shape: AttentionShape,
+    keep_probabilities: bool,
+) -> (FlexTensor, Vec<f32>) {
+    let (context, probabilities) = attention_forward(shape, f32_slice(qkv), keep_probabilities);
+    let rows = shape.batch * shape.tokens;
+    (
+        f32_tensor(context, vec![rows, shape.width()]),
+        probabilities,
+    )
+}
+
 impl FastTransformerOps for Flex {
     fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         gelu(&contiguous(x))
@@ -80,6 +119,11 @@ impl FastTransformerOps for Flex {
     ) -> FloatTensor<Self> {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         layer_norm(&x, &gamma, &beta, epsilon).0
+    }
+
+    fn fast_attention(qkv: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        let qkv = contiguous(qkv);
+        attention(&qkv, attention_shape(&qkv, batch, heads), false).0
     }
 }
 
@@ -154,6 +198,41 @@ impl Backward<Flex, 3> for LayerNormBackward {
     }
 }
 
+/// What the attention's backward step keeps from the forward pass.
+#[derive(Debug, Clone)]
+struct SavedAttention {
+    qkv: FlexTensor,
+    /// `[batch, heads, N, N]`.
+    probabilities: Vec<f32>,
+    shape: AttentionShape,
+}
+
+/// The attention's backward step: the gradient of the packed projections.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    type State = SavedAttention;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let SavedAttention {
+            qkv,
+            probabilities,
+            shape,
+        } = ops.state;
+        if let [Some(node)] = ops.parents {
+            let dqkv = attention_backward(shape, f32_slice(&qkv), &probabilities, f32_slice(&grad));
+            grads.register::<Flex>(node.id, f32_tensor(dqkv, shape_of(&qkv)));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
     fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward
@@ -195,6 +274,31 @@ impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
                 y,
             ),
             OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fast_attention(qkv: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
+        match AttentionBackward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let qkv = contiguous(qkv.primitive().clone());
+                let shape = attention_shape(&qkv, batch, heads);
+                let (context, probabilities) = attention(&qkv, shape, true);
+                let saved = SavedAttention {
+                    qkv,
+                    probabilities,
+                    shape,
+                };
+                prep.finish(saved, context)
+            }
+            OpsKind::UnTracked(prep) => {
+                let qkv = contiguous(qkv.into_primitive());
+                let shape = attention_shape(&qkv, batch, heads);
+                prep.finish(attention(&qkv, shape, false).0)
+            }
         }
     }
 }

@@ -11,9 +11,10 @@
 //! compiler vectorises the whole loop. Evaluating `erfc` of `|x|/√2` keeps `Φ` relatively
 //! accurate in the negative tail, where `(1 + erf(x/√2))/2` cancels.
 
-use std::f32::consts::{FRAC_1_SQRT_2, LN_2, LOG2_E};
+use std::f32::consts::FRAC_1_SQRT_2;
 use std::mem::MaybeUninit;
 
+use super::exp::exp;
 use crate::kernels::lanes::{VectorPass, run_widest};
 
 /// `1/sqrt(2π)`.
@@ -21,30 +22,6 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 /// Values per parallel task: large enough that a task outweighs its scheduling.
 pub(super) const CHUNK: usize = 1 << 14;
-
-/// `e^x` to about 2 ulp for `x` in `[-87, 88]` (clamped outside, where `f32` under- or
-/// overflows anyway): `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 polynomial for `e^r`
-/// (the minimax coefficients of Cephes' `expf`), and `2^n` built in the exponent bits.
-#[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
-    /// Adding and subtracting `1.5·2^23` rounds an `f32` below `2^22` to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    /// `ln 2` split so that `n·LN_2_HI` is exact for the `n` that occur.
-    const LN_2_HI: f32 = 0.693_359_4;
-    const LN_2_LO: f32 = LN_2 - LN_2_HI;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
-    let r = n.mul_add(-LN_2_HI, x);
-    let r = n.mul_add(-LN_2_LO, r);
-    let p = 1.987_569_1e-4_f32
-        .mul_add(r, 1.398_199_9e-3)
-        .mul_add(r, 8.333_452e-3)
-        .mul_add(r, 4.166_579_6e-2)
-        .mul_add(r, 1.666_666_5e-1)
-        .mul_add(r, 5.000_000_1e-1);
-    let e_r = (p * r).mul_add(r, r) + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
 
 /// `(Φ(x), exp(-x²/2))`: the normal CDF and the unnormalised density, sharing `x²/2`.
 #[inline(always)]
@@ -138,22 +115,5 @@ pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
                 dx,
             });
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_within_a_few_ulp_of_libm() {
-        for i in -8700..=8800 {
-            let x = i as f32 * 0.01;
-            let (ours, reference) = (exp(x) as f64, (x as f64).exp());
-            assert!(
-                ((ours - reference) / reference).abs() < 3e-7,
-                "exp({x}) = {ours}, expected {reference}"
-            );
-        }
     }
 }

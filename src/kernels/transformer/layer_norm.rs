@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::kernels::lanes::{LANES, Lanes, VectorPass, run_widest};
+use crate::kernels::lanes::{VectorPass, dot, run_widest, sum};
 
 /// Rows per parallel task (and per partial sum of the parameter gradients).
 const ROWS_PER_TASK: usize = 32;
@@ -28,42 +28,6 @@ pub struct RowShape {
     pub rows: usize,
     /// Values per row (the last dimension), `> 0`.
     pub width: usize,
-}
-
-/// `Σ a`, accumulated in [`LANES`] partial sums so that it runs on vectors.
-#[inline(always)]
-fn sum(a: &[f32]) -> f32 {
-    let mut partial: Lanes = [0.0; LANES];
-    let mut chunks = a.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (p, &v) in partial.iter_mut().zip(chunk) {
-            *p += v;
-        }
-    }
-    for (p, &v) in partial.iter_mut().zip(chunks.remainder()) {
-        *p += v;
-    }
-    partial.iter().sum()
-}
-
-/// `Σ a⊙b`, as [`sum`].
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut partial: Lanes = [0.0; LANES];
-    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for (a, b) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((p, &a), &b) in partial.iter_mut().zip(a).zip(b) {
-            *p = a.mul_add(b, *p);
-        }
-    }
-    for ((p, &a), &b) in partial
-        .iter_mut()
-        .zip(a_chunks.remainder())
-        .zip(b_chunks.remainder())
-    {
-        *p = a.mul_add(b, *p);
-    }
-    partial.iter().sum()
 }
 
 /// `(μ, r)` of one row.
