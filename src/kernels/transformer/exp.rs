@@ -8,13 +8,15 @@ use std::f32::consts::{LN_2, LOG2_E};
 /// (the minimax coefficients of Cephes' `expf`), and `2^n` built in the exponent bits.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
-    /// Adding and subtracting `1.5·2^23` rounds an `f32` below `2^22` to the nearest integer.
+    /// `1.5·2^23`: adding it rounds an `f32` below `2^22` to the nearest integer `n`, which
+    /// then sits in the low bits of the sum (`bits = 0x4B40_0000 + n`).
     const ROUND: f32 = 12_582_912.0;
     /// `ln 2` split so that `n·LN_2_HI` is exact for the `n` that occur.
     const LN_2_HI: f32 = 0.693_359_4;
     const LN_2_LO: f32 = LN_2 - LN_2_HI;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let rounded = x * LOG2_E + ROUND;
+    let n = rounded - ROUND;
     let r = n.mul_add(-LN_2_HI, x);
     let r = n.mul_add(-LN_2_LO, r);
     let p = 1.987_569_1e-4_f32
@@ -24,7 +26,9 @@ pub(super) fn exp(x: f32) -> f32 {
         .mul_add(r, 1.666_666_5e-1)
         .mul_add(r, 0.5);
     let e_r = (p * r).mul_add(r, r) + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `2^n` has the exponent bits `n + 127`: `(0x4B40_0000 + n + 127) << 23` wraps to exactly
+    // that, with integer operations only (a saturating float-to-int cast does not vectorise).
+    e_r * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23)
 }
 
 #[cfg(test)]

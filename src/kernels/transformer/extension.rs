@@ -79,8 +79,8 @@ fn attention_shape(qkv: &FlexTensor, batch: usize, heads: usize) -> AttentionSha
         dims.len() == 2
             && batch > 0
             && heads > 0
-            && dims[0] % batch == 0
-            && dims[1] % (3 * heads) == 0,
+            && dims[0].is_multiple_of(batch)
+            && dims[1].is_multiple_of(3 * heads),
         "attention: packed projections {dims:?} for {batch} sequences of {heads} heads"
     );
     AttentionShape {
