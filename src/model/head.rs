@@ -9,13 +9,14 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::energy::l2_normalize;
 use crate::error::Error;
 use crate::model::feature_batch_norm::{FeatureBatchNorm, FeatureBatchNormConfig};
+use crate::transformer_ops::gelu;
 
 /// Batch normalisation after a block's linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
