@@ -12,7 +12,7 @@
 //! channels, default 16),
 //! `SELFSUP_BENCH_BATCH` (default 64), `SELFSUP_BENCH_STEPS` (timed steps, default 5; one
 //! untimed warm-up step runs first), `SELFSUP_BENCH_CONV` (`fast`: this crate's CPU
-//! convolution and batch norm, the default; `flex`: burn's own; `both`: one run each, for
+//! convolution, batch norm, GELU, layer norm and attention, the default; `flex`: burn's own; `both`: one run each, for
 //! before/after), `SELFSUP_BENCH_METHOD` (any built-in method: `byol`, `simsiam`, `barlow`,
 //! `swav`, `vicreg`, `simclr`, `moco`, `dino`, `deepcluster`; default `byol`), `SELFSUP_BENCH_HEAD_WIDTH` (the heads' width multiplier, default 1.0: the
 //! papers' heads; `benches/cifar10.sh` uses 0.25), `SELFSUP_BENCH_MALLOC` (`default`: leave
@@ -54,12 +54,12 @@ fn main() -> selfsup::Result<()> {
         selfsup::kernels::allocator::retain_freed_memory();
     }
     let modes: &[(&str, bool)] = match std::env::var("SELFSUP_BENCH_CONV").as_deref() {
-        Ok("flex") => &[("burn flex conv + batch norm", false)],
+        Ok("flex") => &[("burn flex kernels", false)],
         Ok("both") => &[
-            ("burn flex conv + batch norm", false),
-            ("selfsup fast conv + batch norm", true),
+            ("burn flex kernels", false),
+            ("selfsup kernels: conv, batch norm, transformer ops", true),
         ],
-        _ => &[("selfsup fast conv + batch norm", true)],
+        _ => &[("selfsup kernels: conv, batch norm, transformer ops", true)],
     };
     let name = std::env::var("SELFSUP_BENCH_METHOD").unwrap_or_else(|_| "byol".into());
     let name = if name == "barlow" {
@@ -80,6 +80,7 @@ fn main() -> selfsup::Result<()> {
     for &(conv_label, fast) in modes {
         selfsup::conv::set_fast_conv(fast);
         selfsup::batch_norm::set_fast_batch_norm(fast);
+        selfsup::transformer_ops::set_fast_transformer_ops(fast);
         measure(&device, &device_name, conv_label, &method, shape, steps)?;
     }
     Ok(())
