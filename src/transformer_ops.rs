@@ -1,6 +1,6 @@
-//! The element-wise operations of a transformer block with fused CPU kernels on
-//! `Device::flex()`: the exact GELU and layer normalisation, used by every ViT block, MAE's
-//! decoder and I-JEPA's predictor.
+//! The operations of a transformer block besides its linear layers, with fused CPU kernels on
+//! `Device::flex()`: the exact GELU, layer normalisation and multi-head attention, used by
+//! every ViT block, MAE's decoder and I-JEPA's predictor (and the GELU by DINO's head).
 //!
 //! - [`gelu`]: `x·Φ(x)`, `Φ` the standard normal CDF (Hendrycks & Gimpel, 2016), with
 //!   `∂gelu/∂x = Φ(x) + x·φ(x)`;
@@ -13,10 +13,12 @@
 //! On the flex device (plain or autodiff, f32) GELU and the layer norm are one vectorised pass
 //! forward and one backward, and the attention reads its heads in place through strides
 //! ([`crate::kernels::transformer`]), where burn computes GELU with a scalar `erf` per element,
-//! composes the layer norm from about ten tensor operations and the attention from copies of
-//! each head and a five-operation softmax. Every other device runs burn's own operations, with
-//! the same results up to rounding. [`set_fast_transformer_ops`] turns the kernels off (for
-//! comparisons).
+//! composes the layer norm under autodiff from about ten tensor operations (plain flex tensors
+//! have burn's fused forward) and the attention from copies of each head and a five-operation
+//! softmax. Every other device runs burn's own operations: the same forward up to rounding;
+//! note that burn's default GELU backward, which the GPU backends use, is the derivative of the
+//! tanh approximation (within about 1e-3 of the exact one). [`set_fast_transformer_ops`] turns
+//! the kernels off (for comparisons).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,12 +28,13 @@ use burn::tensor::activation::softmax;
 
 static FAST_TRANSFORMER_OPS: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fused CPU GELU and layer norm on (the default) or off for the whole process.
+/// Turns the fused CPU GELU, layer norm and attention on (the default) or off for the whole
+/// process.
 pub fn set_fast_transformer_ops(enabled: bool) {
     FAST_TRANSFORMER_OPS.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether [`gelu`] and [`layer_norm`] may use the fused CPU kernels.
+/// Whether [`gelu`], [`layer_norm`] and [`multi_head_attention`] may use the fused CPU kernels.
 pub fn fast_transformer_ops_enabled() -> bool {
     FAST_TRANSFORMER_OPS.load(Ordering::Relaxed)
 }
@@ -84,7 +87,8 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) ->
     #[cfg(feature = "flex")]
     if let Some(beta) = &ln.beta {
         let (gamma, beta) = (ln.gamma.val(), beta.val());
-        let width_matches = x.dims()[D - 1] == gamma.dims()[0];
+        let width = x.dims()[D - 1];
+        let width_matches = width > 0 && width == gamma.dims()[0];
         if width_matches
             && kernels_apply(&[&gamma, &beta], x.device().is_autodiff(), on_flex_f32(&x))
         {

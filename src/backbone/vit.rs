@@ -290,7 +290,8 @@ pub struct EncoderBlock {
     pub ln_2: LayerNorm,
     /// The MLP.
     pub mlp: VitMlp,
-    /// The LayerNorms' epsilon.
+    /// The epsilon `ln_1` and `ln_2` were configured with (burn keeps a `LayerNorm`'s own
+    /// private; the fused CPU kernels take it from here, other devices from the layers).
     pub layer_norm_eps: f64,
 }
 
@@ -355,7 +356,7 @@ pub struct VitEncoder {
     pub layers: Vec<EncoderBlock>,
     /// Final LayerNorm.
     pub ln: LayerNorm,
-    /// Its epsilon.
+    /// The epsilon `ln` was configured with (as [`EncoderBlock::layer_norm_eps`]).
     pub layer_norm_eps: f64,
 }
 

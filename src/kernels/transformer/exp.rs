@@ -3,9 +3,10 @@
 
 use std::f32::consts::{LN_2, LOG2_E};
 
-/// `e^x` to about 2 ulp for `x` in `[-87, 88]` (clamped outside, where `f32` under- or
-/// overflows anyway): `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 polynomial for `e^r`
-/// (the minimax coefficients of Cephes' `expf`), and `2^n` built in the exponent bits.
+/// `e^x` to about 2 ulp: `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, a degree-6 polynomial for
+/// `e^r` (the minimax coefficients of Cephes' `expf`), and `2^n` built in the exponent bits.
+/// Below -87 it returns 0 (the true value, below 1.7e-38, would be subnormal), above 88.72
+/// infinity; NaN stays NaN.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
     /// `1.5·2^23`: adding it rounds an `f32` below `2^22` to the nearest integer `n`, which
@@ -14,6 +15,7 @@ pub(super) fn exp(x: f32) -> f32 {
     /// `ln 2` split so that `n·LN_2_HI` is exact for the `n` that occur.
     const LN_2_HI: f32 = 0.693_359_4;
     const LN_2_LO: f32 = LN_2 - LN_2_HI;
+    let input = x;
     let x = x.clamp(-87.0, 88.0);
     let rounded = x * LOG2_E + ROUND;
     let n = rounded - ROUND;
@@ -28,7 +30,14 @@ pub(super) fn exp(x: f32) -> f32 {
     let e_r = (p * r).mul_add(r, r) + 1.0;
     // `2^n` has the exponent bits `n + 127`: `(0x4B40_0000 + n + 127) << 23` wraps to exactly
     // that, with integer operations only (a saturating float-to-int cast does not vectorise).
-    e_r * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23)
+    let value = e_r * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23);
+    if input < -87.0 {
+        0.0
+    } else if input > 88.72 {
+        f32::INFINITY
+    } else {
+        value
+    }
 }
 
 #[cfg(test)]

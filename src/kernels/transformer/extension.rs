@@ -16,7 +16,7 @@ use crate::kernels::flex_f32::{contiguous, f32_slice, f32_tensor};
 
 use super::attention::{AttentionShape, attention_backward, attention_forward};
 use super::gelu::{gelu_backward, gelu_forward};
-use super::layer_norm::{RowShape, layer_norm_backward, layer_norm_forward};
+use super::layer_norm::{RowShape, RowStatistics, layer_norm_backward, layer_norm_forward};
 
 /// The element-wise parts of a transformer block computed by this crate's kernels.
 #[backend_extension(Flex, Autodiff)]
@@ -62,7 +62,7 @@ fn layer_norm(
     gamma: &FlexTensor,
     beta: &FlexTensor,
     epsilon: f64,
-) -> (FlexTensor, Vec<[f32; 2]>) {
+) -> (FlexTensor, Vec<RowStatistics>) {
     let (y, statistics) = layer_norm_forward(
         row_shape(x),
         f32_slice(x),
@@ -154,8 +154,8 @@ impl Backward<Flex, 1> for GeluBackward {
 struct SavedLayerNorm {
     x: FlexTensor,
     gamma: FlexTensor,
-    /// `(μ, 1/sqrt(σ² + ε))` per row.
-    statistics: Vec<[f32; 2]>,
+    /// Per row.
+    statistics: Vec<RowStatistics>,
 }
 
 /// The layer norm's backward step: gradients of `x`, `γ` and `β`.

@@ -9,7 +9,8 @@
 //! al., 2nd ed., §6.2: `erfc(z) = t·exp(-z² + P(t))`, `t = 1/(1 + z/2)`, fractional error below
 //! 1.2e-7 for every `z >= 0`) with an exponential written out as a polynomial, so that the
 //! compiler vectorises the whole loop. Evaluating `erfc` of `|x|/√2` keeps `Φ` relatively
-//! accurate in the negative tail, where `(1 + erf(x/√2))/2` cancels.
+//! accurate in the negative tail, where `(1 + erf(x/√2))/2` cancels, down to `x ≈ -13`; below,
+//! the density `exp(-x²/2)` is under `f32`'s normal range and `Φ` and `φ` are flushed to zero.
 
 use std::f32::consts::FRAC_1_SQRT_2;
 use std::mem::MaybeUninit;

@@ -8,8 +8,8 @@
 //!
 //! Under autodiff, burn composes a layer norm from about ten tensor operations (means,
 //! differences, a square root, broadcasts), each a pass over the activation and a node of the
-//! graph; here the forward is one pass and the backward one, with the row statistics `(μ, r)`
-//! kept from the forward. The parameter gradients are summed over fixed blocks of rows and the
+//! graph; here the forward is one pass and the backward one, with the row statistics
+//! ([`RowStatistics`]) kept from the forward. The parameter gradients are summed over fixed blocks of rows and the
 //! blocks' sums added in order, so the result does not depend on the number of threads.
 
 use std::mem::MaybeUninit;
@@ -30,16 +30,50 @@ pub struct RowShape {
     pub width: usize,
 }
 
-/// `(μ, r)` of one row.
+/// A row's statistics, kept from the forward pass for the backward pass.
+///
+/// The mean is `mean + correction`, kept as two numbers: the centred values are
+/// `(x - mean) - correction`. The first mean, summed in `f32`, is off by up to about `1e-7`
+/// of the values' magnitude, which is a large relative error in `x - μ` when a row's spread is
+/// small against its mean; the sum of the centred values measures that error, and subtracting
+/// it (the corrected two-pass algorithm, Chan, Golub & LeVeque 1983) leaves the centred values
+/// accurate to their own rounding. A single `f32` mean could not hold the correction.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RowStatistics {
+    /// The mean as first summed.
+    pub mean: f32,
+    /// What the centred values' sum says the first mean is short by.
+    pub correction: f32,
+    /// `1/sqrt(σ² + ε)`.
+    pub rstd: f32,
+}
+
+impl RowStatistics {
+    /// `x - μ`.
+    #[inline(always)]
+    fn centre(&self, x: f32) -> f32 {
+        (x - self.mean) - self.correction
+    }
+}
+
+/// The statistics of one row, with its centred values written into `centred`.
 #[inline(always)]
-fn row_statistics(x: &[f32], centred: &mut [f32], epsilon: f32) -> (f32, f32) {
+fn row_statistics(x: &[f32], centred: &mut [f32], epsilon: f32) -> RowStatistics {
     let width = x.len() as f32;
-    let mean = sum(x) / width;
+    let mut statistics = RowStatistics {
+        mean: sum(x) / width,
+        ..RowStatistics::default()
+    };
     for (c, &x) in centred.iter_mut().zip(x) {
-        *c = x - mean;
+        *c = statistics.centre(x);
+    }
+    statistics.correction = sum(centred) / width;
+    for (c, &x) in centred.iter_mut().zip(x) {
+        *c = statistics.centre(x);
     }
     let variance = dot(centred, centred) / width;
-    (mean, 1.0 / (variance + epsilon).sqrt())
+    statistics.rstd = 1.0 / (variance + epsilon).sqrt();
+    statistics
 }
 
 struct ForwardRows<'a> {
@@ -48,7 +82,7 @@ struct ForwardRows<'a> {
     beta: &'a [f32],
     epsilon: f32,
     y: &'a mut [MaybeUninit<f32>],
-    statistics: &'a mut [[f32; 2]],
+    statistics: &'a mut [RowStatistics],
 }
 
 impl VectorPass for ForwardRows<'_> {
@@ -61,8 +95,8 @@ impl VectorPass for ForwardRows<'_> {
             .chunks_exact(width)
             .zip(self.y.chunks_exact_mut(width));
         for ((x, y), statistics) in rows.zip(self.statistics.iter_mut()) {
-            let (mean, rstd) = row_statistics(x, &mut centred, self.epsilon);
-            *statistics = [mean, rstd];
+            *statistics = row_statistics(x, &mut centred, self.epsilon);
+            let rstd = statistics.rstd;
             for (((y, &c), &gamma), &beta) in
                 y.iter_mut().zip(&centred).zip(self.gamma).zip(self.beta)
             {
@@ -72,7 +106,7 @@ impl VectorPass for ForwardRows<'_> {
     }
 }
 
-/// `γ ⊙ x̂ + β` for each row of `x`, and each row's `(μ, r)` for [`layer_norm_backward`].
+/// `γ ⊙ x̂ + β` for each row of `x`, and each row's statistics for [`layer_norm_backward`].
 ///
 /// # Panics
 /// If `x` is not `shape.rows · shape.width` values or `gamma`, `beta` not `shape.width`.
@@ -82,7 +116,7 @@ pub fn layer_norm_forward(
     gamma: &[f32],
     beta: &[f32],
     epsilon: f64,
-) -> (Vec<f32>, Vec<[f32; 2]>) {
+) -> (Vec<f32>, Vec<RowStatistics>) {
     let RowShape { rows, width } = shape;
     assert!(width > 0, "layer norm: rows of zero width");
     assert_eq!(
@@ -96,7 +130,7 @@ pub fn layer_norm_forward(
         "layer norm: γ, β"
     );
     let mut y = Vec::with_capacity(x.len());
-    let mut statistics = vec![[0.0; 2]; rows];
+    let mut statistics = vec![RowStatistics::default(); rows];
     y.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(ROWS_PER_TASK * width)
         .zip(statistics.par_chunks_mut(ROWS_PER_TASK))
@@ -120,7 +154,7 @@ struct BackwardRows<'a> {
     x: &'a [f32],
     grad: &'a [f32],
     gamma: &'a [f32],
-    statistics: &'a [[f32; 2]],
+    statistics: &'a [RowStatistics],
     dx: &'a mut [MaybeUninit<f32>],
     /// `[∂L/∂γ, ∂L/∂β]` of these rows, each `width` values.
     parameter_grads: &'a mut [f32],
@@ -137,14 +171,15 @@ impl VectorPass for BackwardRows<'_> {
             .chunks_exact(width)
             .zip(self.grad.chunks_exact(width))
             .zip(self.dx.chunks_exact_mut(width));
-        for (((x, grad), dx), &[mean, rstd]) in rows.zip(self.statistics) {
+        for (((x, grad), dx), statistics) in rows.zip(self.statistics) {
+            let rstd = statistics.rstd;
             for (((n, s), &x), (&g, &gamma)) in normalised
                 .iter_mut()
                 .zip(scaled_grad.iter_mut())
                 .zip(x)
                 .zip(grad.iter().zip(self.gamma))
             {
-                *n = (x - mean) * rstd;
+                *n = statistics.centre(x) * rstd;
                 *s = g * gamma;
             }
             let mean_scaled = sum(&scaled_grad) / width as f32;
@@ -174,7 +209,7 @@ pub fn layer_norm_backward(
     shape: RowShape,
     x: &[f32],
     gamma: &[f32],
-    statistics: &[[f32; 2]],
+    statistics: &[RowStatistics],
     grad: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let RowShape { rows, width } = shape;

@@ -14,4 +14,4 @@ mod layer_norm;
 pub use attention::{AttentionShape, attention_backward, attention_forward};
 pub use extension::FastTransformerOps;
 pub use gelu::{gelu_backward, gelu_forward};
-pub use layer_norm::{RowShape, layer_norm_backward, layer_norm_forward};
+pub use layer_norm::{RowShape, RowStatistics, layer_norm_backward, layer_norm_forward};
