@@ -75,7 +75,6 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod import;
-#[cfg(feature = "flex")]
 pub mod kernels;
 pub mod method;
 pub mod model;

@@ -336,6 +336,38 @@ fn same_seed_gives_identical_views_and_another_seed_different_ones() {
     assert_ne!(first, run([1, 1, 5]), "another epoch");
 }
 
+/// The crop, jitter and blur run compiled for the widest vector instructions the CPU has; with
+/// no fused multiply-adds in them, every instruction set gives the same views, bit for bit.
+#[test]
+fn views_are_identical_on_every_instruction_set() {
+    use selfsup::kernels::{InstructionSet, limit_instruction_set};
+    let image = real_image("ship", "0000.jpg");
+    let transform = ViewTransform::byol(Scale::Cifar);
+    let views = || {
+        (0..24u64)
+            .map(|seed| {
+                let mut a = vec![0.0f32; 3 * 32 * 32];
+                let mut b = vec![0.0f32; 3 * 32 * 32];
+                transform
+                    .apply(&image, [seed, 0, 3], &mut [&mut a, &mut b])
+                    .unwrap();
+                [a, b]
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut results = Vec::new();
+    for limit in [
+        Some(InstructionSet::Portable),
+        Some(InstructionSet::Avx2),
+        None,
+    ] {
+        limit_instruction_set(limit);
+        results.push(views());
+    }
+    limit_instruction_set(None);
+    assert!(results.windows(2).all(|pair| pair[0] == pair[1]));
+}
+
 #[test]
 fn presets_have_the_papers_structure() {
     let byol = ViewTransform::byol(Scale::Full(224));

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::rng::AugmentRng;
 use super::view_image::ViewImage;
 use crate::error::{Error, Result};
+use crate::kernels::lanes::{VectorPass, run_widest};
 
 /// Blur settings: probability, sigma range, and an optional fixed kernel size.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,31 @@ fn reflect(i: i64, n: usize) -> usize {
 /// compiler vectorises: horizontally on a reflect-padded copy of the interleaved row (a shift
 /// of one pixel is three values), vertically on rows of the intermediate image.
 pub fn gaussian_blur(image: &mut ViewImage, sigma: f32, radius: usize) {
+    run_widest(Blur {
+        image,
+        sigma,
+        radius,
+    });
+}
+
+struct Blur<'a> {
+    image: &'a mut ViewImage,
+    sigma: f32,
+    radius: usize,
+}
+
+impl VectorPass for Blur<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        blur_separably(self.image, self.sigma, self.radius);
+    }
+}
+
+/// [`gaussian_blur`]: rows through a reflect-padded copy, then columns as sums of whole rows.
+#[inline(always)]
+fn blur_separably(image: &mut ViewImage, sigma: f32, radius: usize) {
     let (w, h) = (image.width, image.height);
     let radius = radius.min(w.max(h).saturating_sub(1));
     if radius == 0 {
@@ -115,6 +141,7 @@ pub fn gaussian_blur(image: &mut ViewImage, sigma: f32, radius: usize) {
 }
 
 /// `out = sum_t weights[t] * row(t)`.
+#[inline(always)]
 fn weighted_row_sum<'a>(out: &mut [f32], weights: &[f32], row: impl Fn(usize) -> &'a [f32]) {
     for (t, &weight) in weights.iter().enumerate() {
         let src = &row(t)[..out.len()];

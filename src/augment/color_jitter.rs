@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::rng::AugmentRng;
 use super::view_image::{LUMA, ViewImage};
 use crate::error::{Error, Result};
+use crate::kernels::lanes::{VectorPass, run_widest};
 
 /// Strengths of the four jitter operations, and the probability of applying the jitter at all
 /// (the `RandomApply` wrapper of the papers' recipes).
@@ -105,20 +106,37 @@ impl ColorJitter {
 }
 
 impl JitterDraw {
-    /// Applies the drawn operations to `image`.
+    /// Applies the drawn operations to `image`, compiled for the widest vector instructions
+    /// the CPU has (the operations have no fused multiply-adds, so every instruction set gives
+    /// the same values).
     pub fn apply(&self, image: &mut ViewImage) {
-        for &(op, f) in &self.ops {
+        run_widest(JitterPass { draw: self, image });
+    }
+}
+
+struct JitterPass<'a> {
+    draw: &'a JitterDraw,
+    image: &'a mut ViewImage,
+}
+
+impl VectorPass for JitterPass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for &(op, f) in &self.draw.ops {
             match op {
-                JitterOp::Brightness => adjust_brightness(image, f),
-                JitterOp::Contrast => adjust_contrast(image, f),
-                JitterOp::Saturation => adjust_saturation(image, f),
-                JitterOp::Hue => adjust_hue(image, f),
+                JitterOp::Brightness => adjust_brightness(self.image, f),
+                JitterOp::Contrast => adjust_contrast(self.image, f),
+                JitterOp::Saturation => adjust_saturation(self.image, f),
+                JitterOp::Hue => adjust_hue(self.image, f),
             }
         }
     }
 }
 
 /// torchvision's `adjust_brightness`: `clamp(f * x)`.
+#[inline(always)]
 pub fn adjust_brightness(image: &mut ViewImage, factor: f32) {
     for v in image.data.iter_mut() {
         *v = (*v * factor).clamp(0.0, 1.0);
@@ -126,6 +144,7 @@ pub fn adjust_brightness(image: &mut ViewImage, factor: f32) {
 }
 
 /// torchvision's `adjust_contrast`: blend with the mean luma of the whole image.
+#[inline(always)]
 pub fn adjust_contrast(image: &mut ViewImage, factor: f32) {
     let mut sum = 0.0f64;
     for px in image.data.chunks_exact(3) {
@@ -139,6 +158,7 @@ pub fn adjust_contrast(image: &mut ViewImage, factor: f32) {
 }
 
 /// torchvision's `adjust_saturation`: blend each pixel with its own luma.
+#[inline(always)]
 pub fn adjust_saturation(image: &mut ViewImage, factor: f32) {
     let keep = 1.0 - factor;
     for px in image.data.chunks_exact_mut(3) {
@@ -155,6 +175,7 @@ pub fn adjust_saturation(image: &mut ViewImage, factor: f32) {
 /// becomes `k = (n + 6h) mod 6` per channel, `c = v (1 - s clamp(min(k, 4 - k), 0, 1))`), on
 /// blocks of pixels split into channel planes, so that the compiler vectorises it. Gray pixels
 /// (`s = 0`) come back unchanged.
+#[inline(always)]
 pub fn adjust_hue(image: &mut ViewImage, shift: f32) {
     // Any whole number of turns is the identity; keeping the shift in [0, 1) keeps every
     // shifted hue in (0, 3), where subtracting the integer part takes two comparisons.
@@ -172,6 +193,7 @@ pub fn adjust_hue(image: &mut ViewImage, shift: f32) {
 const HUE_BLOCK: usize = 64;
 
 /// [`adjust_hue`] on `N` interleaved RGB pixels.
+#[inline(always)]
 fn rotate_hue_block<const N: usize>(pixels: &mut [f32], shift: f32) {
     let mut planes = [[0.0f32; N]; 3];
     for (i, px) in pixels.chunks_exact(3).enumerate() {

@@ -15,11 +15,14 @@ pub(crate) type Lanes = [f32; LANES];
 /// Implementations mark `run` `#[inline(always)]`: only code inlined into `run_widest`'s
 /// target-feature functions gets their instructions (else `mul_add` becomes a call to `fmaf`).
 pub(crate) trait VectorPass {
-    fn run(self);
+    /// What the pass returns.
+    type Output;
+
+    fn run(self) -> Self::Output;
 }
 
 /// Runs `pass` compiled for AVX-512, else AVX2 + FMA, else the build's baseline.
-pub(crate) fn run_widest<P: VectorPass>(pass: P) {
+pub(crate) fn run_widest<P: VectorPass>(pass: P) -> P::Output {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx512() {
@@ -31,19 +34,19 @@ pub(crate) fn run_widest<P: VectorPass>(pass: P) {
             return unsafe { run_avx2(pass) };
         }
     }
-    pass.run();
+    pass.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn run_avx512<P: VectorPass>(pass: P) {
-    pass.run();
+fn run_avx512<P: VectorPass>(pass: P) -> P::Output {
+    pass.run()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn run_avx2<P: VectorPass>(pass: P) {
-    pass.run();
+fn run_avx2<P: VectorPass>(pass: P) -> P::Output {
+    pass.run()
 }
 
 #[inline(always)]

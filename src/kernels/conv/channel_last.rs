@@ -86,6 +86,8 @@ struct Transpose<'a> {
 }
 
 impl VectorPass for Transpose<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let grid = self.grid;

@@ -311,6 +311,8 @@ struct TileTransform<'a, K, const N: usize> {
 }
 
 impl<K: TileKernel<N>, const N: usize> VectorPass for TileTransform<'_, K, N> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let stride = self.grid.stride();
@@ -380,6 +382,8 @@ struct OutputTransform<'a, T, const N: usize, const M: usize> {
 impl<T: WinogradTile<N, M>, const N: usize, const M: usize> VectorPass
     for OutputTransform<'_, T, N, M>
 {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let (oh, ow) = (self.g.out_height(), self.g.out_width());

@@ -111,6 +111,8 @@ struct SoftmaxRows<'a> {
 }
 
 impl VectorPass for SoftmaxRows<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         for row in self.scores.chunks_exact_mut(self.width) {
@@ -135,6 +137,8 @@ struct SoftmaxBackwardRows<'a> {
 }
 
 impl VectorPass for SoftmaxBackwardRows<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let rows = self

@@ -66,6 +66,8 @@ struct Forward<'a> {
 }
 
 impl VectorPass for Forward<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         for (y, &x) in self.y.iter_mut().zip(self.x) {
@@ -81,6 +83,8 @@ struct Backward<'a> {
 }
 
 impl VectorPass for Backward<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         for ((dx, &x), &g) in self.dx.iter_mut().zip(self.x).zip(self.grad) {

@@ -86,6 +86,8 @@ struct ForwardRows<'a> {
 }
 
 impl VectorPass for ForwardRows<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let width = self.gamma.len();
@@ -161,6 +163,8 @@ struct BackwardRows<'a> {
 }
 
 impl VectorPass for BackwardRows<'_> {
+    type Output = ();
+
     #[inline(always)]
     fn run(self) {
         let width = self.gamma.len();
