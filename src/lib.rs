@@ -55,9 +55,11 @@
 //! - [`eval`]: kNN, linear probe, fine-tuning, effective rank; [`export`]: safetensors with
 //!   torchvision names, burnpack; [`import`]: torchvision-named weights (safetensors) into a
 //!   backbone; [`device`]: choosing the CPU, wgpu or CUDA.
-//! - [`conv`], [`batch_norm`]: convolution and batch norm that take the fast CPU kernels on
-//!   `Device::flex()` and burn's elsewhere; `kernels` (feature `flex`): those kernels, the
-//!   fused LARS step and the allocator setting, with every `unsafe` block of the crate.
+//! - [`conv`], [`batch_norm`], [`transformer_ops`]: convolution, batch norm, and the
+//!   transformer blocks' GELU, layer norm and attention, which take the fast CPU kernels on
+//!   `Device::flex()` and burn's operations elsewhere; [`kernels`]: those kernels (feature
+//!   `flex`), the fused LARS step, the allocator setting and the run-time choice of vector
+//!   instructions (also used by the augmentations), with every `unsafe` block of the crate.
 //! - [`report`]: the training curves, a retrieval sheet and a PCA scatter as PNG files.
 //! - [`error`]: the error type; bad input is an [`Error`], never a panic.
 
