@@ -39,30 +39,19 @@ pub fn fast_transformer_ops_enabled() -> bool {
     FAST_TRANSFORMER_OPS.load(Ordering::Relaxed)
 }
 
-/// Whether the kernels run on `tensors`: enabled, all on the flex device, all autodiff or all
-/// plain, all f32.
-fn kernels_apply(tensors: &[&Tensor<1>], x_device_autodiff: bool, x_on_flex_f32: bool) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use burn::tensor::DType;
-        fast_transformer_ops_enabled()
-            && x_on_flex_f32
-            && tensors.iter().all(|t| {
-                crate::device::is_cpu(&t.device())
-                    && t.device().is_autodiff() == x_device_autodiff
-                    && t.dtype() == DType::F32
-            })
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (tensors, x_device_autodiff, x_on_flex_f32);
-        false
-    }
-}
-
-/// Whether `x` is an f32 tensor on the flex device.
-fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
-    crate::device::is_cpu(&x.device()) && x.dtype() == burn::tensor::DType::F32
+/// Whether the kernels run on `x` with `parameters`: enabled, all on the flex device, all
+/// autodiff or all plain, all f32.
+#[cfg(feature = "flex")]
+fn kernels_apply<const D: usize>(x: &Tensor<D>, parameters: &[&Tensor<1>]) -> bool {
+    use burn::tensor::{DType, Device};
+    let on_flex_f32 =
+        |device: &Device, dtype: DType| crate::device::is_cpu(device) && dtype == DType::F32;
+    let autodiff = x.device().is_autodiff();
+    fast_transformer_ops_enabled()
+        && on_flex_f32(&x.device(), x.dtype())
+        && parameters
+            .iter()
+            .all(|t| on_flex_f32(&t.device(), t.dtype()) && t.device().is_autodiff() == autodiff)
 }
 
 /// The exact GELU `x·Φ(x)` (PyTorch's `GELU(approximate='none')`), element by element: the
@@ -70,7 +59,7 @@ fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
 /// flex device.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if kernels_apply(&[], x.device().is_autodiff(), on_flex_f32(&x)) {
+    if kernels_apply(&x, &[]) {
         use crate::kernels::transformer::FastTransformerOps;
         use burn::backend::Dispatch;
         return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_gelu(
@@ -89,9 +78,7 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, epsilon: f64) ->
         let (gamma, beta) = (ln.gamma.val(), beta.val());
         let width = x.dims()[D - 1];
         let width_matches = width > 0 && width == gamma.dims()[0];
-        if width_matches
-            && kernels_apply(&[&gamma, &beta], x.device().is_autodiff(), on_flex_f32(&x))
-        {
+        if width_matches && kernels_apply(&x, &[&gamma, &beta]) {
             use crate::kernels::transformer::FastTransformerOps;
             use burn::backend::Dispatch;
             return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_layer_norm(
@@ -120,7 +107,7 @@ pub fn multi_head_attention(qkv: Tensor<2>, batch: usize, heads: usize) -> Tenso
         "attention: packed projections [{rows}, {packed}] for {batch} sequences of {heads} heads"
     );
     #[cfg(feature = "flex")]
-    if kernels_apply(&[], qkv.device().is_autodiff(), on_flex_f32(&qkv)) {
+    if kernels_apply(&qkv, &[]) {
         use crate::kernels::transformer::FastTransformerOps;
         use burn::backend::Dispatch;
         return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_attention(
