@@ -55,8 +55,12 @@ fn check_gelu(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPool) -> 
     [y, dx].concat()
 }
 
-fn check_layer_norm(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPool) {
+fn check_layer_norm(
+    limit: Option<InstructionSet>,
+    one_thread: &rayon::ThreadPool,
+) -> Vec<Vec<f32>> {
     let mut rng = StdRng::seed_from_u64(11);
+    let mut results = Vec::new();
     for (rows, width, epsilon) in ROW_SHAPES {
         let shape = RowShape { rows, width };
         let x = layer_norm_input(&mut rng, rows, width);
@@ -78,7 +82,9 @@ fn check_layer_norm(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPoo
             assert_close(&format!("{context}: {name}"), actual, expected);
         }
         assert_eq!(ours, one_thread.install(run), "{context}: one thread");
+        results.extend(ours);
     }
+    results
 }
 
 fn check_attention(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPool) {
@@ -119,7 +125,7 @@ fn kernels_match_float64_reference_on_every_instruction_set() {
         .num_threads(1)
         .build()
         .unwrap();
-    let mut gelu_results = Vec::new();
+    let (mut gelu_results, mut layer_norm_results) = (Vec::new(), Vec::new());
     for limit in [
         Some(InstructionSet::Portable),
         Some(InstructionSet::Avx2),
@@ -127,13 +133,14 @@ fn kernels_match_float64_reference_on_every_instruction_set() {
     ] {
         limit_instruction_set(limit);
         gelu_results.push(check_gelu(limit, &one_thread));
-        check_layer_norm(limit, &one_thread);
+        layer_norm_results.push(check_layer_norm(limit, &one_thread));
         check_attention(limit, &one_thread);
     }
     limit_instruction_set(None);
     // The same operations in the same order on every instruction set (fused multiply-adds are
     // exact everywhere): one result.
     assert!(gelu_results.windows(2).all(|pair| pair[0] == pair[1]));
+    assert!(layer_norm_results.windows(2).all(|pair| pair[0] == pair[1]));
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! Which instructions the vectorised kernels (convolutions, transformer element-wise passes) run with: the widest the CPU has (AVX-512, else AVX2 +
-//! FMA, else portable code), or less where [`limit_instruction_set`] says so, so that every
-//! variant can be tested and compared on one machine.
+//! Which instructions the vectorised code runs with (the convolutions' direct kernels and
+//! Winograd transforms, the transformer kernels, the augmentations): the widest the CPU has
+//! (AVX-512, else AVX2 + FMA, else portable code), or less where [`limit_instruction_set`] says
+//! so, so that every variant can be tested and compared on one machine.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// A family of instructions the direct kernels are compiled for, widest first.
+/// A family of instructions the vectorised code is compiled for, widest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum InstructionSet {
     /// Portable code, vectorised by the compiler for the build's baseline target.
@@ -17,10 +18,12 @@ pub enum InstructionSet {
 
 static LIMIT: AtomicU8 = AtomicU8::new(InstructionSet::Avx512 as u8);
 
-/// Caps the instructions the direct kernels use (`Some`), or lets them use the widest the CPU
-/// has (`None`, the default). A cap above what the CPU has changes nothing. Results differ
-/// between instruction sets by rounding only (other vector widths sum in other orders), so a
-/// training run should keep one: this is for tests and comparisons.
+/// Caps the instructions the vectorised kernels and augmentations use (`Some`), or lets them
+/// use the widest the CPU has (`None`, the default). A cap above what the CPU has changes
+/// nothing. Convolution results differ between instruction sets by rounding only (other vector
+/// widths sum in other orders), so a training run should keep one: this is for tests and
+/// comparisons. (The transformer kernels and augmentations give the same values on every
+/// instruction set.)
 pub fn limit_instruction_set(limit: Option<InstructionSet>) {
     let limit = limit.unwrap_or(InstructionSet::Avx512);
     LIMIT.store(limit as u8, Ordering::Relaxed);
