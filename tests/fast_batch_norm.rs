@@ -54,6 +54,8 @@ fn check_against_burn(fused: Fused) {
         [3, 33, 5, 9],
         [7, 3, 1, 1],
         [2, 40, 4, 4],
+        // More images than one reduction block (8), the last block partial.
+        [19, 6, 5, 3],
     ] {
         let dims = [batch, channels, height, width];
         let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &device);
@@ -258,7 +260,7 @@ fn normal_values(n: usize, seed: u64) -> Vec<f64> {
 /// `channel_moments` (one shifted pass over image planes; two row-wise passes over `[N, D]`
 /// features) against the two-pass float64 mean and biased variance, on the cases where a
 /// one-pass variance can cancel: a mean 200 standard deviations from zero, a first image far
-/// from the others (the shift comes from its plane), planes longer than one f32 flush (4,096
+/// from the others in channel 0 (the shift comes from its plane), planes longer than one f32 flush (4,096
 /// values), batch 1, and features wider than one reduction block.
 #[test]
 fn channel_moments_match_float64_where_one_pass_could_cancel() {
@@ -273,8 +275,9 @@ fn channel_moments_match_float64_where_one_pass_could_cancel() {
         // The first image 3.5σ out: δ² / var about 10, kept in one pass.
         ([64, 2, 16], 5.0, 1.0, 3.5),
         // The first image 15σ out in a batch of 256: δ² / var about 120, past the limit of
-        // the one-pass form, so the variance is computed again around the mean.
-        ([256, 1, 16], 0.0, 0.1, 15.0),
+        // the one-pass form, so channel 0's variance is computed again around the mean (the
+        // other two keep the one-pass form).
+        ([256, 3, 16], 0.0, 0.1, 15.0),
     ];
     for (index, (dims, offset, sigma, first_image_shift)) in cases.into_iter().enumerate() {
         let [batch, channels, pixels] = dims;
@@ -283,11 +286,7 @@ fn channel_moments_match_float64_where_one_pass_could_cancel() {
             .iter()
             .enumerate()
             .map(|(i, z)| {
-                let shift = if i < channels * pixels {
-                    first_image_shift
-                } else {
-                    0.0
-                };
+                let shift = if i < pixels { first_image_shift } else { 0.0 };
                 (offset + sigma * (z + shift)) as f32
             })
             .collect();
@@ -340,10 +339,96 @@ fn empty_shapes_give_empty_outputs() {
         assert!(mean.is_empty() && var.is_empty());
         let y = normalize(shape, &[], &[], &[], &[], &[], 1e-5, Epilogue::Relu);
         assert!(y.is_empty(), "{shape:?}");
-        let (dx, dgamma, dbeta) = normalize_backward(shape, &[], &[], &[], &[], 1e-5, &[], None);
+        let (dx, dgamma, dbeta) =
+            normalize_backward(shape, &[], &[], &[], &[], &[], 1e-5, &[], false);
         assert!(
             dx.is_empty() && dgamma.is_empty() && dbeta.is_empty(),
             "{shape:?}"
         );
     }
+}
+
+/// The backward pass after a ReLU recomputes the ReLU's mask from the input instead of reading
+/// the output: the gradients must be bit for bit those of the output's mask `y > 0` applied to
+/// the gradient first (`relu_backward`), also where the pre-activation is exactly zero, tiny,
+/// or NaN (inputs placed on the threshold, a channel with `gamma = 0`), for maps and for
+/// `[N, D]` features.
+#[test]
+fn relu_mask_from_the_input_is_the_outputs_mask_exactly() {
+    use selfsup::batch_norm::{Epilogue, normalize, normalize_backward, relu_backward};
+
+    for (batch, channels, pixels) in [(3, 5, 7), (4, 3, 1), (2, 17, 16)] {
+        let shape = NormShape {
+            batch,
+            channels,
+            pixels,
+        };
+        let len = batch * channels * pixels;
+        let mut x: Vec<f32> = normal_values(len, 11 + len as u64)
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let dy: Vec<f32> = normal_values(len, 29 + len as u64)
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let mut gamma: Vec<f32> = (0..channels).map(|c| 0.5 + 0.25 * c as f32).collect();
+        gamma[channels - 1] = 0.0;
+        let beta: Vec<f32> = (0..channels).map(|c| 0.1 * c as f32 - 0.2).collect();
+        let (mean, var) = channel_moments(shape, &x);
+        // Every fifth input at its channel's mean, where the pre-activation is beta up to
+        // rounding: on channel 2 (beta = 0) a few ulps around the threshold.
+        for i in (0..len).step_by(5) {
+            let c = (i / pixels) % channels;
+            x[i] = mean[c];
+        }
+        x[len / 2] = f32::NAN;
+        let y = normalize(shape, &x, &gamma, &beta, &mean, &var, 1e-5, Epilogue::Relu);
+        let masked = relu_backward(&y, &dy);
+        let from_output =
+            normalize_backward(shape, &x, &gamma, &beta, &mean, &var, 1e-5, &masked, false);
+        let from_input = normalize_backward(shape, &x, &gamma, &beta, &mean, &var, 1e-5, &dy, true);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let what = format!("{batch}x{channels}x{pixels}");
+        assert_eq!(bits(&from_input.0), bits(&from_output.0), "dx, {what}");
+        assert_eq!(bits(&from_input.1), bits(&from_output.1), "dgamma, {what}");
+        assert_eq!(bits(&from_input.2), bits(&from_output.2), "dbeta, {what}");
+        let zero_outputs = y.iter().filter(|v| **v == 0.0).count();
+        assert!(
+            zero_outputs > len / 5,
+            "{what}: {zero_outputs} zero outputs"
+        );
+    }
+}
+
+/// The per-channel reductions (moments, and the gradient sums of the backward pass) run in
+/// parallel over fixed blocks of images: the same bits with one thread as with the default
+/// pool, over several blocks and a partial last one.
+#[test]
+fn reductions_do_not_depend_on_the_thread_count() {
+    use selfsup::batch_norm::normalize_backward;
+
+    let shape = NormShape {
+        batch: 21,
+        channels: 7,
+        pixels: 12,
+    };
+    let len = shape.batch * shape.channels * shape.pixels;
+    let x: Vec<f32> = normal_values(len, 5).iter().map(|v| *v as f32).collect();
+    let dy: Vec<f32> = normal_values(len, 6).iter().map(|v| *v as f32).collect();
+    let gamma: Vec<f32> = (0..shape.channels).map(|c| 1.0 + 0.1 * c as f32).collect();
+    let beta: Vec<f32> = (0..shape.channels).map(|c| 0.05 * c as f32).collect();
+    let run = || {
+        let (mean, var) = channel_moments(shape, &x);
+        let (dx, dgamma, dbeta) =
+            normalize_backward(shape, &x, &gamma, &beta, &mean, &var, 1e-5, &dy, true);
+        [mean, var, dx, dgamma, dbeta].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+    };
+    let pooled = run();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    assert_eq!(pooled, one_thread);
 }

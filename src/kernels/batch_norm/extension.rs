@@ -164,10 +164,20 @@ impl Backward<Flex, 1> for MomentsBackward {
 struct SavedForward {
     x: FlexTensor,
     gamma: FlexTensor,
+    /// With `gamma` and the moments, the ReLU's mask (recomputed from `x`).
+    beta: FlexTensor,
     moments: FlexTensor,
     epsilon: f64,
-    /// The output, when a ReLU ended the forward pass (its gradient mask).
-    relu_output: Option<FlexTensor>,
+    /// Whether a ReLU ended the forward pass.
+    relu: bool,
+}
+
+/// What the backward pass of normalisation + residual add + ReLU needs: the normalisation's
+/// inputs, and the output (the ReLU's mask, which depends on the residual).
+#[derive(Debug, Clone)]
+struct SavedAddRelu {
+    normalization: SavedForward,
+    output: FlexTensor,
 }
 
 /// Registers the gradients of `x`, `gamma` and `beta` for the output gradient `grad` (taken
@@ -181,9 +191,10 @@ fn normalization_backward(
     let SavedForward {
         x,
         gamma,
+        beta,
         moments,
         epsilon,
-        relu_output,
+        relu,
     } = saved;
     let shape = norm_shape(&x);
     let (mean, var) = f32_slice(&moments).split_at(shape.channels);
@@ -191,11 +202,12 @@ fn normalization_backward(
         shape,
         f32_slice(&x),
         f32_slice(&gamma),
+        f32_slice(&beta),
         mean,
         var,
         epsilon,
         f32_slice(grad),
-        relu_output.as_ref().map(f32_slice),
+        relu,
     );
     let [node_x, node_gamma, node_beta] = nodes;
     if let Some(node) = node_x {
@@ -237,7 +249,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
 struct BatchNormAddReluBackward;
 
 impl Backward<Flex, 4> for BatchNormAddReluBackward {
-    type State = SavedForward;
+    type State = SavedAddRelu;
 
     fn backward(
         self,
@@ -248,18 +260,24 @@ impl Backward<Flex, 4> for BatchNormAddReluBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let [node_x, node_gamma, node_beta, node_residual] =
             ops.parents.map(|node| node.map(|node| node.id));
-        let mut saved = ops.state;
-        let (Some(node), Some(y)) = (node_residual, &saved.relu_output) else {
-            normalization_backward(saved, &grad, [node_x, node_gamma, node_beta], grads);
-            return;
-        };
+        let SavedAddRelu {
+            normalization,
+            output,
+        } = ops.state;
         // The residual's gradient is the masked gradient itself: mask once, and normalise
         // backward from it without masking again.
-        let shape = y.layout().shape().iter().copied().collect();
-        let masked = f32_tensor(relu_backward(f32_slice(y), f32_slice(&grad)), shape);
-        grads.register::<Flex>(node, masked.clone());
-        saved.relu_output = None;
-        normalization_backward(saved, &masked, [node_x, node_gamma, node_beta], grads);
+        let shape = output.layout().shape().iter().copied().collect();
+        let masked = f32_tensor(relu_backward(f32_slice(&output), f32_slice(&grad)), shape);
+        drop(output);
+        if let Some(node) = node_residual {
+            grads.register::<Flex>(node, masked.clone());
+        }
+        normalization_backward(
+            normalization,
+            &masked,
+            [node_x, node_gamma, node_beta],
+            grads,
+        );
     }
 }
 
@@ -301,9 +319,10 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 let saved = SavedForward {
                     x,
                     gamma: affine.gamma,
+                    beta: affine.beta,
                     moments: affine.moments,
                     epsilon,
-                    relu_output: relu.then(|| output.clone()),
+                    relu,
                 };
                 prep.finish(saved, output)
             }
@@ -336,12 +355,16 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let saved = SavedForward {
-                    x,
-                    gamma: affine.gamma,
-                    moments: affine.moments,
-                    epsilon,
-                    relu_output: Some(output.clone()),
+                let saved = SavedAddRelu {
+                    normalization: SavedForward {
+                        x,
+                        gamma: affine.gamma,
+                        beta: affine.beta,
+                        moments: affine.moments,
+                        epsilon,
+                        relu: false,
+                    },
+                    output: output.clone(),
                 };
                 prep.finish(saved, output)
             }

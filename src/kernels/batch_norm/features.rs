@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::kernels::{Epilogue, relu, relu_mask};
+use super::kernels::{ChannelAffine, Epilogue, relu, relu_mask_from_input};
 use crate::kernels::flex_f32::par_filled;
 
 /// Channels per parallel task of the reductions: small enough that a head's 256-2,048 features
@@ -82,14 +82,15 @@ fn concatenate(blocks: Vec<(Vec<f32>, Vec<f32>)>, channels: usize) -> (Vec<f32>,
     (first, second)
 }
 
-/// `(Σ_n (x - mean) · inv_std · g, Σ_n g)` per channel, with `g = dy`, or `dy` masked by
-/// `relu_output > 0`: the gradients of gamma and beta, in that order.
+/// `(Σ_n (x - mean) · inv_std · g, Σ_n g)` per channel, with `g = dy`, or, after a ReLU, `dy`
+/// masked where the pre-activation `x · scale + shift` of `relu` was not positive: the
+/// gradients of gamma and beta, in that order.
 pub(super) fn gradient_sums(
     batch: usize,
     channels: usize,
     x: &[f32],
     dy: &[f32],
-    relu_output: Option<&[f32]>,
+    relu: Option<&ChannelAffine>,
     mean: &[f32],
     inv_std: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
@@ -102,11 +103,11 @@ pub(super) fn gradient_sums(
             let mut masked = vec![0.0f32; width];
             for n in 0..batch {
                 let (xs, gs) = (row(x, channels, n, &range), row(dy, channels, n, &range));
-                let gs = match relu_output {
-                    Some(y) => {
-                        let ys = row(y, channels, n, &range);
-                        for ((g, y), d) in masked.iter_mut().zip(ys).zip(gs) {
-                            *g = relu_mask(*y, *d);
+                let gs = match relu {
+                    Some(affine) => {
+                        let (a, b) = (&affine.scale[range.clone()], &affine.shift[range.clone()]);
+                        for (c, (g, d)) in masked.iter_mut().zip(gs).enumerate() {
+                            *g = relu_mask_from_input(xs[c], a[c], b[c], *d);
                         }
                         &masked[..]
                     }
@@ -197,13 +198,13 @@ pub(super) struct GradientTerms<'a> {
 }
 
 /// `dx = factor · (g - mean_dy - (x - mean) · inv_std · mean_dy_xhat)` for `[batch, channels]`
-/// features, `g` being `dy` masked by the ReLU's output when there is one.
+/// features, `g` being `dy` masked by the ReLU's pre-activation (`relu`) when there is one.
 pub(super) fn input_gradient(
     batch: usize,
     channels: usize,
     x: &[f32],
     dy: &[f32],
-    relu_output: Option<&[f32]>,
+    relu: Option<&ChannelAffine>,
     terms: &GradientTerms,
 ) -> Vec<f32> {
     let mean = &terms.mean[..channels];
@@ -214,15 +215,15 @@ pub(super) fn input_gradient(
     rows_filled(batch, channels, |n, out| {
         let xs = &x[n * channels..][..channels];
         let gs = &dy[n * channels..][..channels];
-        let ys = relu_output.map(|y| &y[n * channels..][..channels]);
         let grad = |c: usize, g: f32| {
             let xhat = (xs[c] - mean[c]) * inv_std[c];
             factor[c] * (g - mean_dy[c] - xhat * mean_dy_xhat[c])
         };
-        match ys {
-            Some(ys) => {
+        match relu {
+            Some(affine) => {
+                let (a, b) = (&affine.scale[..channels], &affine.shift[..channels]);
                 for c in 0..channels {
-                    out[c].write(grad(c, relu_mask(ys[c], gs[c])));
+                    out[c].write(grad(c, relu_mask_from_input(xs[c], a[c], b[c], gs[c])));
                 }
             }
             None => {

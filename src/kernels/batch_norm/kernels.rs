@@ -101,6 +101,48 @@ impl<const K: usize> ChannelSums<K> {
     }
 }
 
+/// Images per task of the per-channel reductions ([`channel_sums`]).
+const IMAGE_BLOCK: usize = 8;
+
+/// Per-channel sums of `K` quantities over every image and pixel: `add_plane(n, c, sums)` adds
+/// the quantities of plane `(n, c)` to channel `c`'s `sums`.
+///
+/// The images go in fixed blocks of [`IMAGE_BLOCK`], one parallel task each, which reads its
+/// planes in memory order (image by image, channel by channel) into its own per-channel sums;
+/// the blocks' `f64` totals are then added in block order, so the result depends neither on
+/// the thread count nor on the schedule. (Channel by channel, each task read one plane per
+/// image, a few KiB every `C · H · W` floats: on a 32 x 32 map one 4 KiB page per image, where
+/// the hardware prefetcher restarts at every page; the moments ran at a third of the memory
+/// bandwidth that the element-wise passes reach.)
+fn channel_sums<const K: usize>(
+    shape: NormShape,
+    add_plane: impl Fn(usize, usize, &mut ChannelSums<K>) + Sync,
+) -> Vec<[f64; K]> {
+    let blocks: Vec<Vec<[f64; K]>> = (0..shape.batch.div_ceil(IMAGE_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let mut sums: Vec<ChannelSums<K>> =
+                (0..shape.channels).map(|_| ChannelSums::new()).collect();
+            let images = block * IMAGE_BLOCK..((block + 1) * IMAGE_BLOCK).min(shape.batch);
+            for n in images {
+                for (c, sums) in sums.iter_mut().enumerate() {
+                    add_plane(n, c, sums);
+                }
+            }
+            sums.into_iter().map(ChannelSums::totals).collect()
+        })
+        .collect();
+    let mut totals = vec![[0.0f64; K]; shape.channels];
+    for block in blocks {
+        for (total, sums) in totals.iter_mut().zip(block) {
+            for (t, s) in total.iter_mut().zip(sums) {
+                *t += s;
+            }
+        }
+    }
+    totals
+}
+
 /// The largest `δ² / var` for which [`channel_moments`] keeps its one-pass variance.
 const CANCELLATION_LIMIT: f64 = 16.0;
 
@@ -115,51 +157,68 @@ const CANCELLATION_LIMIT: f64 = 16.0;
 /// can reach `(N - 1) · var`; where `δ² > 16 · var` the channel's variance is computed again
 /// in a second pass, around the mean, as the two-pass form does. So the error is at most 17
 /// times that of the sums, which are f32 lanes flushed into `f64` between planes once
-/// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet).
+/// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet), and `f64`
+/// beyond. The passes read the activation in memory order ([`channel_sums`]).
 /// `[N, D]` features (one pixel) take row-wise kernels that vectorise across channels.
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     if shape.pixels == 1 {
         return features::moments(shape.batch, shape.channels, x);
     }
+    if shape.batch == 0 || shape.pixels == 0 {
+        return (
+            vec![f32::NAN; shape.channels],
+            vec![f32::NAN; shape.channels],
+        );
+    }
     let count = shape.count() as f64;
     let pixels = shape.pixels;
-    let moments: Vec<(f32, f32)> = (0..shape.channels)
-        .into_par_iter()
+    let shifts: Vec<f32> = (0..shape.channels)
         .map(|c| {
-            if shape.batch == 0 || pixels == 0 {
-                return (f32::NAN, f32::NAN);
-            }
             let first = shape.plane(x, 0, c);
-            let shift = (first.iter().map(|v| *v as f64).sum::<f64>() / pixels as f64) as f32;
-            let mut sums = ChannelSums::<2>::new();
-            for n in 0..shape.batch {
-                let plane = shape.plane(x, n, c);
-                sums.add(pixels, |i| {
-                    let d = plane[i] - shift;
-                    [d, d * d]
-                });
-            }
-            let [deviations, squares] = sums.totals();
+            (first.iter().map(|v| *v as f64).sum::<f64>() / pixels as f64) as f32
+        })
+        .collect();
+    let sums = channel_sums::<2>(shape, |n, c, sums| {
+        let (plane, shift) = (shape.plane(x, n, c), shifts[c]);
+        sums.add(pixels, |i| {
+            let d = plane[i] - shift;
+            [d, d * d]
+        });
+    });
+    // Per channel: the mean, and the one-pass variance or `None` where it could cancel.
+    let moments: Vec<(f32, Option<f32>)> = sums
+        .iter()
+        .zip(&shifts)
+        .map(|(&[deviations, squares], &shift)| {
             let mean_deviation = deviations / count;
             let one_pass = squares / count - mean_deviation * mean_deviation;
             let mean = shift as f64 + mean_deviation;
-            if mean_deviation * mean_deviation <= CANCELLATION_LIMIT * one_pass {
-                return (mean as f32, one_pass as f32);
-            }
-            let mean = mean as f32;
-            let mut squares = ChannelSums::<1>::new();
-            for n in 0..shape.batch {
-                let plane = shape.plane(x, n, c);
-                squares.add(pixels, |i| {
-                    let d = plane[i] - mean;
-                    [d * d]
-                });
-            }
-            (mean, (squares.totals()[0] / count) as f32)
+            let keeps = mean_deviation * mean_deviation <= CANCELLATION_LIMIT * one_pass;
+            (mean as f32, keeps.then_some(one_pass as f32))
         })
         .collect();
-    moments.into_iter().unzip()
+    if moments.iter().all(|(_, var)| var.is_some()) {
+        return moments
+            .into_iter()
+            .map(|(m, v)| (m, v.unwrap_or(f32::NAN)))
+            .unzip();
+    }
+    let squares = channel_sums::<1>(shape, |n, c, sums| {
+        let (mean, one_pass) = moments[c];
+        if one_pass.is_none() {
+            let plane = shape.plane(x, n, c);
+            sums.add(pixels, |i| {
+                let d = plane[i] - mean;
+                [d * d]
+            });
+        }
+    });
+    moments
+        .into_iter()
+        .zip(squares)
+        .map(|((mean, one_pass), [square])| (mean, one_pass.unwrap_or((square / count) as f32)))
+        .unzip()
 }
 
 /// What the normalisation pass applies to its result before writing it.
@@ -171,6 +230,41 @@ pub enum Epilogue<'a> {
     Relu,
     /// `y = max(bn(x) + residual, 0)`, `residual` shaped like `x` (a ResNet block's output).
     AddRelu(&'a [f32]),
+}
+
+/// The per-channel affine map `x ↦ x · scale + shift` of the normalisation, with `scale = γ /
+/// sqrt(var + eps)` and `shift = β - mean · scale`. Both passes take it from here, so the
+/// backward pass's ReLU mask `x · scale + shift > 0` is bit for bit the sign of the forward
+/// pass's output (the same two roundings of the same values).
+pub(super) struct ChannelAffine {
+    pub(super) scale: Vec<f32>,
+    pub(super) shift: Vec<f32>,
+}
+
+impl ChannelAffine {
+    pub(super) fn new(
+        channels: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        mean: &[f32],
+        var: &[f32],
+        epsilon: f64,
+    ) -> Self {
+        let scale: Vec<f32> = (0..channels)
+            .map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32))
+            .collect();
+        let shift = (0..channels)
+            .map(|c| beta[c] - mean[c] * scale[c])
+            .collect();
+        Self { scale, shift }
+    }
+}
+
+/// `g` where the forward pass's pre-activation `x · a + b` was positive (so its ReLU output
+/// `y > 0`), else 0.
+#[inline(always)]
+pub(super) fn relu_mask_from_input(x: f32, a: f32, b: f32, g: f32) -> f32 {
+    if x * a + b > 0.0 { g } else { 0.0 }
 }
 
 /// `y = epilogue((x - mean) / sqrt(var + eps) * gamma + beta)`, per channel.
@@ -189,12 +283,8 @@ pub fn normalize(
     if let Epilogue::AddRelu(residual) = epilogue {
         assert_eq!(residual.len(), shape.len(), "batch norm: residual length");
     }
-    let scale: Vec<f32> = (0..shape.channels)
-        .map(|c| gamma[c] / ((var[c] as f64 + epsilon).sqrt() as f32))
-        .collect();
-    let shift: Vec<f32> = (0..shape.channels)
-        .map(|c| beta[c] - mean[c] * scale[c])
-        .collect();
+    let ChannelAffine { scale, shift } =
+        ChannelAffine::new(shape.channels, gamma, beta, mean, var, epsilon);
     if shape.pixels == 1 {
         return features::normalize(shape.batch, shape.channels, x, &scale, &shift, epilogue);
     }
@@ -265,8 +355,11 @@ pub(super) fn relu_mask(y: f32, g: f32) -> f32 {
 /// - `∂L/∂β = Σ dy`, `∂L/∂γ = Σ dy · x̂`,
 /// - `∂L/∂x = γ / σ · (dy - ∂L/∂β / M - x̂ · ∂L/∂γ / M)`.
 ///
-/// When a ReLU followed the normalisation, `relu_output` is its output `y`, and `dy` (the
-/// gradient of the ReLU's output) is masked by `y > 0` on the fly.
+/// When a ReLU followed the normalisation (`relu`), `dy` is the gradient of the ReLU's output,
+/// masked on the fly where the forward pass's pre-activation was not positive. The mask is
+/// recomputed from `x` with [`normalize`]'s own arithmetic (`x · scale + shift`, from the same
+/// `gamma`, `beta`, `mean`, `var`), so it is exactly the output's `y > 0` without reading `y`:
+/// one stream of memory fewer in each of the two passes.
 ///
 /// Returns `(dx, dgamma, dbeta)`.
 #[allow(clippy::too_many_arguments)]
@@ -274,48 +367,42 @@ pub fn normalize_backward(
     shape: NormShape,
     x: &[f32],
     gamma: &[f32],
+    beta: &[f32],
     mean: &[f32],
     var: &[f32],
     epsilon: f64,
     dy: &[f32],
-    relu_output: Option<&[f32]>,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     assert_eq!(dy.len(), shape.len(), "batch norm: gradient length");
-    if let Some(y) = relu_output {
-        assert_eq!(y.len(), shape.len(), "batch norm: ReLU output length");
-    }
     let inv_std: Vec<f32> = (0..shape.channels)
         .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
         .collect();
+    let affine = relu.then(|| ChannelAffine::new(shape.channels, gamma, beta, mean, var, epsilon));
     if shape.pixels == 1 {
-        return features_backward(shape, x, gamma, mean, &inv_std, dy, relu_output);
+        return features_backward(shape, x, gamma, mean, &inv_std, dy, affine.as_ref());
     }
     let pixels = shape.pixels;
-    let sums: Vec<(f32, f32)> = (0..shape.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (m, s) = (mean[c], inv_std[c]);
-            // [Σ dy, Σ dy · x̂], with dy masked by the ReLU's output when there is one.
-            let mut sums = ChannelSums::<2>::new();
-            for n in 0..shape.batch {
-                let (xp, gp) = (shape.plane(x, n, c), shape.plane(dy, n, c));
-                match relu_output {
-                    None => sums.add(pixels, |i| [gp[i], (xp[i] - m) * s * gp[i]]),
-                    Some(y) => {
-                        let yp = shape.plane(y, n, c);
-                        sums.add(pixels, |i| {
-                            let g = relu_mask(yp[i], gp[i]);
-                            [g, (xp[i] - m) * s * g]
-                        });
-                    }
-                }
+    // [Σ dy, Σ dy · x̂] per channel, with dy masked by the ReLU when there is one.
+    let sums = channel_sums::<2>(shape, |n, c, sums| {
+        let (xp, gp) = (shape.plane(x, n, c), shape.plane(dy, n, c));
+        let (m, s) = (mean[c], inv_std[c]);
+        match &affine {
+            None => sums.add(pixels, |i| [gp[i], (xp[i] - m) * s * gp[i]]),
+            Some(affine) => {
+                let (a, b) = (affine.scale[c], affine.shift[c]);
+                sums.add(pixels, |i| {
+                    let g = relu_mask_from_input(xp[i], a, b, gp[i]);
+                    [g, (xp[i] - m) * s * g]
+                });
             }
-            let [dbeta, dgamma] = sums.totals();
-            (dgamma as f32, dbeta as f32)
-        })
-        .collect();
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+        }
+    });
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums
+        .iter()
+        .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
+        .unzip();
     let count = shape.count() as f32;
     // SAFETY: every plane (chunk) is written in full below.
     let dx = unsafe {
@@ -330,16 +417,17 @@ pub fn normalize_backward(
                 let mean_dy = dbeta[c] / count;
                 let mean_dy_xhat = dgamma[c] / count;
                 let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
-                match relu_output {
+                match &affine {
                     None => {
                         for i in 0..pixels {
                             out[i].write(grad(xp[i], gp[i]));
                         }
                     }
-                    Some(y) => {
-                        let yp = &y[plane * pixels..][..pixels];
+                    Some(affine) => {
+                        let (a, b) = (affine.scale[c], affine.shift[c]);
                         for i in 0..pixels {
-                            out[i].write(grad(xp[i], relu_mask(yp[i], gp[i])));
+                            let g = relu_mask_from_input(xp[i], a, b, gp[i]);
+                            out[i].write(grad(xp[i], g));
                         }
                     }
                 }
@@ -357,11 +445,10 @@ fn features_backward(
     mean: &[f32],
     inv_std: &[f32],
     dy: &[f32],
-    relu_output: Option<&[f32]>,
+    relu: Option<&ChannelAffine>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (batch, channels) = (shape.batch, shape.channels);
-    let (dgamma, dbeta) =
-        features::gradient_sums(batch, channels, x, dy, relu_output, mean, inv_std);
+    let (dgamma, dbeta) = features::gradient_sums(batch, channels, x, dy, relu, mean, inv_std);
     let count = shape.count() as f32;
     let factor: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
     let mean_dy: Vec<f32> = dbeta.iter().map(|v| v / count).collect();
@@ -373,6 +460,6 @@ fn features_backward(
         mean_dy: &mean_dy,
         mean_dy_xhat: &mean_dy_xhat,
     };
-    let dx = features::input_gradient(batch, channels, x, dy, relu_output, &terms);
+    let dx = features::input_gradient(batch, channels, x, dy, relu, &terms);
     (dx, dgamma, dbeta)
 }
