@@ -33,8 +33,8 @@ use burn::tensor::activation::relu;
 use crate::kernels::batch_norm::{After, fused_batch_norm_train};
 #[cfg(feature = "flex")]
 pub use crate::kernels::batch_norm::{
-    Epilogue, FastBatchNorm, NormShape, channel_moments, normalize, normalize_backward,
-    relu_backward,
+    Epilogue, FastBatchNorm, NormShape, channel_moments, normalize, normalize_add_relu_backward,
+    normalize_backward, relu_backward,
 };
 
 static FAST_BATCH_NORM: AtomicBool = AtomicBool::new(true);

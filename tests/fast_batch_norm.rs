@@ -432,3 +432,52 @@ fn reductions_do_not_depend_on_the_thread_count() {
         .install(run);
     assert_eq!(pooled, one_thread);
 }
+
+/// The backward pass of normalisation + residual add + ReLU masks the gradient in the pass that
+/// sums the statistics' gradients: the same bits as masking first (`relu_backward`) and then
+/// [`normalize_backward`] without a ReLU, for the input's, gamma's, beta's and the residual's
+/// gradients; on several image blocks with a partial last one, on `[N, D]` features, and empty.
+#[test]
+fn add_relu_backward_is_masking_then_normalizing_exactly() {
+    use selfsup::batch_norm::{
+        Epilogue, normalize, normalize_add_relu_backward, normalize_backward, relu_backward,
+    };
+
+    for (batch, channels, pixels) in [(19, 5, 12), (3, 4, 1), (8, 3, 16), (0, 3, 4)] {
+        let shape = NormShape {
+            batch,
+            channels,
+            pixels,
+        };
+        let len = batch * channels * pixels;
+        let x: Vec<f32> = normal_values(len, 41).iter().map(|v| *v as f32).collect();
+        let dy: Vec<f32> = normal_values(len, 43).iter().map(|v| *v as f32).collect();
+        let residual: Vec<f32> = normal_values(len, 47).iter().map(|v| *v as f32).collect();
+        let gamma: Vec<f32> = (0..channels).map(|c| 0.75 + 0.125 * c as f32).collect();
+        let beta: Vec<f32> = (0..channels).map(|c| 0.1 - 0.05 * c as f32).collect();
+        let (mean, var) = if batch == 0 {
+            (vec![0.0; channels], vec![1.0; channels])
+        } else {
+            channel_moments(shape, &x)
+        };
+        let epilogue = Epilogue::AddRelu(&residual);
+        let y = normalize(shape, &x, &gamma, &beta, &mean, &var, 1e-5, epilogue);
+        let masked = relu_backward(&y, &dy);
+        let (dx, dgamma, dbeta) =
+            normalize_backward(shape, &x, &gamma, &beta, &mean, &var, 1e-5, &masked, false);
+        let fused = normalize_add_relu_backward(shape, &x, &gamma, &mean, &var, 1e-5, &dy, &y);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let what = format!("{batch}x{channels}x{pixels}");
+        assert_eq!(bits(&fused.0), bits(&dx), "dx, {what}");
+        assert_eq!(bits(&fused.1), bits(&dgamma), "dgamma, {what}");
+        assert_eq!(bits(&fused.2), bits(&dbeta), "dbeta, {what}");
+        assert_eq!(bits(&fused.3), bits(&masked), "residual gradient, {what}");
+        if len > 0 {
+            let zeros = masked.iter().filter(|g| **g == 0.0).count();
+            assert!(
+                zeros > len / 5 && zeros < len,
+                "{what}: {zeros} masked of {len}"
+            );
+        }
+    }
+}

@@ -12,7 +12,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
 use super::kernels::{
-    Epilogue, NormShape, channel_moments, normalize, normalize_backward, relu_backward,
+    Epilogue, NormShape, channel_moments, normalize, normalize_add_relu_backward,
+    normalize_backward,
 };
 
 /// Training-mode batch normalisation of `[N, C, ...]` activations computed by this crate's
@@ -173,10 +174,13 @@ struct SavedForward {
 }
 
 /// What the backward pass of normalisation + residual add + ReLU needs: the normalisation's
-/// inputs, and the output (the ReLU's mask, which depends on the residual).
+/// input and statistics, and the output (the ReLU's mask, which depends on the residual).
 #[derive(Debug, Clone)]
 struct SavedAddRelu {
-    normalization: SavedForward,
+    x: FlexTensor,
+    gamma: FlexTensor,
+    moments: FlexTensor,
+    epsilon: f64,
     output: FlexTensor,
 }
 
@@ -209,18 +213,27 @@ fn normalization_backward(
         f32_slice(grad),
         relu,
     );
-    let [node_x, node_gamma, node_beta] = nodes;
+    let dims = x.layout().shape().iter().copied().collect();
+    register_gradients(grads, nodes, (dx, dgamma, dbeta), dims, shape.channels);
+}
+
+/// Registers `(dx, dgamma, dbeta)` for the nodes of `x` (shaped `dims`), gamma and beta (of
+/// `channels` values) that take gradients.
+fn register_gradients(
+    grads: &mut Gradients,
+    [node_x, node_gamma, node_beta]: [Option<NodeId>; 3],
+    (dx, dgamma, dbeta): (Vec<f32>, Vec<f32>, Vec<f32>),
+    dims: Vec<usize>,
+    channels: usize,
+) {
     if let Some(node) = node_x {
-        grads.register::<Flex>(
-            node,
-            f32_tensor(dx, x.layout().shape().iter().copied().collect()),
-        );
+        grads.register::<Flex>(node, f32_tensor(dx, dims));
     }
     if let Some(node) = node_gamma {
-        grads.register::<Flex>(node, f32_tensor(dgamma, vec![shape.channels]));
+        grads.register::<Flex>(node, f32_tensor(dgamma, vec![channels]));
     }
     if let Some(node) = node_beta {
-        grads.register::<Flex>(node, f32_tensor(dbeta, vec![shape.channels]));
+        grads.register::<Flex>(node, f32_tensor(dbeta, vec![channels]));
     }
 }
 
@@ -260,23 +273,30 @@ impl Backward<Flex, 4> for BatchNormAddReluBackward {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let [node_x, node_gamma, node_beta, node_residual] =
             ops.parents.map(|node| node.map(|node| node.id));
-        let SavedAddRelu {
-            normalization,
-            output,
-        } = ops.state;
-        // The residual's gradient is the masked gradient itself: mask once, and normalise
-        // backward from it without masking again.
-        let shape = output.layout().shape().iter().copied().collect();
-        let masked = f32_tensor(relu_backward(f32_slice(&output), f32_slice(&grad)), shape);
-        drop(output);
+        let saved = ops.state;
+        let shape = norm_shape(&saved.x);
+        let (mean, var) = f32_slice(&saved.moments).split_at(shape.channels);
+        // The residual's gradient is the masked gradient itself, written by the same pass.
+        let (dx, dgamma, dbeta, masked) = normalize_add_relu_backward(
+            shape,
+            f32_slice(&saved.x),
+            f32_slice(&saved.gamma),
+            mean,
+            var,
+            saved.epsilon,
+            f32_slice(&grad),
+            f32_slice(&saved.output),
+        );
+        let dims: Vec<usize> = saved.x.layout().shape().iter().copied().collect();
         if let Some(node) = node_residual {
-            grads.register::<Flex>(node, masked.clone());
+            grads.register::<Flex>(node, f32_tensor(masked, dims.clone()));
         }
-        normalization_backward(
-            normalization,
-            &masked,
-            [node_x, node_gamma, node_beta],
+        register_gradients(
             grads,
+            [node_x, node_gamma, node_beta],
+            (dx, dgamma, dbeta),
+            dims,
+            shape.channels,
         );
     }
 }
@@ -356,14 +376,10 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(prep) => {
                 let saved = SavedAddRelu {
-                    normalization: SavedForward {
-                        x,
-                        gamma: affine.gamma,
-                        beta: affine.beta,
-                        moments: affine.moments,
-                        epsilon,
-                        relu: false,
-                    },
+                    x,
+                    gamma: affine.gamma,
+                    moments: affine.moments,
+                    epsilon,
                     output: output.clone(),
                 };
                 prep.finish(saved, output)

@@ -1,6 +1,8 @@
 //! f32 batch-normalisation kernels on contiguous NCHW slices: per-channel moments, the affine
 //! normalisation, and the training-mode backward, each one or two passes over the activation.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::features::{self, GradientTerms};
@@ -67,7 +69,7 @@ impl<const K: usize> ChannelSums<K> {
 
     /// Adds `f(i)` for `i` in `0..len` (one plane); `f` reads the plane's values by index.
     #[inline(always)]
-    fn add(&mut self, len: usize, f: impl Fn(usize) -> [f32; K]) {
+    fn add(&mut self, len: usize, mut f: impl FnMut(usize) -> [f32; K]) {
         let full = len - len % LANES;
         for base in (0..full).step_by(LANES) {
             for i in 0..LANES {
@@ -112,8 +114,7 @@ const IMAGE_BLOCK: usize = 8;
 /// the blocks' `f64` totals are then added in block order, so the result depends neither on
 /// the thread count nor on the schedule. (Channel by channel, each task read one plane per
 /// image, a few KiB every `C · H · W` floats: on a 32 x 32 map one 4 KiB page per image, where
-/// the hardware prefetcher restarts at every page; the moments ran at a third of the memory
-/// bandwidth that the element-wise passes reach.)
+/// the hardware prefetcher restarts at every page; the backward pass's sums took 1.5x as long.)
 fn channel_sums<const K: usize>(
     shape: NormShape,
     add_plane: impl Fn(usize, usize, &mut ChannelSums<K>) + Sync,
@@ -132,7 +133,57 @@ fn channel_sums<const K: usize>(
             sums.into_iter().map(ChannelSums::totals).collect()
         })
         .collect();
-    let mut totals = vec![[0.0f64; K]; shape.channels];
+    add_blocks(blocks, shape.channels)
+}
+
+/// [`channel_sums`] that also writes an output shaped like the activation: `add_plane(n, c,
+/// sums, out)` receives plane `(n, c)` of `out` and must write all of it (an empty `out`:
+/// nothing is written, and the planes handed over are empty).
+fn channel_sums_writing<const K: usize>(
+    shape: NormShape,
+    out: &mut [MaybeUninit<f32>],
+    add_plane: impl Fn(usize, usize, &mut ChannelSums<K>, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<[f64; K]> {
+    assert!(
+        out.is_empty() || out.len() == shape.len(),
+        "batch norm: output length"
+    );
+    let image_len = shape.channels * shape.pixels;
+    let block_sums = |block: usize, out: &mut [MaybeUninit<f32>]| {
+        let mut sums: Vec<ChannelSums<K>> =
+            (0..shape.channels).map(|_| ChannelSums::new()).collect();
+        let images = block * IMAGE_BLOCK..((block + 1) * IMAGE_BLOCK).min(shape.batch);
+        for (j, n) in images.enumerate() {
+            for (c, sums) in sums.iter_mut().enumerate() {
+                let plane = if out.is_empty() {
+                    &mut []
+                } else {
+                    &mut out[j * image_len + c * shape.pixels..][..shape.pixels]
+                };
+                add_plane(n, c, sums, plane);
+            }
+        }
+        sums.into_iter()
+            .map(ChannelSums::totals)
+            .collect::<Vec<_>>()
+    };
+    let blocks: Vec<Vec<[f64; K]>> = if out.is_empty() || image_len == 0 {
+        (0..shape.batch.div_ceil(IMAGE_BLOCK))
+            .into_par_iter()
+            .map(|block| block_sums(block, &mut []))
+            .collect()
+    } else {
+        out.par_chunks_mut(IMAGE_BLOCK * image_len)
+            .enumerate()
+            .map(|(block, out)| block_sums(block, out))
+            .collect()
+    };
+    add_blocks(blocks, shape.channels)
+}
+
+/// The per-channel totals of every block, added in block order.
+fn add_blocks<const K: usize>(blocks: Vec<Vec<[f64; K]>>, channels: usize) -> Vec<[f64; K]> {
+    let mut totals = vec![[0.0f64; K]; channels];
     for block in blocks {
         for (total, sums) in totals.iter_mut().zip(block) {
             for (t, s) in total.iter_mut().zip(sums) {
@@ -403,38 +454,134 @@ pub fn normalize_backward(
         .iter()
         .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
         .unzip();
-    let count = shape.count() as f32;
-    // SAFETY: every plane (chunk) is written in full below.
-    let dx = unsafe {
-        crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
-            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
-                let plane = chunk * shape.planes_per_chunk() + j;
-                let c = plane % shape.channels;
-                let xp = &x[plane * pixels..][..pixels];
-                let gp = &dy[plane * pixels..][..pixels];
-                let (m, s) = (mean[c], inv_std[c]);
-                let factor = gamma[c] * s;
-                let mean_dy = dbeta[c] / count;
-                let mean_dy_xhat = dgamma[c] / count;
-                let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
-                match &affine {
-                    None => {
-                        for i in 0..pixels {
-                            out[i].write(grad(xp[i], gp[i]));
+    let terms = InputGradient {
+        gamma,
+        mean,
+        inv_std: &inv_std,
+        dgamma: &dgamma,
+        dbeta: &dbeta,
+        relu: affine.as_ref(),
+    };
+    let dx = terms.apply(shape, x, dy);
+    (dx, dgamma, dbeta)
+}
+
+/// What the input gradient `∂L/∂x = γ / σ · (g - ∂L/∂β / M - x̂ · ∂L/∂γ / M)` of
+/// [`normalize_backward`] needs per channel, `g` being `dy`, masked by the ReLU when `relu`.
+struct InputGradient<'a> {
+    gamma: &'a [f32],
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+    dgamma: &'a [f32],
+    dbeta: &'a [f32],
+    relu: Option<&'a ChannelAffine>,
+}
+
+impl InputGradient<'_> {
+    /// The input gradient of planes (`shape.pixels > 1`), one pass over `x` and `dy`.
+    fn apply(&self, shape: NormShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let pixels = shape.pixels;
+        let count = shape.count() as f32;
+        // SAFETY: every plane (chunk) is written in full below.
+        unsafe {
+            crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+                for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                    let plane = chunk * shape.planes_per_chunk() + j;
+                    let c = plane % shape.channels;
+                    let xp = &x[plane * pixels..][..pixels];
+                    let gp = &dy[plane * pixels..][..pixels];
+                    let (m, s) = (self.mean[c], self.inv_std[c]);
+                    let factor = self.gamma[c] * s;
+                    let mean_dy = self.dbeta[c] / count;
+                    let mean_dy_xhat = self.dgamma[c] / count;
+                    let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
+                    match self.relu {
+                        None => {
+                            for i in 0..pixels {
+                                out[i].write(grad(xp[i], gp[i]));
+                            }
                         }
-                    }
-                    Some(affine) => {
-                        let (a, b) = (affine.scale[c], affine.shift[c]);
-                        for i in 0..pixels {
-                            let g = relu_mask_from_input(xp[i], a, b, gp[i]);
-                            out[i].write(grad(xp[i], g));
+                        Some(affine) => {
+                            let (a, b) = (affine.scale[c], affine.shift[c]);
+                            for i in 0..pixels {
+                                let g = relu_mask_from_input(xp[i], a, b, gp[i]);
+                                out[i].write(grad(xp[i], g));
+                            }
                         }
                     }
                 }
-            }
-        })
+            })
+        }
+    }
+}
+
+/// Gradients of `y = max(bn(x) + residual, 0)` (a ResNet block's end) from the gradient `dy` of
+/// `y`: [`normalize_backward`] of the masked gradient `g = dy · [y > 0]`, which is also the
+/// residual's gradient. The mask is applied in the pass that sums the statistics' gradients,
+/// which writes `g` as it goes: one pass over `y`, `dy` and `x`, then one over `x` and `g`
+/// (masking first in a pass of its own read `g` once more).
+///
+/// Returns `(dx, dgamma, dbeta, d_residual)`.
+#[allow(clippy::too_many_arguments)]
+pub fn normalize_add_relu_backward(
+    shape: NormShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    dy: &[f32],
+    y: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), shape.len(), "batch norm: input length");
+    assert_eq!(dy.len(), shape.len(), "batch norm: gradient length");
+    assert_eq!(y.len(), shape.len(), "batch norm: output length");
+    if shape.pixels == 1 {
+        let masked = relu_backward(y, dy);
+        // Beta only enters the recomputed ReLU mask, which is off here.
+        let (dx, dgamma, dbeta) =
+            normalize_backward(shape, x, gamma, &[], mean, var, epsilon, &masked, false);
+        return (dx, dgamma, dbeta, masked);
+    }
+    let inv_std: Vec<f32> = (0..shape.channels)
+        .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
+        .collect();
+    let pixels = shape.pixels;
+    let mut masked = Vec::with_capacity(shape.len());
+    let sums = channel_sums_writing(
+        shape,
+        &mut masked.spare_capacity_mut()[..shape.len()],
+        |n, c, sums, out| {
+            let (xp, gp, yp) = (
+                shape.plane(x, n, c),
+                shape.plane(dy, n, c),
+                shape.plane(y, n, c),
+            );
+            let (m, s) = (mean[c], inv_std[c]);
+            sums.add(pixels, |i| {
+                let g = relu_mask(yp[i], gp[i]);
+                out[i].write(g);
+                [g, (xp[i] - m) * s * g]
+            });
+        },
+    );
+    // SAFETY: `channel_sums_writing` handed every plane of `masked` to the closure, which wrote
+    // each of its values.
+    unsafe { masked.set_len(shape.len()) };
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums
+        .iter()
+        .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
+        .unzip();
+    let terms = InputGradient {
+        gamma,
+        mean,
+        inv_std: &inv_std,
+        dgamma: &dgamma,
+        dbeta: &dbeta,
+        relu: None,
     };
-    (dx, dgamma, dbeta)
+    let dx = terms.apply(shape, x, &masked);
+    (dx, dgamma, dbeta, masked)
 }
 
 /// [`normalize_backward`] for `[N, D]` features, by the row-wise kernels of [`super::features`].

@@ -10,7 +10,8 @@ use burn::tensor::Tensor;
 
 pub use extension::FastBatchNorm;
 pub use kernels::{
-    Epilogue, NormShape, channel_moments, normalize, normalize_backward, relu_backward,
+    Epilogue, NormShape, channel_moments, normalize, normalize_add_relu_backward,
+    normalize_backward, relu_backward,
 };
 
 /// What the fused pass applies after the normalisation.
