@@ -401,9 +401,9 @@ fn relu_mask_from_the_input_is_the_outputs_mask_exactly() {
     }
 }
 
-/// The per-channel reductions (moments, and the gradient sums of the backward pass) run in
-/// parallel over fixed blocks of images: the same bits with one thread as with the default
-/// pool, over several blocks and a partial last one.
+/// The per-channel reductions run in parallel (the moments over channels, the backward pass's
+/// gradient sums over fixed blocks of images): the same bits with one thread as with the
+/// default pool, over several image blocks and a partial last one.
 #[test]
 fn reductions_do_not_depend_on_the_thread_count() {
     use selfsup::batch_norm::normalize_backward;

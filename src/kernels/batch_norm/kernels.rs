@@ -208,68 +208,55 @@ const CANCELLATION_LIMIT: f64 = 16.0;
 /// can reach `(N - 1) · var`; where `δ² > 16 · var` the channel's variance is computed again
 /// in a second pass, around the mean, as the two-pass form does. So the error is at most 17
 /// times that of the sums, which are f32 lanes flushed into `f64` between planes once
-/// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet), and `f64`
-/// beyond. The passes read the activation in memory order ([`channel_sums`]).
+/// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet).
 /// `[N, D]` features (one pixel) take row-wise kernels that vectorise across channels.
+///
+/// Unlike the backward pass's sums ([`channel_sums`]), each parallel task here is one channel,
+/// read plane by plane: over blocks of images in memory order the moments measured no faster in
+/// the training step and up to 1.5x slower alone (`benches/batch_norm.rs`, BENCHMARKS.md).
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     if shape.pixels == 1 {
         return features::moments(shape.batch, shape.channels, x);
     }
-    if shape.batch == 0 || shape.pixels == 0 {
-        return (
-            vec![f32::NAN; shape.channels],
-            vec![f32::NAN; shape.channels],
-        );
-    }
     let count = shape.count() as f64;
     let pixels = shape.pixels;
-    let shifts: Vec<f32> = (0..shape.channels)
+    let moments: Vec<(f32, f32)> = (0..shape.channels)
+        .into_par_iter()
         .map(|c| {
+            if shape.batch == 0 || pixels == 0 {
+                return (f32::NAN, f32::NAN);
+            }
             let first = shape.plane(x, 0, c);
-            (first.iter().map(|v| *v as f64).sum::<f64>() / pixels as f64) as f32
-        })
-        .collect();
-    let sums = channel_sums::<2>(shape, |n, c, sums| {
-        let (plane, shift) = (shape.plane(x, n, c), shifts[c]);
-        sums.add(pixels, |i| {
-            let d = plane[i] - shift;
-            [d, d * d]
-        });
-    });
-    // Per channel: the mean, and the one-pass variance or `None` where it could cancel.
-    let moments: Vec<(f32, Option<f32>)> = sums
-        .iter()
-        .zip(&shifts)
-        .map(|(&[deviations, squares], &shift)| {
+            let shift = (first.iter().map(|v| *v as f64).sum::<f64>() / pixels as f64) as f32;
+            let mut sums = ChannelSums::<2>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                sums.add(pixels, |i| {
+                    let d = plane[i] - shift;
+                    [d, d * d]
+                });
+            }
+            let [deviations, squares] = sums.totals();
             let mean_deviation = deviations / count;
             let one_pass = squares / count - mean_deviation * mean_deviation;
             let mean = shift as f64 + mean_deviation;
-            let keeps = mean_deviation * mean_deviation <= CANCELLATION_LIMIT * one_pass;
-            (mean as f32, keeps.then_some(one_pass as f32))
+            if mean_deviation * mean_deviation <= CANCELLATION_LIMIT * one_pass {
+                return (mean as f32, one_pass as f32);
+            }
+            let mean = mean as f32;
+            let mut squares = ChannelSums::<1>::new();
+            for n in 0..shape.batch {
+                let plane = shape.plane(x, n, c);
+                squares.add(pixels, |i| {
+                    let d = plane[i] - mean;
+                    [d * d]
+                });
+            }
+            (mean, (squares.totals()[0] / count) as f32)
         })
         .collect();
-    if moments.iter().all(|(_, var)| var.is_some()) {
-        return moments
-            .into_iter()
-            .map(|(m, v)| (m, v.unwrap_or(f32::NAN)))
-            .unzip();
-    }
-    let squares = channel_sums::<1>(shape, |n, c, sums| {
-        let (mean, one_pass) = moments[c];
-        if one_pass.is_none() {
-            let plane = shape.plane(x, n, c);
-            sums.add(pixels, |i| {
-                let d = plane[i] - mean;
-                [d * d]
-            });
-        }
-    });
-    moments
-        .into_iter()
-        .zip(squares)
-        .map(|((mean, one_pass), [square])| (mean, one_pass.unwrap_or((square / count) as f32)))
-        .unzip()
+    moments.into_iter().unzip()
 }
 
 /// What the normalisation pass applies to its result before writing it.
