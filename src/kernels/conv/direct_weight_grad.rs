@@ -14,8 +14,10 @@
 //! `CHANNELS x 3` vectors of `T` lanes runs along the sweep: per step, `CHANNELS` vector loads
 //! of `dy` and three shifted loads of `x̃` feed `3 · CHANNELS` multiply-adds. The tile's vectors
 //! carry over from image to image in memory, and their lanes are added only once, at the end.
-//! `T` is 16 with AVX-512 (12 accumulators, 4 gradients and an input in 32 registers) and 8
-//! otherwise (with 16 registers, the gradients are read by the multiply-adds from memory).
+//! `T` is 16 with AVX-512, whose 32 registers hold the tiles of two kernel rows at once (24
+//! accumulators, 4 gradients and 2 inputs: each step's gradient loads serve 24 multiply-adds),
+//! and 8 otherwise (one row; with 16 registers, the gradients are read by the multiply-adds
+//! from memory).
 //!
 //! Reproducibility: the batch is split into one contiguous range of images per thread, each
 //! range summed image by image in order, the ranges' sums added in range order, and every sum
@@ -277,37 +279,46 @@ fn accumulate_blocks<const T: usize, M: MultiplyAdd>(
     tiles: &mut [Tile<T>],
 ) {
     let layout = &planes.layout;
-    let mut tiles = tiles.iter_mut();
+    let mut tiles = tiles.chunks_exact_mut(TAPS);
     for block_grad in grad.chunks_exact(CHANNELS * planes.span) {
         for plane in input.chunks_exact(layout.plane()) {
-            for a in 0..TAPS {
-                let tile = tiles
-                    .next()
-                    .expect("one tile per block, channel and kernel row");
-                accumulate_kernel_row::<T, M>(planes, plane, block_grad, a, tile);
+            let [first, second, third] = tiles
+                .next()
+                .expect("one tile per block, channel and kernel row")
+            else {
+                unreachable!("chunks of TAPS tiles");
+            };
+            if T >= 16 {
+                accumulate_kernel_rows::<T, M, 2>(planes, plane, block_grad, 0, [first, second]);
+            } else {
+                // 16 registers: two rows' 24 accumulators would spill.
+                accumulate_kernel_rows::<T, M, 1>(planes, plane, block_grad, 0, [first]);
+                accumulate_kernel_rows::<T, M, 1>(planes, plane, block_grad, 1, [second]);
             }
+            accumulate_kernel_rows::<T, M, 1>(planes, plane, block_grad, 2, [third]);
         }
     }
 }
 
-/// Adds `dy[o, p] · x̃[c, p + a·cols + b]` over the image's positions `p` to the lanes of
-/// `tile[o][b]`, for the block's [`CHANNELS`] output channels `o` and the three taps `b` of
-/// kernel row `a`.
+/// Adds `dy[o, p] · x̃[c, p + (a + r)·cols + b]` over the image's positions `p` to the lanes of
+/// `tiles[r][o][b]`, for the block's [`CHANNELS`] output channels `o`, the three taps `b` and
+/// `R` kernel rows from `a`. With AVX-512, two rows at once share each step's gradient loads:
+/// 24 accumulators, 4 gradients and 2 inputs in its 32 registers (the weight gradient of
+/// `w16-l2-3x3` 15% faster than one row at a time, BENCHMARKS.md).
 #[inline(always)]
-fn accumulate_kernel_row<const T: usize, M: MultiplyAdd>(
+fn accumulate_kernel_rows<const T: usize, M: MultiplyAdd, const R: usize>(
     planes: &Planes,
     plane: &[f32],
     block_grad: &[f32],
     a: usize,
-    tile: &mut Tile<T>,
+    tiles: [&mut Tile<T>; R],
 ) {
     let (span, cols) = (planes.span, planes.layout.cols);
-    let offset = a * cols;
     // The last load starts at span - T + 2·cols + 2; `Planes::new` sized the plane for it.
-    assert!(a < TAPS && span % T == 0);
+    assert!(a + R <= TAPS && span % T == 0);
     assert!(plane.len() >= span + (TAPS - 1) * (cols + 1));
     assert!(block_grad.len() >= CHANNELS * span);
-    let mut acc = *tile;
+    let mut acc: [Tile<T>; R] = std::array::from_fn(|r| *tiles[r]);
     for p in (0..span).step_by(T) {
         // SAFETY: lane·span + p + T <= CHANNELS·span (asserted above).
         let grads: [&[f32; T]; CHANNELS] = std::array::from_fn(|lane| unsafe {
@@ -317,14 +328,20 @@ fn accumulate_kernel_row<const T: usize, M: MultiplyAdd>(
         // memory (15x slower).
         #[allow(clippy::needless_range_loop)]
         for b in 0..TAPS {
-            // SAFETY: p + offset + b + T <= span + 2·cols + 2 <= plane length (asserted above).
-            let inputs = unsafe { &*plane.as_ptr().add(p + offset + b).cast::<[f32; T]>() };
-            for (lane, grad) in grads.iter().enumerate() {
-                for ((value, d), x) in acc[lane][b].iter_mut().zip(*grad).zip(inputs) {
-                    *value = M::multiply_add(*value, *d, *x);
+            for r in 0..R {
+                let offset = (a + r) * cols;
+                // SAFETY: p + offset + b + T <= span + 2·cols + 2 <= plane length (asserted
+                // above).
+                let inputs = unsafe { &*plane.as_ptr().add(p + offset + b).cast::<[f32; T]>() };
+                for (lane, grad) in grads.iter().enumerate() {
+                    for ((value, d), x) in acc[r][lane][b].iter_mut().zip(*grad).zip(inputs) {
+                        *value = M::multiply_add(*value, *d, *x);
+                    }
                 }
             }
         }
     }
-    *tile = acc;
+    for (tile, acc) in tiles.into_iter().zip(acc) {
+        *tile = acc;
+    }
 }
