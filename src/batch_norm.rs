@@ -20,7 +20,11 @@
 //! What follows a batch norm in a ResNet runs in the same pass: [`batch_norm_relu`] computes
 //! `max(y, 0)` and [`batch_norm_add_relu`] `max(y + residual, 0)` while writing `y`, and their
 //! backward applies the ReLU's mask (`∂L/∂y · [out > 0]`, the convention of PyTorch and burn)
-//! inside the batch-norm backward instead of in separate passes. The projection heads' feature
+//! inside the batch-norm backward instead of in separate passes. After a plain ReLU the mask is
+//! recomputed from the input (`x · scale + shift > 0`, the forward pass's own arithmetic, so
+//! exactly `out > 0`) and the output is not read; after the residual add it is read from the
+//! output by the pass that sums `Σ dy` and `Σ dy·x̂`, which also writes the masked gradient, the
+//! residual's gradient. Those sums run over blocks of images in memory order. The projection heads' feature
 //! batch norm (`[N, D]`, [`crate::model::feature_batch_norm::FeatureBatchNorm`]) uses the same kernels, with its ReLU.
 
 use std::sync::atomic::{AtomicBool, Ordering};
