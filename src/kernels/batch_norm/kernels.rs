@@ -414,9 +414,7 @@ pub fn normalize_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len(), "batch norm: input length");
     assert_eq!(dy.len(), shape.len(), "batch norm: gradient length");
-    let inv_std: Vec<f32> = (0..shape.channels)
-        .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
-        .collect();
+    let inv_std = inverse_std(&var[..shape.channels], epsilon);
     let affine = relu.then(|| ChannelAffine::new(shape.channels, gamma, beta, mean, var, epsilon));
     if shape.pixels == 1 {
         return features_backward(shape, x, gamma, mean, &inv_std, dy, affine.as_ref());
@@ -437,36 +435,59 @@ pub fn normalize_backward(
             }
         }
     });
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums
-        .iter()
-        .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
-        .unzip();
     let terms = InputGradient {
         gamma,
         mean,
         inv_std: &inv_std,
-        dgamma: &dgamma,
-        dbeta: &dbeta,
         relu: affine.as_ref(),
     };
-    let dx = terms.apply(shape, x, dy);
+    let (dx, dgamma, dbeta) = terms.apply(shape, x, dy, &sums);
     (dx, dgamma, dbeta)
 }
 
+/// `1 / sqrt(var + eps)` per channel.
+fn inverse_std(var: &[f32], epsilon: f64) -> Vec<f32> {
+    var.iter()
+        .map(|v| (1.0 / (*v as f64 + epsilon).sqrt()) as f32)
+        .collect()
+}
+
 /// What the input gradient `∂L/∂x = γ / σ · (g - ∂L/∂β / M - x̂ · ∂L/∂γ / M)` of
-/// [`normalize_backward`] needs per channel, `g` being `dy`, masked by the ReLU when `relu`.
+/// [`normalize_backward`] needs per channel besides the sums, `g` being `dy`, masked by the
+/// ReLU when `relu`.
 struct InputGradient<'a> {
     gamma: &'a [f32],
     mean: &'a [f32],
     inv_std: &'a [f32],
-    dgamma: &'a [f32],
-    dbeta: &'a [f32],
     relu: Option<&'a ChannelAffine>,
 }
 
 impl InputGradient<'_> {
-    /// The input gradient of planes (`shape.pixels > 1`), one pass over `x` and `dy`.
-    fn apply(&self, shape: NormShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    /// `(dx, dgamma, dbeta)` of planes (`shape.pixels > 1`) from the per-channel `sums` `[Σ g,
+    /// Σ g · x̂]`: one pass over `x` and `dy` for `dx`.
+    fn apply(
+        &self,
+        shape: NormShape,
+        x: &[f32],
+        dy: &[f32],
+        sums: &[[f64; 2]],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums
+            .iter()
+            .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
+            .unzip();
+        let dx = self.input_gradient(shape, x, dy, &dgamma, &dbeta);
+        (dx, dgamma, dbeta)
+    }
+
+    fn input_gradient(
+        &self,
+        shape: NormShape,
+        x: &[f32],
+        dy: &[f32],
+        dgamma: &[f32],
+        dbeta: &[f32],
+    ) -> Vec<f32> {
         let pixels = shape.pixels;
         let count = shape.count() as f32;
         // SAFETY: every plane (chunk) is written in full below.
@@ -479,8 +500,8 @@ impl InputGradient<'_> {
                     let gp = &dy[plane * pixels..][..pixels];
                     let (m, s) = (self.mean[c], self.inv_std[c]);
                     let factor = self.gamma[c] * s;
-                    let mean_dy = self.dbeta[c] / count;
-                    let mean_dy_xhat = self.dgamma[c] / count;
+                    let mean_dy = dbeta[c] / count;
+                    let mean_dy_xhat = dgamma[c] / count;
                     let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
                     match self.relu {
                         None => {
@@ -530,9 +551,7 @@ pub fn normalize_add_relu_backward(
             normalize_backward(shape, x, gamma, &[], mean, var, epsilon, &masked, false);
         return (dx, dgamma, dbeta, masked);
     }
-    let inv_std: Vec<f32> = (0..shape.channels)
-        .map(|c| (1.0 / (var[c] as f64 + epsilon).sqrt()) as f32)
-        .collect();
+    let inv_std = inverse_std(&var[..shape.channels], epsilon);
     let pixels = shape.pixels;
     let mut masked = Vec::with_capacity(shape.len());
     let sums = channel_sums_writing(
@@ -555,19 +574,13 @@ pub fn normalize_add_relu_backward(
     // SAFETY: `channel_sums_writing` handed every plane of `masked` to the closure, which wrote
     // each of its values.
     unsafe { masked.set_len(shape.len()) };
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums
-        .iter()
-        .map(|[dbeta, dgamma]| (*dgamma as f32, *dbeta as f32))
-        .unzip();
     let terms = InputGradient {
         gamma,
         mean,
         inv_std: &inv_std,
-        dgamma: &dgamma,
-        dbeta: &dbeta,
         relu: None,
     };
-    let dx = terms.apply(shape, x, &masked);
+    let (dx, dgamma, dbeta) = terms.apply(shape, x, &masked, &sums);
     (dx, dgamma, dbeta, masked)
 }
 
