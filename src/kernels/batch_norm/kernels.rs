@@ -259,6 +259,24 @@ pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     moments.into_iter().unzip()
 }
 
+/// An activation-shaped output written in parallel, whole planes per task:
+/// `fill(plane, channel, out)` must write every value of plane `plane` (of channel `channel`).
+fn planes_filled(
+    shape: NormShape,
+    fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let pixels = shape.pixels;
+    // SAFETY: every chunk is whole planes, each handed to `fill`, which writes all of it.
+    unsafe {
+        crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
+            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
+                let plane = chunk * shape.planes_per_chunk() + j;
+                fill(plane, plane % shape.channels, out);
+            }
+        })
+    }
+}
+
 /// What the normalisation pass applies to its result before writing it.
 #[derive(Debug, Clone, Copy)]
 pub enum Epilogue<'a> {
@@ -327,35 +345,28 @@ pub fn normalize(
         return features::normalize(shape.batch, shape.channels, x, &scale, &shift, epilogue);
     }
     let pixels = shape.pixels;
-    // SAFETY: every plane (chunk) is written in full below.
-    unsafe {
-        crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
-            for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
-                let plane = chunk * shape.planes_per_chunk() + j;
-                let c = plane % shape.channels;
-                let input = &x[plane * pixels..][..pixels];
-                let (a, b) = (scale[c], shift[c]);
-                match epilogue {
-                    Epilogue::Identity => {
-                        for i in 0..pixels {
-                            out[i].write(input[i] * a + b);
-                        }
-                    }
-                    Epilogue::Relu => {
-                        for i in 0..pixels {
-                            out[i].write(relu(input[i] * a + b));
-                        }
-                    }
-                    Epilogue::AddRelu(residual) => {
-                        let residual = &residual[plane * pixels..][..pixels];
-                        for i in 0..pixels {
-                            out[i].write(relu(input[i] * a + b + residual[i]));
-                        }
-                    }
+    planes_filled(shape, |plane, c, out| {
+        let input = &x[plane * pixels..][..pixels];
+        let (a, b) = (scale[c], shift[c]);
+        match epilogue {
+            Epilogue::Identity => {
+                for i in 0..pixels {
+                    out[i].write(input[i] * a + b);
                 }
             }
-        })
-    }
+            Epilogue::Relu => {
+                for i in 0..pixels {
+                    out[i].write(relu(input[i] * a + b));
+                }
+            }
+            Epilogue::AddRelu(residual) => {
+                let residual = &residual[plane * pixels..][..pixels];
+                for i in 0..pixels {
+                    out[i].write(relu(input[i] * a + b + residual[i]));
+                }
+            }
+        }
+    })
 }
 
 /// The gradient through a ReLU from its output `y`: `dy` where `y > 0`, else 0 (PyTorch's and
@@ -490,36 +501,29 @@ impl InputGradient<'_> {
     ) -> Vec<f32> {
         let pixels = shape.pixels;
         let count = shape.count() as f32;
-        // SAFETY: every plane (chunk) is written in full below.
-        unsafe {
-            crate::kernels::flex_f32::par_filled(shape.len(), shape.chunk_len(), |chunk, out| {
-                for (j, out) in out.chunks_exact_mut(pixels).enumerate() {
-                    let plane = chunk * shape.planes_per_chunk() + j;
-                    let c = plane % shape.channels;
-                    let xp = &x[plane * pixels..][..pixels];
-                    let gp = &dy[plane * pixels..][..pixels];
-                    let (m, s) = (self.mean[c], self.inv_std[c]);
-                    let factor = self.gamma[c] * s;
-                    let mean_dy = dbeta[c] / count;
-                    let mean_dy_xhat = dgamma[c] / count;
-                    let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
-                    match self.relu {
-                        None => {
-                            for i in 0..pixels {
-                                out[i].write(grad(xp[i], gp[i]));
-                            }
-                        }
-                        Some(affine) => {
-                            let (a, b) = (affine.scale[c], affine.shift[c]);
-                            for i in 0..pixels {
-                                let g = relu_mask_from_input(xp[i], a, b, gp[i]);
-                                out[i].write(grad(xp[i], g));
-                            }
-                        }
+        planes_filled(shape, |plane, c, out| {
+            let xp = &x[plane * pixels..][..pixels];
+            let gp = &dy[plane * pixels..][..pixels];
+            let (m, s) = (self.mean[c], self.inv_std[c]);
+            let factor = self.gamma[c] * s;
+            let mean_dy = dbeta[c] / count;
+            let mean_dy_xhat = dgamma[c] / count;
+            let grad = |v: f32, g: f32| factor * (g - mean_dy - (v - m) * s * mean_dy_xhat);
+            match self.relu {
+                None => {
+                    for i in 0..pixels {
+                        out[i].write(grad(xp[i], gp[i]));
                     }
                 }
-            })
-        }
+                Some(affine) => {
+                    let (a, b) = (affine.scale[c], affine.shift[c]);
+                    for i in 0..pixels {
+                        let g = relu_mask_from_input(xp[i], a, b, gp[i]);
+                        out[i].write(grad(xp[i], g));
+                    }
+                }
+            }
+        })
     }
 }
 
