@@ -11,7 +11,8 @@
 //! jitter, grayscale, blur p 1.0 / 0.1, solarise 0 / 0.2, ImageNet normalisation) into float
 //! buffers. Stages printed, each the median of `SELFSUP_BENCH_REPEATS` rounds (default 5):
 //! decode only; the view pair only (from decoded images); decode + pair on one thread; decode +
-//! pair on `SELFSUP_PHOTO_THREADS` threads (default 2) working on disjoint images. Each stage
+//! pair on `SELFSUP_PHOTO_THREADS` threads (default 2; a comma-separated list such as
+//! `2,4,8,16` runs that stage once per count) working on disjoint images. Each stage
 //! reports images per wall-clock second and images per CPU second (the process's user + system
 //! time over all threads): on a shared machine the second is the stable per-core figure.
 //! `SELFSUP_BENCH_ROUNDS_ONLY=1` prints one line per round instead (the side-by-side script
@@ -146,12 +147,28 @@ fn images_per_second(
     ))
 }
 
+/// The thread counts of the last stage: `SELFSUP_PHOTO_THREADS`, one count or a list.
+fn thread_counts() -> selfsup::Result<Vec<usize>> {
+    let value = std::env::var("SELFSUP_PHOTO_THREADS").unwrap_or_else(|_| "2".into());
+    value
+        .split(',')
+        .map(|t| match t.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(selfsup::Error::invalid_config(
+                "SELFSUP_PHOTO_THREADS",
+                format!("{t:?}"),
+                "a positive thread count, or a list such as 2,4,8,16",
+            )),
+        })
+        .collect()
+}
+
 fn main() -> selfsup::Result<()> {
     let dir =
         std::env::var("SELFSUP_PHOTOS_DIR").unwrap_or_else(|_| "../shared/data/photos".into());
     let repeats: usize = env_or("SELFSUP_BENCH_REPEATS", 5);
     let per_photo: usize = env_or("SELFSUP_PHOTO_REPEAT", 30);
-    let threads: usize = env_or("SELFSUP_PHOTO_THREADS", 2);
+    let thread_counts = thread_counts()?;
     let rounds_only = std::env::var("SELFSUP_BENCH_ROUNDS_ONLY").is_ok_and(|v| v == "1");
     let photos = read_photos(&dir)?;
     if photos.bytes.is_empty() {
@@ -162,12 +179,14 @@ fn main() -> selfsup::Result<()> {
     }
     let transform = ViewTransform::byol(Scale::Full(224));
     let count = per_photo * photos.bytes.len();
-    let stages = [
+    let mut stages = vec![
         ("decode only", 1, (true, false)),
         ("BYOL 224 pair only (decoded sources)", 1, (false, true)),
         ("decode + BYOL 224 pair, 1 thread", 1, (true, true)),
-        ("decode + BYOL 224 pair", threads, (true, true)),
     ];
+    for threads in thread_counts {
+        stages.push(("decode + BYOL 224 pair", threads, (true, true)));
+    }
     println!(
         "{} photos from {dir}, {count} images per round, {repeats} rounds",
         photos.bytes.len()

@@ -3,7 +3,7 @@ with the CIFAR stem (3x3 conv, no max-pool) at a given width, paper heads (4096 
 SGD momentum 0.9 + weight decay 5e-4, EMA target update; two 32x32 views of random pixels.
 Written from the BYOL paper's formulas (no lightly), eager mode.
 
-    python benches/reference/train_step_torch.py [--device cuda|cpu] [--width 16] [--batch 256] [--steps 5]
+    python benches/reference/train_step_torch.py [--device cuda|cpu] [--width 16] [--batch 256] [--steps 5] [--no-tf32]
 """
 import argparse
 import copy
@@ -21,8 +21,13 @@ p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu
 p.add_argument("--width", type=int, default=16)
 p.add_argument("--batch", type=int, default=256)
 p.add_argument("--steps", type=int, default=5)
+p.add_argument("--no-tf32", action="store_true",
+               help="strict float32 convolutions (cuDNN uses TF32 tensor cores by default)")
 a = p.parse_args()
 dev = torch.device(a.device)
+if a.no_tf32:
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 resnet = CifarResNet18(a.width)
 dim = 8 * a.width
@@ -70,6 +75,7 @@ for step in range(a.steps + 1):
         rates.append(a.batch / s)
 print(
     f"PyTorch {torch.__version__} BYOL train step, ResNet-18 CIFAR stem width {a.width}, batch {a.batch}, "
-    f"32x32, device {dev}: median {statistics.median(rates):.1f} images/s "
+    f"32x32, device {dev} (TF32 convolutions {torch.backends.cudnn.allow_tf32}, matmuls "
+    f"{torch.backends.cuda.matmul.allow_tf32}): median {statistics.median(rates):.1f} images/s "
     f"(min {min(rates):.1f}, max {max(rates):.1f}) over {a.steps} steps, last loss {value:.4f}"
 )
