@@ -12,7 +12,9 @@
 #    wgpu, and over 150 s for vulkan with the driver's shader cache cold (BENCHMARKS.md);
 # 2. the 224-pixel photograph pipeline (`photos` bench binary) on 1, 2, 4, ... threads up to the
 #    machine's cores: the images per second a loader on that many cores delivers, decode included;
-#    and PIL + torchvision's pair on one core beside it.
+#    and PIL + torchvision's pair on one core beside it;
+# 3. with SELFSUP_GPU_PROFILE=1, the wgpu step again under cubecl's profiler: time per kernel
+#    (benches/gpu_kernels.awk), into $LOGS/wgpu_kernels.txt.
 #
 # Build here, strip, compress with xz (the wgpu bench binary is 81 MB stripped, 12 MB as .xz; a
 # device run carries 64 MiB at most), and carry target/gpu; this script unpacks `*.xz` itself:
@@ -56,7 +58,7 @@ measure() {
     shift 2
     timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
     local rc=$?
-    grep -E "images/s|images per CPU|skipped|^error|Error" "$LOGS/$name.log"
+    grep -E "images/s|images per CPU|skipped|Error" "$LOGS/$name.log"
     if [ $rc -ne 0 ]; then
         echo "$name: exit status $rc (124: over ${limit} s); last lines:"
         tail -n 4 "$LOGS/$name.log"
@@ -81,6 +83,21 @@ for backend in wgpu vulkan cuda; do
     measure "$backend" 240 env SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" \
         SELFSUP_BENCH_BATCH="$BATCH" SELFSUP_BENCH_STEPS="$STEPS" "$exe" --bench
 done
+
+# SELFSUP_GPU_PROFILE=1: where the wgpu step's time goes, per kernel (cubecl's profiler times
+# every launch, so this run is slower than the one above; autotune's trials are left out).
+if [ -n "${SELFSUP_GPU_PROFILE:-}" ] && [ -x "$BIN/train_step_wgpu" ]; then
+    echo "== per-kernel profile, wgpu, 5 steps"
+    raw=$(mktemp)
+    device=wgpu
+    [ -n "${SELFSUP_GPU_DRY:-}" ] && device=cpu
+    measure wgpu_profile 240 env CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$raw" \
+        SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" SELFSUP_BENCH_BATCH="$BATCH" \
+        SELFSUP_BENCH_STEPS=5 "$BIN/train_step_wgpu" --bench
+    awk -f benches/gpu_kernels.awk "$raw" | sort -rn >"$LOGS/wgpu_kernels.txt"
+    head -n 25 "$LOGS/wgpu_kernels.txt"
+    rm -f "$raw"
+fi
 
 if [ -x "$BIN/photos" ] && [ -d "$BIN/photos_data" ]; then
     echo "== 224-pixel photograph pipeline"
