@@ -72,16 +72,20 @@ measure torch 60 "$PY" benches/reference/train_step_torch.py --device $dev --wid
     --batch "$BATCH" --steps "$STEPS"
 measure torch_fp32 60 "$PY" benches/reference/train_step_torch.py --device $dev --width "$WIDTH" \
     --batch "$BATCH" --steps "$STEPS" --no-tf32
-for backend in wgpu vulkan cuda; do
-    exe="$BIN/train_step_$backend"
-    if [ ! -x "$exe" ]; then
-        echo "selfsup $backend: no binary at $exe"
-        continue
-    fi
-    device=$backend
+# selfsup's step on one backend: step NAME BACKEND STEPS [VARIABLE=VALUE...] (a dry run: the CPU).
+step() {
+    local name=$1 backend=$2 steps=$3 device=$2
+    shift 3
     [ -n "${SELFSUP_GPU_DRY:-}" ] && device=cpu
-    measure "$backend" 240 env SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" \
-        SELFSUP_BENCH_BATCH="$BATCH" SELFSUP_BENCH_STEPS="$STEPS" "$exe" --bench
+    measure "$name" 240 env "$@" SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" \
+        SELFSUP_BENCH_BATCH="$BATCH" SELFSUP_BENCH_STEPS="$steps" "$BIN/train_step_$backend" --bench
+}
+for backend in wgpu vulkan cuda; do
+    if [ -x "$BIN/train_step_$backend" ]; then
+        step "$backend" "$backend" "$STEPS"
+    else
+        echo "selfsup $backend: no binary at $BIN/train_step_$backend"
+    fi
 done
 
 # SELFSUP_GPU_PROFILE=1: where the wgpu step's time goes, per kernel (cubecl's profiler times
@@ -89,11 +93,7 @@ done
 if [ -n "${SELFSUP_GPU_PROFILE:-}" ] && [ -x "$BIN/train_step_wgpu" ]; then
     echo "== per-kernel profile, wgpu, 5 steps"
     raw=$(mktemp)
-    device=wgpu
-    [ -n "${SELFSUP_GPU_DRY:-}" ] && device=cpu
-    measure wgpu_profile 240 env CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$raw" \
-        SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" SELFSUP_BENCH_BATCH="$BATCH" \
-        SELFSUP_BENCH_STEPS=5 "$BIN/train_step_wgpu" --bench
+    step wgpu_profile wgpu 5 CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$raw"
     awk -f benches/gpu_kernels.awk "$raw" | sort -rn >"$LOGS/wgpu_kernels.txt"
     head -n 25 "$LOGS/wgpu_kernels.txt"
     rm -f "$raw"
