@@ -226,7 +226,8 @@ const WINOGRAD_SHAPES: &[Shape] = &[
     (1, 2, 5, 4, 3, 3, 1, 3),
 ];
 
-/// Held by the tests that fix or measure the algorithm, which is process-wide state.
+/// Held by the tests that fix or measure the algorithm or limit the instruction set, which are
+/// process-wide state.
 static ALGORITHM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Winograd's forward passes and weight gradient (each instruction set, with the default
@@ -426,6 +427,55 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
         tested += 1;
     }
     assert!(tested >= 7, "only {tested} strided shapes");
+}
+
+/// The kernel over output channels groups the pixels of several images by the kernel taps
+/// that fall inside the image, and skips the others: the result must not depend on how the
+/// batch is grouped (images per task follow the batch and the thread count), so each image of
+/// a batch computed alone, and the batch with one thread, give the batch's bits exactly. Also
+/// a padded 1x1 kernel, whose border outputs read nothing but padding (zero, with no taps).
+#[test]
+fn direct_channels_results_do_not_depend_on_grouping() {
+    // Not while another test limits the instruction set (a different tile, other roundings).
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    // 19 images of 4 x 4 (groups of 8, 8 and 3 with two threads), 8 x 8 strided, 1x1 padded.
+    let shapes: &[Shape] = &[
+        (19, 12, 4, 4, 40, 3, 1, 1),
+        (11, 9, 8, 8, 20, 3, 2, 1),
+        (5, 6, 3, 5, 7, 1, 1, 1),
+    ];
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    for &shape in shapes {
+        let g = geometry(shape);
+        let ([x, w, _], [y_ref, _, _]) = random_case(&mut rng, &g);
+        let forward = |g: &ConvGeometry, x: &[f32]| {
+            let mut y = vec![f32::NAN; g.output_len()];
+            direct_channels_forward(g, x, &w, &mut y);
+            y
+        };
+        let batch = forward(&g, &x);
+        let error = relative_error(&batch, &y_ref);
+        assert!(error < 1e-5, "{shape:?} (seed {seed}): {error:e}");
+        let single = ConvGeometry { batch: 1, ..g };
+        let alone: Vec<f32> = x
+            .chunks_exact(single.input_len())
+            .flat_map(|image| forward(&single, image))
+            .collect();
+        let threaded = one_thread.install(|| forward(&g, &x));
+        for (what, other) in [("images alone", &alone), ("one thread", &threaded)] {
+            let differing = batch
+                .iter()
+                .zip(other)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differing, 0, "{shape:?}, {what} (seed {seed})");
+        }
+    }
 }
 
 /// im2col with cache-sized groups (with up to 2 threads and an L2 cache under 2.25 MiB, one

@@ -186,7 +186,7 @@ pub(super) struct Grid {
 
 impl Grid {
     /// `g`'s input padded into `layout`: the image at `(pad_h, pad_w)` of each plane.
-    fn padded_input(g: &ConvGeometry, layout: &Layout) -> Self {
+    pub(super) fn padded_input(g: &ConvGeometry, layout: &Layout) -> Self {
         let [pad_h, pad_w] = g.padding;
         assert!(
             pad_h + g.in_height <= layout.rows && pad_w + g.in_width <= layout.cols,

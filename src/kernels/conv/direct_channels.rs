@@ -14,14 +14,20 @@
 //! and a stride only spaces the offsets) accumulates over every input channel and kernel tap.
 //! Per tap, [`VECTORS`] vector loads of the weights and `P` broadcasts of input values feed
 //! `VECTORS · P` vector multiply-adds. The tile's sums are stored channel-last and transposed
-//! once per image into `[C_out, H_out, W_out]`. Each output is one sum in a fixed order
-//! (channels, then taps), so results do not depend on threads.
+//! once per image into `[C_out, H_out, W_out]`.
+//!
+//! A tile runs only the taps that read inside the image for its pixels
+//! ([`super::border_classes`]): the pixels are grouped by their valid taps across several
+//! images, which on 4 x 4 maps with 3x3 kernels skips the 31% of the products that would
+//! multiply padding zeros. Each output is one sum in a fixed order (channels, then taps, the
+//! skipped ones adding exact zeros), so results do not depend on threads or on the grouping.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::direct::{Layout, MultiplyAdd, PaddedImage, Separate};
+use super::border_classes::PixelTiles;
+use super::direct::{Grid, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
 use super::kernels::prefix;
 #[cfg(target_arch = "x86_64")]
@@ -30,9 +36,12 @@ use crate::kernels::isa::{has_avx2_fma, has_avx512};
 /// Vectors of output channels per register tile.
 const VECTORS: usize = 2;
 
-/// The most values a tile's sums take (AVX-512: 8 pixels x 32 channels), so the per-image
+/// The most values a tile's sums take (AVX-512: 8 pixels x 32 channels), so the per-group
 /// loop keeps them on the stack.
 const MAX_TILE: usize = 8 * VECTORS * 16;
+
+/// Output pixels per task that [`images_per_task`] aims for.
+const GROUP_PIXELS: usize = 512;
 
 /// Whether [`direct_channels_forward`] computes `g`: any stride and kernel but an unpadded
 /// stride-1 1x1 (that one reads the input directly as a matrix and stays with gemm).
@@ -89,21 +98,23 @@ trait ChannelTile<const P: usize> {
     /// Output channels per tile: [`VECTORS`] vectors.
     const BLOCK: usize;
 
-    /// One image's channel-last sums with this tile (a function compiled for the instruction
-    /// set, so that the tile inlines into code that may use it).
-    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]);
+    /// One group of images' channel-last sums with this tile (a function compiled for the
+    /// instruction set, so that the tile inlines into code that may use it).
+    fn convolve_group(plan: &Plan, tiles: &PixelTiles<P>, padded: &[f32], sums: &mut [f32]);
 
     /// Writes the tile at pixels `offsets` to `out[k · BLOCK + o]`: the sum over the input
-    /// channels `c` and taps `t` of `block_weights[(c · taps + t) · BLOCK + o] ·
-    /// padded[c · plane + offsets[k] + taps[t]]`.
+    /// channels `c` and the taps `(tap, index)` of `block_weights[(c · kernel_taps + index) ·
+    /// BLOCK + o] · padded[c · plane + offsets[k] + tap]`.
     ///
     /// # Safety
-    /// The CPU has the tile's instructions, `block_weights` holds whole channels of `taps.len()
-    /// · BLOCK` values, and every `c · plane + offsets[k] + taps[t]` is inside `padded`.
+    /// The CPU has the tile's instructions, `block_weights` holds whole channels of
+    /// `kernel_taps · BLOCK` values, every `index < kernel_taps`, and every `c · plane +
+    /// offsets[k] + tap` is inside `padded`.
     unsafe fn sums(
         padded: &[f32],
         plane: usize,
-        taps: &[usize],
+        taps: &[(usize, usize)],
+        kernel_taps: usize,
         block_weights: &[f32],
         offsets: &[usize; P],
         out: &mut [f32],
@@ -116,24 +127,29 @@ struct PortableTile;
 impl<const P: usize> ChannelTile<P> for PortableTile {
     const BLOCK: usize = VECTORS * 8;
 
-    fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-        convolve_tiles::<P, Self>(plan, padded, sums);
+    fn convolve_group(plan: &Plan, tiles: &PixelTiles<P>, padded: &[f32], sums: &mut [f32]) {
+        convolve_tiles::<P, Self>(plan, tiles, padded, sums);
     }
 
     #[inline(always)]
     unsafe fn sums(
         padded: &[f32],
         plane: usize,
-        taps: &[usize],
+        taps: &[(usize, usize)],
+        kernel_taps: usize,
         block_weights: &[f32],
         offsets: &[usize; P],
         out: &mut [f32],
     ) {
+        const BLOCK: usize = VECTORS * 8;
         let mut acc = [[[0.0f32; 8]; VECTORS]; P];
-        let channel_len = taps.len() * VECTORS * 8;
-        for (channel, channel_weights) in block_weights.chunks_exact(channel_len).enumerate() {
+        for (channel, channel_weights) in block_weights
+            .chunks_exact(kernel_taps * BLOCK)
+            .enumerate()
+        {
             let base = channel * plane;
-            for (&tap, weights) in taps.iter().zip(channel_weights.chunks_exact(VECTORS * 8)) {
+            for &(tap, index) in taps {
+                let weights = &channel_weights[index * BLOCK..][..BLOCK];
                 for (k, sums) in acc.iter_mut().enumerate() {
                     let value = padded[base + offsets[k] + tap];
                     for (sum, weight) in sums.as_flattened_mut().iter_mut().zip(weights) {
@@ -142,7 +158,7 @@ impl<const P: usize> ChannelTile<P> for PortableTile {
                 }
             }
         }
-        out[..P * VECTORS * 8].copy_from_slice(acc.as_flattened().as_flattened());
+        out[..P * BLOCK].copy_from_slice(acc.as_flattened().as_flattened());
     }
 }
 
@@ -159,21 +175,32 @@ macro_rules! intrinsics_tile {
         impl<const P: usize> ChannelTile<P> for $name {
             const BLOCK: usize = VECTORS * $lanes;
 
-            fn convolve_image(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
+            fn convolve_group(
+                plan: &Plan,
+                tiles: &PixelTiles<P>,
+                padded: &[f32],
+                sums: &mut [f32],
+            ) {
                 #[target_feature(enable = $features)]
-                fn with_features<const P: usize>(plan: &Plan, padded: &[f32], sums: &mut [f32]) {
-                    convolve_tiles::<P, $name>(plan, padded, sums);
+                fn with_features<const P: usize>(
+                    plan: &Plan,
+                    tiles: &PixelTiles<P>,
+                    padded: &[f32],
+                    sums: &mut [f32],
+                ) {
+                    convolve_tiles::<P, $name>(plan, tiles, padded, sums);
                 }
                 // SAFETY: `direct_channels_forward` chose this tile after checking that the
                 // CPU has these features.
-                unsafe { with_features::<P>(plan, padded, sums) }
+                unsafe { with_features::<P>(plan, tiles, padded, sums) }
             }
 
             #[inline(always)]
             unsafe fn sums(
                 padded: &[f32],
                 plane: usize,
-                taps: &[usize],
+                taps: &[(usize, usize)],
+                kernel_taps: usize,
                 block_weights: &[f32],
                 offsets: &[usize; P],
                 out: &mut [f32],
@@ -185,13 +212,13 @@ macro_rules! intrinsics_tile {
                 // is inside `padded` and `block_weights`; the stores are inside `out` (asserted).
                 unsafe {
                     let mut acc = [[$zero(); VECTORS]; P];
-                    let channel_len = taps.len() * BLOCK;
+                    let channel_len = kernel_taps * BLOCK;
                     for channel in 0..block_weights.len() / channel_len {
                         let base = padded.as_ptr().add(channel * plane);
                         let weights = block_weights.as_ptr().add(channel * channel_len);
-                        for (t, &tap) in taps.iter().enumerate() {
-                            let w0 = $load(weights.add(t * BLOCK));
-                            let w1 = $load(weights.add(t * BLOCK + $lanes));
+                        for &(tap, index) in taps {
+                            let w0 = $load(weights.add(index * BLOCK));
+                            let w1 = $load(weights.add(index * BLOCK + $lanes));
                             let at = base.add(tap);
                             for (k, sums) in acc.iter_mut().enumerate() {
                                 let value = $splat(*at.add(offsets[k]));
@@ -225,17 +252,13 @@ intrinsics_tile!(
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
 );
 
-/// What every image's convolution shares: the padded layout, the repacked weights, and where
-/// each output pixel and kernel tap reads from in a padded plane.
+/// What every group of images shares: the padded layout and the repacked weights.
 struct Plan {
     layout: Layout,
-    /// `w` as `[blocks, C_in, taps, block]`, the last block completed with zeros.
+    /// `w` as `[blocks, C_in, kh·kw, block]`, the last block completed with zeros.
     weights: Vec<f32>,
-    /// `a · cols + b` for each tap `(a, b)`, in the order of the weights.
-    taps: Vec<usize>,
-    /// `i · s · cols + j · s` for each output pixel `(i, j)` (`s` the stride), the last
-    /// repeated up to whole tiles.
-    pixels: Vec<usize>,
+    /// Taps of the kernel, `kh·kw`.
+    kernel_taps: usize,
     /// Output channels per block (a tile's).
     block: usize,
     /// Output channels rounded up to whole blocks.
@@ -243,71 +266,87 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(g: &ConvGeometry, w: &[f32], block: usize, tile_pixels: usize) -> Self {
+    fn new(g: &ConvGeometry, w: &[f32], block: usize) -> Self {
         let layout = Layout::padded_input(g);
-        let (kh, kw) = (g.kernel_height, g.kernel_width);
-        let [stride_h, stride_w] = g.stride;
-        let taps: Vec<usize> = (0..kh)
-            .flat_map(|a| (0..kw).map(move |b| a * layout.cols + b))
-            .collect();
-        let out_pixels = g.out_pixels();
-        let pixels = (0..out_pixels.next_multiple_of(tile_pixels))
-            .map(|p| {
-                let p = p.min(out_pixels - 1);
-                (p / layout.out_width) * stride_h * layout.cols + p % layout.out_width * stride_w
-            })
-            .collect();
+        let kernel_taps = g.kernel_height * g.kernel_width;
         let padded_channels = g.out_channels.next_multiple_of(block);
-        let mut weights = vec![0.0f32; padded_channels * g.in_channels * taps.len()];
+        let mut weights = vec![0.0f32; padded_channels * g.in_channels * kernel_taps];
         for o in 0..g.out_channels {
             let (b, lane) = (o / block, o % block);
             for c in 0..g.in_channels {
-                for tap in 0..taps.len() {
-                    weights[((b * g.in_channels + c) * taps.len() + tap) * block + lane] =
-                        w[(o * g.in_channels + c) * taps.len() + tap];
+                for tap in 0..kernel_taps {
+                    weights[((b * g.in_channels + c) * kernel_taps + tap) * block + lane] =
+                        w[(o * g.in_channels + c) * kernel_taps + tap];
                 }
             }
         }
         Self {
             layout,
             weights,
-            taps,
-            pixels,
+            kernel_taps,
             block,
             padded_channels,
         }
     }
 }
 
-/// [`direct_channels_forward`] with tile `K` of `P` pixels, one image per task.
+/// Images per task: about [`GROUP_PIXELS`] output pixels, so that the border classes of small
+/// maps fill whole tiles (up to `tile_pixels` images: a 4 x 4 map has one pixel of each corner
+/// class per image), but no fewer tasks than threads when the batch allows.
+fn images_per_task(g: &ConvGeometry, tile_pixels: usize) -> usize {
+    let by_pixels = GROUP_PIXELS.div_ceil(g.out_pixels().max(1));
+    let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
+    by_pixels.min(tile_pixels).min(by_threads).max(1)
+}
+
+/// [`direct_channels_forward`] with tile `K` of `P` pixels, one group of images per task.
 fn forward_with<const P: usize, K: ChannelTile<P>>(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
     y: &mut [f32],
 ) {
-    let plan = Plan::new(g, w, K::BLOCK, P);
+    let plan = Plan::new(g, w, K::BLOCK);
     let layout = plan.layout;
-    let image_in = g.in_channels * g.in_pixels();
-    let out_pixels = g.out_pixels();
-    y.par_chunks_mut(g.out_channels * out_pixels)
-        .zip(x.par_chunks(image_in))
-        .for_each(|(out, image)| {
+    let images = images_per_task(g, P);
+    let (image_in, image_out) = (g.in_channels * g.in_pixels(), g.out_channels * g.out_pixels());
+    let image_len = layout.channels * layout.plane();
+    let full = PixelTiles::<P>::new(g, layout.cols, image_len, images);
+    let rest = g.batch % images;
+    let last = (rest > 0).then(|| PixelTiles::<P>::new(g, layout.cols, image_len, rest));
+    // Room for a whole group's planes; a shorter last group leaves the planes after it unread.
+    let grid = Grid {
+        planes: images * layout.channels,
+        ..Grid::padded_input(g, &layout)
+    };
+    let sums_per_image = g.out_pixels() * plan.padded_channels;
+    y.par_chunks_mut(images * image_out)
+        .zip(x.par_chunks(images * image_in))
+        .for_each(|(out, group)| {
+            let count = out.len() / image_out;
+            let tiles = match &last {
+                Some(last) if count == rest => last,
+                _ => &full,
+            };
             PADDED.with(|padded| {
                 CHANNEL_LAST.with(|sums| {
                     let padded = &mut *padded.borrow_mut();
-                    let padded = padded.fill(g, &layout, image);
+                    let padded = padded.place(grid, group);
                     let sums = &mut *sums.borrow_mut();
-                    let sums = prefix(sums, plan.pixels.len() * plan.padded_channels);
-                    K::convolve_image(&plan, padded, sums);
-                    transpose_into(sums, plan.padded_channels, out_pixels, out);
+                    let sums = prefix(sums, count * sums_per_image);
+                    K::convolve_group(&plan, tiles, padded, sums);
+                    for (out, sums) in out
+                        .chunks_exact_mut(image_out)
+                        .zip(sums.chunks_exact(sums_per_image))
+                    {
+                        transpose_into(sums, plan.padded_channels, g.out_pixels(), out);
+                    }
                 });
             });
         });
 }
 
-/// `sums [pixels, padded_channels]` (channel-last, possibly more pixels than the image has)
-/// into `out [C_out, pixels]`.
+/// `sums [pixels, padded_channels]` (channel-last) into `out [C_out, pixels]`.
 fn transpose_into(sums: &[f32], padded_channels: usize, pixels: usize, out: &mut [f32]) {
     for (o, plane) in out.chunks_exact_mut(pixels).enumerate() {
         for (p, value) in plane.iter_mut().enumerate() {
@@ -316,36 +355,57 @@ fn transpose_into(sums: &[f32], padded_channels: usize, pixels: usize, out: &mut
     }
 }
 
-/// Every tile of one image: blocks of output channels by `P` pixels, into `sums [pixels,
-/// padded_channels]`.
+/// Every tile of one group of images: blocks of output channels by the tiles' pixels, into
+/// `sums [images · pixels, padded_channels]`.
 #[inline(always)]
 fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
     plan: &Plan,
+    tiles: &PixelTiles<P>,
     padded: &[f32],
     sums: &mut [f32],
 ) {
     let plane = plan.layout.plane();
-    let block_len = plan.layout.channels * plan.taps.len() * plan.block;
-    // Every read below is at most here: the last pixel's last tap in the last channel.
-    let last_read = plan.pixels.iter().max().copied().unwrap_or(0)
-        + plan.taps.iter().max().copied().unwrap_or(0);
+    let channels = plan.layout.channels;
+    let block_len = channels * plan.kernel_taps * plan.block;
+    // Every read below is at most here: the farthest window's widest tap in the last channel.
     assert!(
-        last_read < plane && padded.len() == plan.layout.channels * plane,
-        "direct conv over channels: read outside the padded image"
+        (channels - 1) * plane + tiles.last_read < padded.len(),
+        "direct conv over channels: read outside the padded images"
     );
-    assert_eq!(plan.pixels.len() % P, 0);
-    assert_eq!(sums.len(), plan.pixels.len() * plan.padded_channels);
+    assert!(
+        tiles.taps.iter().all(|&(_, index)| index < plan.kernel_taps),
+        "direct conv over channels: a tap outside the kernel"
+    );
+    assert!(
+        tiles
+            .rows
+            .iter()
+            .flatten()
+            .all(|&row| (row + 1) * plan.padded_channels <= sums.len()),
+        "direct conv over channels: a pixel outside the sums"
+    );
     let mut tile = [0.0f32; MAX_TILE];
     let tile = &mut tile[..P * plan.block];
     for (b, block_weights) in plan.weights.chunks_exact(block_len).enumerate() {
-        for (t, offsets) in plan.pixels.chunks_exact(P).enumerate() {
-            let offsets: &[usize; P] = offsets.try_into().expect("P pixels per tile");
+        for ((offsets, rows), taps) in tiles.offsets.iter().zip(&tiles.rows).zip(&tiles.tap_ranges)
+        {
+            let taps = &tiles.taps[taps.clone()];
             // SAFETY: the caller chose `K` for this CPU; `block_weights` holds C_in channels of
-            // taps·block values (chunks_exact); reads end at (C_in - 1)·plane + last_read <
-            // padded.len() (asserted above).
-            unsafe { K::sums(padded, plane, &plan.taps, block_weights, offsets, tile) };
-            for (k, values) in tile.chunks_exact(plan.block).enumerate() {
-                let at = (t * P + k) * plan.padded_channels + b * plan.block;
+            // kernel_taps·block values (chunks_exact); tap indices are below kernel_taps and
+            // reads end at (C_in - 1)·plane + last_read < padded.len() (asserted above).
+            unsafe {
+                K::sums(
+                    padded,
+                    plane,
+                    taps,
+                    plan.kernel_taps,
+                    block_weights,
+                    offsets,
+                    tile,
+                )
+            };
+            for (&row, values) in rows.iter().zip(tile.chunks_exact(plan.block)) {
+                let at = row * plan.padded_channels + b * plan.block;
                 sums[at..at + plan.block].copy_from_slice(values);
             }
         }

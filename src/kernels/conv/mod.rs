@@ -2,6 +2,7 @@
 //! kernels, Winograd F(2x2, 3x3) and F(4x4, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient), the
 //! per-shape choice between them, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
+mod border_classes;
 mod channel_last;
 mod direct;
 mod direct_channels;
