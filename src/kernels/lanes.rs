@@ -61,24 +61,38 @@ pub(crate) fn store(values: &mut [f32], at: usize, lanes: &Lanes) {
     values[at..][..LANES].copy_from_slice(lanes);
 }
 
+/// `[f(0), f(1), ..., f(N - 1)]` (`N > 0`), built by a plain loop. In the Winograd
+/// transforms `std::array::from_fn` over arrays of [`Lanes`] compiled to out-of-line
+/// `try_from_fn` calls and `memcpy`s of whole tiles (about 15% of a Winograd weight gradient,
+/// BENCHMARKS.md); this loop unrolls into vector registers.
+#[inline(always)]
+pub(crate) fn array<T: Copy, const N: usize>(mut f: impl FnMut(usize) -> T) -> [T; N] {
+    const { assert!(N > 0, "an array of at least one value") };
+    let mut values = [f(0); N];
+    for (i, value) in values.iter_mut().enumerate().skip(1) {
+        *value = f(i);
+    }
+    values
+}
+
 #[inline(always)]
 pub(crate) fn add(a: Lanes, b: Lanes) -> Lanes {
-    std::array::from_fn(|l| a[l] + b[l])
+    array(|l| a[l] + b[l])
 }
 
 #[inline(always)]
 pub(crate) fn sub(a: Lanes, b: Lanes) -> Lanes {
-    std::array::from_fn(|l| a[l] - b[l])
+    array(|l| a[l] - b[l])
 }
 
 #[inline(always)]
 pub(crate) fn neg(a: Lanes) -> Lanes {
-    std::array::from_fn(|l| -a[l])
+    array(|l| -a[l])
 }
 
 #[inline(always)]
 pub(crate) fn scale(a: Lanes, factor: f32) -> Lanes {
-    std::array::from_fn(|l| factor * a[l])
+    array(|l| factor * a[l])
 }
 
 /// `Σ a`, accumulated in [`LANES`] partial sums so that it runs on vectors.

@@ -120,7 +120,11 @@ impl<const P: usize> PixelTiles<P> {
                 let cols = Span::valid(j, stride_w, pad_w, g.kernel_width, g.in_width);
                 let tap_box = TapBox { rows, cols };
                 // Every pixel that reads only padding is in one class.
-                let tap_box = if tap_box.is_empty() { TapBox::EMPTY } else { tap_box };
+                let tap_box = if tap_box.is_empty() {
+                    TapBox::EMPTY
+                } else {
+                    tap_box
+                };
                 (tap_box, p)
             })
             .collect();
@@ -133,9 +137,9 @@ impl<const P: usize> PixelTiles<P> {
         for class in pixels.chunk_by(|a, b| a.0 == b.0) {
             for n in 0..images {
                 entries.extend(
-                    class
-                        .iter()
-                        .map(|&(tap_box, p)| (window(n, p), n * out_height * out_width + p, tap_box)),
+                    class.iter().map(|&(tap_box, p)| {
+                        (window(n, p), n * out_height * out_width + p, tap_box)
+                    }),
                 );
             }
         }
@@ -158,9 +162,7 @@ impl<const P: usize> PixelTiles<P> {
         let pixel = |k: usize| pixels.get(k).copied().unwrap_or(last);
         self.offsets.push(std::array::from_fn(|k| pixel(k).0));
         self.rows.push(std::array::from_fn(|k| pixel(k).1));
-        let tap_box = pixels
-            .iter()
-            .fold(TapBox::EMPTY, |acc, p| acc.union(p.2));
+        let tap_box = pixels.iter().fold(TapBox::EMPTY, |acc, p| acc.union(p.2));
         let start = self.taps.len();
         if !tap_box.is_empty() {
             for a in tap_box.rows.start..tap_box.rows.end {

@@ -143,9 +143,8 @@ impl<const P: usize> ChannelTile<P> for PortableTile {
     ) {
         const BLOCK: usize = VECTORS * 8;
         let mut acc = [[[0.0f32; 8]; VECTORS]; P];
-        for (channel, channel_weights) in block_weights
-            .chunks_exact(kernel_taps * BLOCK)
-            .enumerate()
+        for (channel, channel_weights) in
+            block_weights.chunks_exact(kernel_taps * BLOCK).enumerate()
         {
             let base = channel * plane;
             for &(tap, index) in taps {
@@ -271,12 +270,21 @@ impl Plan {
         let kernel_taps = g.kernel_height * g.kernel_width;
         let padded_channels = g.out_channels.next_multiple_of(block);
         let mut weights = vec![0.0f32; padded_channels * g.in_channels * kernel_taps];
-        for o in 0..g.out_channels {
-            let (b, lane) = (o / block, o % block);
-            for c in 0..g.in_channels {
-                for tap in 0..kernel_taps {
-                    weights[((b * g.in_channels + c) * kernel_taps + tap) * block + lane] =
-                        w[(o * g.in_channels + c) * kernel_taps + tap];
+        // Written in order, one input channel of a block at a time: its reads, `block` runs of
+        // `kernel_taps` values, stay in cache for the next input channel's (writing in `w`'s
+        // order instead touched a new cache line with every value).
+        let filter_len = g.in_channels * kernel_taps;
+        for (b, packed) in weights
+            .chunks_exact_mut(g.in_channels * kernel_taps * block)
+            .enumerate()
+        {
+            let filters = (b * block..g.out_channels.min((b + 1) * block)).enumerate();
+            for (c, channel) in packed.chunks_exact_mut(kernel_taps * block).enumerate() {
+                for (lane, o) in filters.clone() {
+                    let taps = &w[o * filter_len + c * kernel_taps..][..kernel_taps];
+                    for (tap, &value) in taps.iter().enumerate() {
+                        channel[tap * block + lane] = value;
+                    }
                 }
             }
         }
@@ -309,7 +317,10 @@ fn forward_with<const P: usize, K: ChannelTile<P>>(
     let plan = Plan::new(g, w, K::BLOCK);
     let layout = plan.layout;
     let images = images_per_task(g, P);
-    let (image_in, image_out) = (g.in_channels * g.in_pixels(), g.out_channels * g.out_pixels());
+    let (image_in, image_out) = (
+        g.in_channels * g.in_pixels(),
+        g.out_channels * g.out_pixels(),
+    );
     let image_len = layout.channels * layout.plane();
     let full = PixelTiles::<P>::new(g, layout.cols, image_len, images);
     let rest = g.batch % images;
@@ -373,7 +384,10 @@ fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
         "direct conv over channels: read outside the padded images"
     );
     assert!(
-        tiles.taps.iter().all(|&(_, index)| index < plan.kernel_taps),
+        tiles
+            .taps
+            .iter()
+            .all(|&(_, index)| index < plan.kernel_taps),
         "direct conv over channels: a tap outside the kernel"
     );
     assert!(
@@ -384,8 +398,13 @@ fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
             .all(|&row| (row + 1) * plan.padded_channels <= sums.len()),
         "direct conv over channels: a pixel outside the sums"
     );
+    assert_eq!(
+        plan.block,
+        K::BLOCK,
+        "direct conv over channels: weights packed for the tile"
+    );
     let mut tile = [0.0f32; MAX_TILE];
-    let tile = &mut tile[..P * plan.block];
+    let tile = &mut tile[..P * K::BLOCK];
     for (b, block_weights) in plan.weights.chunks_exact(block_len).enumerate() {
         for ((offsets, rows), taps) in tiles.offsets.iter().zip(&tiles.rows).zip(&tiles.tap_ranges)
         {
@@ -404,9 +423,11 @@ fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
                     tile,
                 )
             };
-            for (&row, values) in rows.iter().zip(tile.chunks_exact(plan.block)) {
-                let at = row * plan.padded_channels + b * plan.block;
-                sums[at..at + plan.block].copy_from_slice(values);
+            // K::BLOCK, a constant, for `plan.block`: the copies compile to vector moves
+            // instead of a `memcpy` call per pixel.
+            for (&row, values) in rows.iter().zip(tile.chunks_exact(K::BLOCK)) {
+                let at = row * plan.padded_channels + b * K::BLOCK;
+                sums[at..at + K::BLOCK].copy_from_slice(values);
             }
         }
     }

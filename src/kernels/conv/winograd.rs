@@ -38,7 +38,7 @@ use super::kernels::{group_size, prefix};
 use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
 use crate::kernels::gemm::{Mat, matmul_strided};
 use crate::kernels::lanes::{
-    LANES, Lanes, VectorPass, add, load, neg, run_widest, scale, store, sub,
+    LANES, Lanes, VectorPass, add, array, load, neg, run_widest, scale, store, sub,
 };
 
 /// Whether [`winograd_forward`], [`winograd_4x4_forward`] and [`winograd_weight_grad`] compute
@@ -271,7 +271,7 @@ impl<T: WinogradTile<N, M>, const N: usize, const M: usize, const NEGATE: bool> 
 
     #[inline(always)]
     fn transform(at: impl Fn(usize, usize) -> Lanes) -> [[Lanes; N]; N] {
-        let d: [[Lanes; N]; N] = std::array::from_fn(|r| std::array::from_fn(|j| at(r, j)));
+        let d: [[Lanes; N]; N] = array(|r| array(|j| at(r, j)));
         let mut transformed = input_2d::<T, N, M>(&d);
         if NEGATE {
             negate_last_row_and_column(&mut transformed);
@@ -290,7 +290,7 @@ impl TileKernel<4> for GradientTile {
     fn transform(at: impl Fn(usize, usize) -> Lanes) -> [[Lanes; 4]; 4] {
         let expand = |a: Lanes, b: Lanes| [a, scale(add(a, b), 0.5), scale(sub(a, b), 0.5), b];
         let columns = [expand(at(0, 0), at(1, 0)), expand(at(0, 1), at(1, 1))];
-        std::array::from_fn(|i| expand(columns[0][i], columns[1][i]))
+        array(|i| expand(columns[0][i], columns[1][i]))
     }
 }
 
@@ -394,8 +394,8 @@ impl<T: WinogradTile<N, M>, const N: usize, const M: usize> VectorPass
             let plane = o * oh * ow;
             for block in (0..columns).step_by(LANES) {
                 let lanes = LANES.min(columns - block);
-                let m: [[Lanes; N]; N] = std::array::from_fn(|r| {
-                    std::array::from_fn(|j| {
+                let m: [[Lanes; N]; N] = array(|r| {
+                    array(|j| {
                         let matrix = self.positions.of(self.m, r * N + j);
                         let row = &matrix[o * columns + block..][..lanes];
                         let mut value = [0.0f32; LANES];

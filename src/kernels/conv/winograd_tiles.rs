@@ -16,7 +16,7 @@
 //! 36 multiplies per 16 outputs, 4x fewer, at the price of larger transforms and of
 //! coefficients up to 8 that cost accuracy (tested against float64 at 1e-4, like the rest).
 
-use crate::kernels::lanes::{Lanes, add, scale, sub};
+use crate::kernels::lanes::{Lanes, add, array, scale, sub};
 
 /// One Winograd algorithm F(M x M, 3x3), reading `N x N` input tiles (`N = M + 2`).
 pub(super) trait WinogradTile<const N: usize, const M: usize> {
@@ -96,9 +96,8 @@ impl WinogradTile<6, 4> for F4x4 {
 pub(super) fn input_2d<T: WinogradTile<N, M>, const N: usize, const M: usize>(
     d: &[[Lanes; N]; N],
 ) -> [[Lanes; N]; N] {
-    let columns: [[Lanes; N]; N] =
-        std::array::from_fn(|j| T::input(std::array::from_fn(|r| d[r][j])));
-    std::array::from_fn(|i| T::input(std::array::from_fn(|j| columns[j][i])))
+    let columns: [[Lanes; N]; N] = array(|j| T::input(array(|r| d[r][j])));
+    array(|i| T::input(array(|j| columns[j][i])))
 }
 
 /// `Aᵀ m A` of a transformed tile `m`: the `M x M` output tile.
@@ -106,9 +105,8 @@ pub(super) fn input_2d<T: WinogradTile<N, M>, const N: usize, const M: usize>(
 pub(super) fn output_2d<T: WinogradTile<N, M>, const N: usize, const M: usize>(
     m: &[[Lanes; N]; N],
 ) -> [[Lanes; M]; M] {
-    let columns: [[Lanes; M]; N] =
-        std::array::from_fn(|j| T::output(std::array::from_fn(|r| m[r][j])));
-    std::array::from_fn(|i| T::output(std::array::from_fn(|j| columns[j][i])))
+    let columns: [[Lanes; M]; N] = array(|j| T::output(array(|r| m[r][j])));
+    array(|i| T::output(array(|j| columns[j][i])))
 }
 
 /// `G k Gᵀ` of a 3x3 kernel `k` (row-major), row-major `N x N`.
