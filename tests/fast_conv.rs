@@ -13,11 +13,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use selfsup::conv::{
-    ConvAlgorithm, ConvGeometry, ConvPass, InstructionSet, chosen_algorithm, conv2d,
-    conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_channels_forward, direct_forward,
-    direct_weight_grad, limit_instruction_set, set_conv_algorithm, supports_direct,
-    supports_direct_channels, supports_direct_weight_grad, supports_winograd, uses_fast_kernels,
-    winograd_4x4_forward, winograd_forward, winograd_weight_grad,
+    ConvAlgorithm, ConvGeometry, ConvPass, InstructionSet, channels_weight_grad, chosen_algorithm,
+    conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_channels_forward,
+    direct_forward, direct_weight_grad, limit_instruction_set, set_conv_algorithm,
+    supports_channels_weight_grad, supports_direct, supports_direct_channels,
+    supports_direct_weight_grad, supports_winograd, uses_fast_kernels, winograd_4x4_forward,
+    winograd_forward, winograd_weight_grad,
 };
 
 /// `(batch, in_channels, height, width, out_channels, kernel, stride, padding)`.
@@ -427,6 +428,53 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
         tested += 1;
     }
     assert!(tested >= 7, "only {tested} strided shapes");
+}
+
+/// The weight gradient over output channels, each variant the CPU can run, against the float64
+/// direct convolution: every shape it applies to (stride 1 to 3, 1x1 to 7x7 kernels, padding 0
+/// to 3), with input channels in whole tiles and a tail (5, 13, 33), output channels in whole
+/// blocks and a tail (40), batch 1, and batches that end in a shorter group of images (37 images
+/// of 4 x 4, 512 output pixels per group); then the public entry points with it fixed.
+#[test]
+fn channels_weight_grad_matches_float64_reference() {
+    let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
+    let seed: u64 = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let more: &[Shape] = &[
+        (3, 12, 4, 4, 40, 3, 1, 1),
+        (2, 9, 3, 3, 33, 3, 1, 1),
+        (3, 6, 12, 9, 40, 3, 3, 1),
+        (2, 8, 9, 9, 33, 3, 2, 0),
+        (1, 2, 5, 4, 3, 3, 1, 3),
+        (2, 3, 4, 5, 6, 1, 1, 1),
+        (33, 16, 4, 4, 16, 3, 1, 1),
+    ];
+    let shapes = SHAPES
+        .iter()
+        .chain(WINOGRAD_SHAPES)
+        .chain(more)
+        .map(|&s| geometry(s))
+        .filter(supports_channels_weight_grad);
+    let mut tested = 0;
+    for g in shapes {
+        let ([x, w, dy], [y_ref, dx_ref, dw_ref]) = random_case(&mut rng, &g);
+        for limit in INSTRUCTION_SETS {
+            limit_instruction_set(limit);
+            let mut dw = vec![f32::NAN; g.weight_len()];
+            channels_weight_grad(&g, &x, &dy, &mut dw);
+            let error = relative_error(&dw, &dw_ref);
+            assert!(
+                error < 1e-5,
+                "weight gradient over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
+            );
+        }
+        limit_instruction_set(None);
+        let outputs = all_three_fixed(ConvAlgorithm::DirectChannels, &g, &x, &w, &dy);
+        let context = format!("over channels, {g:?} (seed {seed})");
+        assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
+        tested += 1;
+    }
+    assert!(tested >= 20, "only {tested} shapes");
 }
 
 /// The kernel over output channels groups the pixels of several images by the kernel taps

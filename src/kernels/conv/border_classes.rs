@@ -42,6 +42,10 @@ impl Span {
         self.start >= self.end
     }
 
+    fn contains(self, position: usize) -> bool {
+        (self.start..self.end).contains(&position)
+    }
+
     /// The smallest span holding both.
     fn union(self, other: Self) -> Self {
         match (self.is_empty(), other.is_empty()) {
@@ -178,6 +182,68 @@ impl<const P: usize> PixelTiles<P> {
     }
 }
 
+/// For each kernel tap, the output pixels of a group of images that read inside the image
+/// through it, for the weight gradient (which sums over pixels per tap, so each tap skips
+/// exactly its own padding).
+pub(super) struct TapPixels {
+    /// For each tap `(a, b)` in the kernel's order: `a · cols + b`, where it reads relative to a
+    /// pixel's window, and its pixels `(row · grad_stride, window start)` in the order of the
+    /// images and the map, `row = n · H_out·W_out + i · W_out + j` and the window `n ·
+    /// image_len + i·s·cols + j·s`.
+    pub(super) taps: Vec<(usize, Vec<(usize, usize)>)>,
+    /// The largest offset read in one channel's plane of the group (window plus tap).
+    pub(super) last_read: usize,
+    /// The largest `row · grad_stride`.
+    pub(super) last_row: usize,
+}
+
+impl TapPixels {
+    /// The lists of `images` images of `g` on padded planes of `cols` columns, `image_len`
+    /// values apart, with gradient rows `grad_stride` values apart.
+    pub(super) fn new(
+        g: &ConvGeometry,
+        cols: usize,
+        image_len: usize,
+        grad_stride: usize,
+        images: usize,
+    ) -> Self {
+        let (out_height, out_width) = (g.out_height(), g.out_width());
+        let [stride_h, stride_w] = g.stride;
+        let [pad_h, pad_w] = g.padding;
+        let row_spans: Vec<Span> = (0..out_height)
+            .map(|i| Span::valid(i, stride_h, pad_h, g.kernel_height, g.in_height))
+            .collect();
+        let col_spans: Vec<Span> = (0..out_width)
+            .map(|j| Span::valid(j, stride_w, pad_w, g.kernel_width, g.in_width))
+            .collect();
+        let (mut last_read, mut last_row) = (0, 0);
+        let mut taps = Vec::with_capacity(g.kernel_height * g.kernel_width);
+        for a in 0..g.kernel_height {
+            for b in 0..g.kernel_width {
+                let tap = a * cols + b;
+                let mut pixels = Vec::new();
+                for n in 0..images {
+                    for (i, _) in row_spans.iter().enumerate().filter(|(_, s)| s.contains(a)) {
+                        for (j, _) in col_spans.iter().enumerate().filter(|(_, s)| s.contains(b)) {
+                            let row = (n * out_height + i) * out_width + j;
+                            let window = n * image_len + i * stride_h * cols + j * stride_w;
+                            last_read = last_read.max(window + tap);
+                            last_row = last_row.max(row * grad_stride);
+                            pixels.push((row * grad_stride, window));
+                        }
+                    }
+                }
+                taps.push((tap, pixels));
+            }
+        }
+        Self {
+            taps,
+            last_read,
+            last_row,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +313,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_tap_lists_exactly_the_pixels_that_read_the_image_through_it() {
+        // 4 x 4, 3x3, padding 1, 2 images: the centre tap sees all 16 pixels of each image, a
+        // corner tap the 9 whose window keeps it inside; 100 per image in all.
+        let g = geometry(4, 3, 1, 1);
+        let lists = TapPixels::new(&g, 6, 36, 1, 2);
+        let counts: Vec<usize> = lists.taps.iter().map(|(_, p)| p.len()).collect();
+        assert_eq!(counts, [18, 24, 18, 24, 32, 24, 18, 24, 18]);
+        // Tap (0, 0) reads row i - 1, column j - 1: pixels with i, j >= 1.
+        let (tap, pixels) = &lists.taps[0];
+        assert_eq!(*tap, 0);
+        assert!(
+            pixels
+                .iter()
+                .all(|&(row, _)| row % 16 / 4 >= 1 && row % 4 >= 1)
+        );
+        // Stride 2 from 8 x 8 to 4 x 4: only kernel row 0 and column 0 meet padding.
+        let g = geometry(8, 3, 2, 1);
+        let lists = TapPixels::new(&g, 10, 100, 1, 1);
+        let counts: Vec<usize> = lists.taps.iter().map(|(_, p)| p.len()).collect();
+        assert_eq!(counts, [9, 12, 12, 12, 16, 16, 12, 16, 16]);
     }
 
     #[test]

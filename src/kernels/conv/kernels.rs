@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::channels_weight_grad::{channels_weight_grad, supports_channels_weight_grad};
 use super::direct::{direct_forward, supports_direct};
 use super::direct_channels::{direct_channels_forward, supports_direct_channels};
 use super::direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
@@ -369,9 +370,10 @@ fn flip_kernels(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
 /// the gemm micro-kernel's native column-major orientation (`m = C_in·kh·kw` contiguous, `k` =
 /// pixels); the result, accumulated as `[C_out, kh, kw, C_in]`, is permuted once at the end.
 ///
-/// 3x3 stride-1 layers run by im2col (with either group size), by Winograd F(3x3, 2x2) or by
-/// [`direct_weight_grad`], whichever measured fastest for the shape (see [`ConvAlgorithm`]); other
-/// layers by im2col with either group size, measured the same way where the two differ.
+/// 3x3 stride-1 layers run by im2col (with either group size), by Winograd F(3x3, 2x2), by
+/// [`direct_weight_grad`] or by [`channels_weight_grad`], whichever measured fastest for the
+/// shape (see [`ConvAlgorithm`]); other layers by im2col with either group size or by
+/// [`channels_weight_grad`] where it applies, measured the same way.
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     check_lengths(g, x.len(), dw.len(), dy.len());
     let (candidates, count) = candidates(
@@ -379,6 +381,10 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         [
             (supports_winograd(g), ConvAlgorithm::Winograd),
             (supports_direct_weight_grad(g), ConvAlgorithm::Direct),
+            (
+                supports_channels_weight_grad(g),
+                ConvAlgorithm::DirectChannels,
+            ),
         ],
     );
     if count == 1 {
@@ -393,8 +399,9 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         |algorithm, out| match algorithm {
             ConvAlgorithm::Winograd => winograd_weight_grad(g, x, dy, out),
             ConvAlgorithm::Direct => direct_weight_grad(g, x, dy, out),
+            ConvAlgorithm::DirectChannels => channels_weight_grad(g, x, dy, out),
             // Not a weight-gradient candidate (`run_chosen` runs im2col for it).
-            ConvAlgorithm::Im2col | ConvAlgorithm::DirectChannels | ConvAlgorithm::Winograd4x4 => {
+            ConvAlgorithm::Im2col | ConvAlgorithm::Winograd4x4 => {
                 im2col_weight_grad(g, x, dy, out, group_size(g))
             }
             ConvAlgorithm::Im2colL2 => {

@@ -1,9 +1,10 @@
 //! Fast f32 convolutions on the flex device: geometry, im2col / im2row unfolding, the gemm
-//! kernels, Winograd F(2x2, 3x3) and F(4x4, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient), the
+//! kernels, Winograd F(2x2, 3x3) and F(4x4, 3x3), the direct kernels (forward over pixels or over output channels, and weight gradient over pixels or over output channels), the
 //! per-shape choice between them, and their burn backend extension. [`crate::conv::conv2d`] routes to them.
 
 mod border_classes;
 mod channel_last;
+mod channels_weight_grad;
 mod direct;
 mod direct_channels;
 mod direct_weight_grad;
@@ -16,6 +17,7 @@ mod winograd;
 mod winograd_tiles;
 
 pub use crate::kernels::isa::{InstructionSet, limit_instruction_set};
+pub use channels_weight_grad::{channels_weight_grad, supports_channels_weight_grad};
 pub use direct::{direct_forward, supports_direct};
 pub use direct_channels::{direct_channels_forward, supports_direct_channels};
 pub use direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};

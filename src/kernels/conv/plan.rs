@@ -8,7 +8,7 @@
 //! the fastest (by its best time) is kept.
 //!
 //! The choice is deterministic for a shape once made: remembered for the process, and in a
-//! cache file (`conv-algorithms-v5.txt` under `$SELFSUP_CACHE_DIR`, else
+//! cache file (`conv-algorithms-v6.txt` under `$SELFSUP_CACHE_DIR`, else
 //! `$XDG_CACHE_HOME/selfsup`, else `$HOME/.cache/selfsup`), keyed by the CPU model, the thread
 //! count and the shape, so a rerun or a resumed run on the same machine takes the same path and
 //! gets bit-identical results. `SELFSUP_CONV_ALGORITHM=im2col|im2col-l2|winograd|winograd-4x4|direct|direct-channels` or
@@ -50,7 +50,9 @@ pub enum ConvAlgorithm {
     /// [`direct_channels_forward`](super::direct_channels_forward): the direct forward kernel
     /// with output channels instead of pixels in the vector lanes (any stride and kernel but an
     /// unpadded stride-1 1x1; so also stride-1 input gradients), for deep layers on small maps
-    /// and strided layers. Weight gradients run as [`Self::Im2col`] where it is fixed.
+    /// and strided layers; [`channels_weight_grad`](super::channels_weight_grad), its
+    /// counterpart, for weight gradients (the same shapes, within 4 MiB of accumulators per
+    /// thread). Both skip the products with padding.
     DirectChannels,
 }
 
@@ -183,11 +185,12 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    // v5: Winograd F(4x4, 3x3) joined the forward candidates and F(2x2, 3x3)'s transforms got
-    // vectorised; v4's choices never measured them (v4: the direct forward kernel over output
+    // v6: the weight gradient over output channels joined the weight-gradient candidates, and
+    // the kernel over output channels skips the padding, so v5's choices are stale (v5:
+    // Winograd F(4x4, 3x3) and vectorised F(2x2, 3x3) transforms; v4: the direct forward kernel over output
     // channels; v3: the direct weight gradient and im2col with cache-sized groups;
     // v2: the direct forward kernel; v1 had none of them).
-    Some(dir.join("conv-algorithms-v5.txt"))
+    Some(dir.join("conv-algorithms-v6.txt"))
 }
 
 /// The choices made so far: the cache file's, then this process's.
