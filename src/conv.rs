@@ -43,10 +43,10 @@ use burn::tensor::Tensor;
 pub use crate::kernels::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, FastConv2d, InstructionSet, channels_weight_grad,
     chosen_algorithm, conv2d_forward, conv2d_input_grad, conv2d_weight_grad,
-    direct_channels_forward, direct_forward, direct_weight_grad, limit_instruction_set,
-    set_conv_algorithm, supports_channels_weight_grad, supports_direct, supports_direct_channels,
-    supports_direct_weight_grad, supports_winograd, winograd_4x4_forward, winograd_forward,
-    winograd_weight_grad,
+    direct_channels_forward, direct_channels_input_grad, direct_forward, direct_weight_grad,
+    limit_instruction_set, set_conv_algorithm, supports_channels_weight_grad, supports_direct,
+    supports_direct_channels, supports_direct_channels_input_grad, supports_direct_weight_grad,
+    supports_winograd, winograd_4x4_forward, winograd_forward, winograd_weight_grad,
 };
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);

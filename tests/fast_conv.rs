@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use selfsup::conv::{
     ConvAlgorithm, ConvGeometry, ConvPass, InstructionSet, channels_weight_grad, chosen_algorithm,
     conv2d, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, direct_channels_forward,
-    direct_forward, direct_weight_grad, limit_instruction_set, set_conv_algorithm,
-    supports_channels_weight_grad, supports_direct, supports_direct_channels,
+    direct_channels_input_grad, direct_forward, direct_weight_grad, limit_instruction_set,
+    set_conv_algorithm, supports_channels_weight_grad, supports_direct, supports_direct_channels,
     supports_direct_weight_grad, supports_winograd, uses_fast_kernels, winograd_4x4_forward,
     winograd_forward, winograd_weight_grad,
 };
@@ -403,8 +403,17 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
     let _fixed = ALGORITHM.lock().unwrap_or_else(|e| e.into_inner());
     let seed: u64 = rand::random();
     let mut rng = StdRng::seed_from_u64(seed);
-    // 40 output channels (a block of 32 and a tail) on a map of 4 x 3 outputs, stride 3.
-    let more: &[Shape] = &[(3, 6, 12, 9, 40, 3, 3, 1), (2, 8, 9, 9, 33, 3, 2, 0)];
+    // 40 output channels (a block of 32 and a tail) on a map of 4 x 3 outputs, stride 3; for
+    // the input gradient also 40 and 33 input channels, a stride above the kernel (inputs no
+    // tap reaches), a 4 x 4 map onto 2 x 2, and a batch that ends in a shorter group.
+    let more: &[Shape] = &[
+        (3, 6, 12, 9, 40, 3, 3, 1),
+        (2, 8, 9, 9, 33, 3, 2, 0),
+        (2, 40, 9, 7, 12, 3, 2, 1),
+        (3, 33, 8, 8, 16, 1, 3, 0),
+        (37, 16, 4, 4, 24, 3, 2, 1),
+        (2, 5, 10, 11, 6, 5, 3, 2),
+    ];
     let strided = SHAPES
         .iter()
         .chain(more)
@@ -420,6 +429,13 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
                 error < 1e-5,
                 "direct forward over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
             );
+            let mut dx = vec![f32::NAN; g.input_len()];
+            direct_channels_input_grad(&g, &dy, &w, &mut dx);
+            let error = relative_error(&dx, &dx_ref);
+            assert!(
+                error < 1e-5,
+                "input gradient over channels of {g:?}, {limit:?} (seed {seed}): {error:e}"
+            );
         }
         limit_instruction_set(None);
         let outputs = all_three_fixed(ConvAlgorithm::DirectChannels, &g, &x, &w, &dy);
@@ -427,7 +443,7 @@ fn direct_channels_kernel_matches_float64_reference_on_strided_layers() {
         assert_all_close(&context, outputs, [&y_ref, &dx_ref, &dw_ref]);
         tested += 1;
     }
-    assert!(tested >= 7, "only {tested} strided shapes");
+    assert!(tested >= 11, "only {tested} strided shapes");
 }
 
 /// The weight gradient over output channels, each variant the CPU can run, against the float64
@@ -481,7 +497,8 @@ fn channels_weight_grad_matches_float64_reference() {
 /// that fall inside the image, and skips the others: the result must not depend on how the
 /// batch is grouped (images per task follow the batch and the thread count), so each image of
 /// a batch computed alone, and the batch with one thread, give the batch's bits exactly. Also
-/// a padded 1x1 kernel, whose border outputs read nothing but padding (zero, with no taps).
+/// a padded 1x1 kernel, whose border outputs read nothing but padding (zero, with no taps). The
+/// same for the input gradient over channels of the strided layers.
 #[test]
 fn direct_channels_results_do_not_depend_on_grouping() {
     // Not while another test limits the instruction set (a different tile, other roundings).
@@ -500,28 +517,51 @@ fn direct_channels_results_do_not_depend_on_grouping() {
         .expect("a one-thread pool");
     for &shape in shapes {
         let g = geometry(shape);
-        let ([x, w, _], [y_ref, _, _]) = random_case(&mut rng, &g);
+        let ([x, w, dy], [y_ref, dx_ref, _]) = random_case(&mut rng, &g);
         let forward = |g: &ConvGeometry, x: &[f32]| {
             let mut y = vec![f32::NAN; g.output_len()];
             direct_channels_forward(g, x, &w, &mut y);
             y
         };
-        let batch = forward(&g, &x);
-        let error = relative_error(&batch, &y_ref);
-        assert!(error < 1e-5, "{shape:?} (seed {seed}): {error:e}");
+        let input_grad = |g: &ConvGeometry, dy: &[f32]| {
+            let mut dx = vec![f32::NAN; g.input_len()];
+            direct_channels_input_grad(g, dy, &w, &mut dx);
+            dx
+        };
         let single = ConvGeometry { batch: 1, ..g };
-        let alone: Vec<f32> = x
-            .chunks_exact(single.input_len())
-            .flat_map(|image| forward(&single, image))
-            .collect();
-        let threaded = one_thread.install(|| forward(&g, &x));
-        for (what, other) in [("images alone", &alone), ("one thread", &threaded)] {
-            let differing = batch
-                .iter()
-                .zip(other)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            assert_eq!(differing, 0, "{shape:?}, {what} (seed {seed})");
+        let passes: [(
+            &str,
+            &(dyn Fn(&ConvGeometry, &[f32]) -> Vec<f32> + Sync),
+            &[f32],
+            &[f64],
+            usize,
+        ); 2] = [
+            ("forward", &forward, &x, &y_ref, single.input_len()),
+            (
+                "input gradient",
+                &input_grad,
+                &dy,
+                &dx_ref,
+                single.output_len(),
+            ),
+        ];
+        for (pass, run, source, reference, image_len) in passes {
+            let batch = run(&g, source);
+            let error = relative_error(&batch, reference);
+            assert!(error < 1e-5, "{pass} of {shape:?} (seed {seed}): {error:e}");
+            let alone: Vec<f32> = source
+                .chunks_exact(image_len)
+                .flat_map(|image| run(&single, image))
+                .collect();
+            let threaded = one_thread.install(|| run(&g, source));
+            for (what, other) in [("images alone", &alone), ("one thread", &threaded)] {
+                let differing = batch
+                    .iter()
+                    .zip(other)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(differing, 0, "{pass} of {shape:?}, {what} (seed {seed})");
+            }
         }
     }
 }

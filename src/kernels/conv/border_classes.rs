@@ -10,6 +10,8 @@
 //! class by class across several images (a 4 x 4 map has one top-left pixel per image, a tile
 //! holds 6-8), and each tile runs the taps of the smallest rectangle that holds its pixels'
 //! rectangles: a tile that straddles two classes stays exact, its extra taps reading zeros.
+//! The weight gradient sums over pixels for each tap, so [`TapPixels`] lists, for each tap,
+//! exactly the pixels that read the image through it.
 
 use std::ops::Range;
 
@@ -36,6 +38,29 @@ impl Span {
         } else {
             Self::EMPTY
         }
+    }
+
+    /// For input position `h` of a layer with `out` outputs along the axis: its parity `r = (h
+    /// + pad) mod stride`, the output `i0 = (h + pad) / stride`, and the `k` for which kernel
+    /// position `r + k·stride` (inside the kernel) maps output `i0 - k` (inside the map) onto
+    /// `h`.
+    fn reaching(
+        h: usize,
+        stride: usize,
+        pad: usize,
+        kernel: usize,
+        out: usize,
+    ) -> (usize, usize, Self) {
+        let (r, first) = ((h + pad) % stride, (h + pad) / stride);
+        let in_kernel = kernel.saturating_sub(r).div_ceil(stride);
+        let start = (first + 1).saturating_sub(out);
+        let end = in_kernel.min(first + 1);
+        let span = if start < end {
+            Self { start, end }
+        } else {
+            Self::EMPTY
+        };
+        (r, first, span)
     }
 
     fn is_empty(self) -> bool {
@@ -88,6 +113,12 @@ impl TapBox {
     fn is_empty(self) -> bool {
         self.rows.is_empty() || self.cols.is_empty()
     }
+
+    /// The same taps, or [`Self::EMPTY`] if there are none (so that every pixel reading only
+    /// padding is in one class).
+    fn or_empty(self) -> Self {
+        if self.is_empty() { Self::EMPTY } else { self }
+    }
 }
 
 /// One group of images' register tiles of `P` output pixels each, filled class by class (see
@@ -117,51 +148,135 @@ impl<const P: usize> PixelTiles<P> {
         let (out_height, out_width) = (g.out_height(), g.out_width());
         let [stride_h, stride_w] = g.stride;
         let [pad_h, pad_w] = g.padding;
-        let mut pixels: Vec<(TapBox, usize)> = (0..out_height * out_width)
+        let pixels: Vec<(TapBox, usize)> = (0..out_height * out_width)
             .map(|p| {
                 let (i, j) = (p / out_width, p % out_width);
                 let rows = Span::valid(i, stride_h, pad_h, g.kernel_height, g.in_height);
                 let cols = Span::valid(j, stride_w, pad_w, g.kernel_width, g.in_width);
-                let tap_box = TapBox { rows, cols };
-                // Every pixel that reads only padding is in one class.
-                let tap_box = if tap_box.is_empty() {
-                    TapBox::EMPTY
-                } else {
-                    tap_box
-                };
-                (tap_box, p)
+                (TapBox { rows, cols }.or_empty(), p)
             })
             .collect();
-        // Stable: within a class the pixels keep their order in the map.
-        pixels.sort_by_key(|&(tap_box, _)| tap_box);
-        let window = |n: usize, p: usize| {
-            n * image_len + (p / out_width) * stride_h * cols + (p % out_width) * stride_w
-        };
-        let mut entries = Vec::with_capacity(images * pixels.len());
-        for class in pixels.chunk_by(|a, b| a.0 == b.0) {
-            for n in 0..images {
-                entries.extend(
-                    class.iter().map(|&(tap_box, p)| {
-                        (window(n, p), n * out_height * out_width + p, tap_box)
-                    }),
-                );
+        let window = |p: usize| (p / out_width) * stride_h * cols + (p % out_width) * stride_w;
+        let mut tiles = Self::empty();
+        let kernel_width = g.kernel_width;
+        tiles.push_run(
+            pixels,
+            out_height * out_width,
+            images,
+            image_len,
+            window,
+            |a, b| (a * cols + b, a * kernel_width + b),
+        );
+        tiles
+    }
+
+    /// The tiles of the input gradient of `g` (stride `s`), read from the output gradient on
+    /// padded planes of `cols` columns, `image_len` values apart, with `top` rows and `left`
+    /// columns of zeros before the gradient (at least `(kh - 1) / s` and `(kw - 1) / s`) and
+    /// enough after it.
+    ///
+    /// Input row `h` receives gradient through the kernel rows `a = r + k·s` (`r = (h + p) mod
+    /// s`) from output rows `i0 - k` (`i0 = (h + p) / s`) inside the map: the tap `k` of a
+    /// pixel of row parity `r` reads `top - k` rows above its window `i0 + top`. So pixels of
+    /// different parities use a weight at different offsets, and each parity is tiled on its
+    /// own; within one, the valid `k` form a span as in the forward pass.
+    pub(super) fn transposed(
+        g: &ConvGeometry,
+        cols: usize,
+        image_len: usize,
+        images: usize,
+        [top, left]: [usize; 2],
+    ) -> Self {
+        let (height, width) = (g.in_height, g.in_width);
+        let [stride_h, stride_w] = g.stride;
+        let [pad_h, pad_w] = g.padding;
+        let (out_height, out_width) = (g.out_height(), g.out_width());
+        assert!(
+            top >= (g.kernel_height - 1) / stride_h && left >= (g.kernel_width - 1) / stride_w,
+            "transposed tiles: {top} x {left} rows and columns of zeros before the gradient"
+        );
+        let rows: Vec<_> = (0..height)
+            .map(|h| Span::reaching(h, stride_h, pad_h, g.kernel_height, out_height))
+            .collect();
+        let columns: Vec<_> = (0..width)
+            .map(|w| Span::reaching(w, stride_w, pad_w, g.kernel_width, out_width))
+            .collect();
+        let mut tiles = Self::empty();
+        for r in 0..stride_h {
+            for rc in 0..stride_w {
+                let pixels: Vec<(TapBox, usize)> = (0..height * width)
+                    .filter(|p| rows[p / width].0 == r && columns[p % width].0 == rc)
+                    .map(|p| {
+                        let tap_box = TapBox {
+                            rows: rows[p / width].2,
+                            cols: columns[p % width].2,
+                        };
+                        (tap_box.or_empty(), p)
+                    })
+                    .collect();
+                if pixels.is_empty() {
+                    continue;
+                }
+                let window = |p: usize| rows[p / width].1 * cols + columns[p % width].1;
+                let kernel_width = g.kernel_width;
+                tiles.push_run(pixels, height * width, images, image_len, window, |k, l| {
+                    let offset = (top - k) * cols + (left - l);
+                    (
+                        offset,
+                        (r + k * stride_h) * kernel_width + rc + l * stride_w,
+                    )
+                });
             }
         }
-        let mut tiles = Self {
+        tiles
+    }
+
+    fn empty() -> Self {
+        Self {
             offsets: Vec::new(),
             rows: Vec::new(),
             tap_ranges: Vec::new(),
             taps: Vec::new(),
             last_read: 0,
-        };
-        for chunk in entries.chunks(P) {
-            tiles.push(chunk, cols, g.kernel_width);
         }
-        tiles
+    }
+
+    /// Tiles of `pixels` (`(valid taps, index in a map of map_pixels`) of `images` images, class by class
+    /// and image by image, each tile running the taps `tap(a, b)` (offset, weight index) of the
+    /// rectangle holding its pixels' rectangles; `window(p)` is where pixel `p` reads in its
+    /// image's planes. The last tile repeats its last pixel where the pixels run out.
+    fn push_run(
+        &mut self,
+        mut pixels: Vec<(TapBox, usize)>,
+        map_pixels: usize,
+        images: usize,
+        image_len: usize,
+        window: impl Fn(usize) -> usize,
+        tap: impl Fn(usize, usize) -> (usize, usize),
+    ) {
+        // Stable: within a class the pixels keep their order in the map.
+        pixels.sort_by_key(|&(tap_box, _)| tap_box);
+        let mut entries = Vec::with_capacity(images * pixels.len());
+        for class in pixels.chunk_by(|a, b| a.0 == b.0) {
+            for n in 0..images {
+                entries.extend(
+                    class.iter().map(|&(tap_box, p)| {
+                        (n * image_len + window(p), n * map_pixels + p, tap_box)
+                    }),
+                );
+            }
+        }
+        for chunk in entries.chunks(P) {
+            self.push(chunk, &tap);
+        }
     }
 
     /// One tile of up to `P` pixels `(window start, sums row, valid taps)`.
-    fn push(&mut self, pixels: &[(usize, usize, TapBox)], cols: usize, kernel_width: usize) {
+    fn push(
+        &mut self,
+        pixels: &[(usize, usize, TapBox)],
+        tap: &impl Fn(usize, usize) -> (usize, usize),
+    ) {
         let last = *pixels.last().expect("a tile has pixels");
         let pixel = |k: usize| pixels.get(k).copied().unwrap_or(last);
         self.offsets.push(std::array::from_fn(|k| pixel(k).0));
@@ -171,7 +286,7 @@ impl<const P: usize> PixelTiles<P> {
         if !tap_box.is_empty() {
             for a in tap_box.rows.start..tap_box.rows.end {
                 for b in tap_box.cols.start..tap_box.cols.end {
-                    self.taps.push((a * cols + b, a * kernel_width + b));
+                    self.taps.push(tap(a, b));
                 }
             }
         }
@@ -336,6 +451,30 @@ mod tests {
         let lists = TapPixels::new(&g, 10, 100, 1, 1);
         let counts: Vec<usize> = lists.taps.iter().map(|(_, p)| p.len()).collect();
         assert_eq!(counts, [9, 12, 12, 12, 16, 16, 12, 16, 16]);
+    }
+
+    #[test]
+    fn transposed_tiles_run_exactly_the_products_of_the_forward_pass() {
+        // Stride 2, 3x3, padding 1, 8 x 8 onto 4 x 4: along each axis 11 (input, kernel) pairs
+        // meet (rows 1, 3, 5 take two kernel rows, the others one), so 121 products per image
+        // and channel pair, as in the forward pass; with 8 images every class fills its tiles.
+        let g = geometry(8, 3, 2, 1);
+        let tiles = PixelTiles::<8>::transposed(&g, 5, 25, 8, [1, 1]);
+        assert_eq!(products(&tiles), 8 * 121);
+        let mut rows: Vec<usize> = tiles.rows.iter().flatten().copied().collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..8 * 64).collect::<Vec<_>>());
+        // Input row 7 (parity 0) reaches output row 3 through kernel row 2 only (k = 1).
+        assert_eq!(
+            Span::reaching(7, 2, 1, 3, 4),
+            (0, 4, Span { start: 1, end: 2 })
+        );
+        // A 1x1 kernel with stride 3: only inputs of parity 0 receive a gradient.
+        assert_eq!(Span::reaching(4, 3, 0, 1, 3).2, Span::EMPTY);
+        assert_eq!(
+            Span::reaching(3, 3, 0, 1, 3),
+            (0, 1, Span { start: 0, end: 1 })
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@
 //! A tile runs only the taps that read inside the image for its pixels
 //! ([`super::border_classes`]): the pixels are grouped by their valid taps across several
 //! images, which on 4 x 4 maps with 3x3 kernels skips the 31% of the products that would
-//! multiply padding zeros. Each output is one sum in a fixed order (channels, then taps, the
-//! skipped ones adding exact zeros), so results do not depend on threads or on the grouping.
+//! multiply padding zeros. Each output is one sum in a fixed order (channels, then taps), and
+//! the taps a tile runs beyond a pixel's own add exact zeros, so results depend neither on the
+//! threads nor on how the pixels were grouped into tiles (tested bit for bit).
 
 use std::cell::RefCell;
 
@@ -251,110 +252,259 @@ intrinsics_tile!(
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
 );
 
-/// What every group of images shares: the padded layout and the repacked weights.
-struct Plan {
-    layout: Layout,
-    /// `w` as `[blocks, C_in, kh·kw, block]`, the last block completed with zeros.
-    weights: Vec<f32>,
+/// What every group of images shares: the padded planes' shape and the repacked weights.
+pub(super) struct Plan {
+    /// Planes per image of the padded tensor the tiles read (the channels summed over).
+    pub(super) channels: usize,
+    /// Values per padded plane.
+    pub(super) plane: usize,
+    /// The weights as `[blocks, channels, kh·kw, block]`: blocks of the channels in the lanes,
+    /// the last block completed with zeros.
+    pub(super) weights: Vec<f32>,
     /// Taps of the kernel, `kh·kw`.
-    kernel_taps: usize,
-    /// Output channels per block (a tile's).
-    block: usize,
-    /// Output channels rounded up to whole blocks.
-    padded_channels: usize,
+    pub(super) kernel_taps: usize,
+    /// Channels in the lanes per block (a tile's).
+    pub(super) block: usize,
+    /// The channels in the lanes rounded up to whole blocks.
+    pub(super) padded_channels: usize,
 }
 
 impl Plan {
+    /// The forward pass of `g`: output channels in the lanes, input channels summed over.
     fn new(g: &ConvGeometry, w: &[f32], block: usize) -> Self {
         let layout = Layout::padded_input(g);
-        let kernel_taps = g.kernel_height * g.kernel_width;
-        let padded_channels = g.out_channels.next_multiple_of(block);
-        let mut weights = vec![0.0f32; padded_channels * g.in_channels * kernel_taps];
-        // Written in order, one input channel of a block at a time: its reads, `block` runs of
-        // `kernel_taps` values, stay in cache for the next input channel's (writing in `w`'s
-        // order instead touched a new cache line with every value).
-        let filter_len = g.in_channels * kernel_taps;
-        for (b, packed) in weights
-            .chunks_exact_mut(g.in_channels * kernel_taps * block)
-            .enumerate()
-        {
-            let filters = (b * block..g.out_channels.min((b + 1) * block)).enumerate();
-            for (c, channel) in packed.chunks_exact_mut(kernel_taps * block).enumerate() {
-                for (lane, o) in filters.clone() {
-                    let taps = &w[o * filter_len + c * kernel_taps..][..kernel_taps];
-                    for (tap, &value) in taps.iter().enumerate() {
-                        channel[tap * block + lane] = value;
-                    }
-                }
-            }
-        }
+        let taps = g.kernel_height * g.kernel_width;
+        // w[o, c, t] at lane o, summed channel c.
+        let weights = pack(g.out_channels, g.in_channels, taps, block, |o, c| {
+            &w[(o * g.in_channels + c) * taps..][..taps]
+        });
         Self {
-            layout,
+            channels: layout.channels,
+            plane: layout.plane(),
             weights,
-            kernel_taps,
+            kernel_taps: taps,
             block,
-            padded_channels,
+            padded_channels: g.out_channels.next_multiple_of(block),
+        }
+    }
+
+    /// The input gradient of `g` read from padded planes of `plane` values: input channels in
+    /// the lanes, output channels summed over.
+    pub(super) fn transposed(g: &ConvGeometry, w: &[f32], block: usize, plane: usize) -> Self {
+        let taps = g.kernel_height * g.kernel_width;
+        // w[o, c, t] at lane c, summed channel o.
+        let weights = pack(g.in_channels, g.out_channels, taps, block, |c, o| {
+            &w[(o * g.in_channels + c) * taps..][..taps]
+        });
+        Self {
+            channels: g.out_channels,
+            plane,
+            weights,
+            kernel_taps: taps,
+            block,
+            padded_channels: g.in_channels.next_multiple_of(block),
         }
     }
 }
 
-/// Images per task: about [`GROUP_PIXELS`] output pixels, so that the border classes of small
+/// `[blocks, summed, taps, block]` with `kernel(lane, summed)`'s taps at `lane`, the lanes beyond
+/// `lanes` zero. Written in order, one summed channel of a block at a time: its reads, `block`
+/// runs of `taps` values, stay in cache for the next channel's (writing in the source's order
+/// instead touched a new cache line with every value).
+fn pack<'w>(
+    lanes: usize,
+    summed: usize,
+    taps: usize,
+    block: usize,
+    kernel: impl Fn(usize, usize) -> &'w [f32],
+) -> Vec<f32> {
+    let mut weights = vec![0.0f32; lanes.next_multiple_of(block) * summed * taps];
+    for (b, packed) in weights.chunks_exact_mut(summed * taps * block).enumerate() {
+        let in_block = (b * block..lanes.min((b + 1) * block)).enumerate();
+        for (c, channel) in packed.chunks_exact_mut(taps * block).enumerate() {
+            for (lane, o) in in_block.clone() {
+                for (tap, &value) in kernel(o, c).iter().enumerate() {
+                    channel[tap * block + lane] = value;
+                }
+            }
+        }
+    }
+    weights
+}
+
+/// Images per task: about [`GROUP_PIXELS`] result pixels, so that the border classes of small
 /// maps fill whole tiles (up to `tile_pixels` images: a 4 x 4 map has one pixel of each corner
 /// class per image), but no fewer tasks than threads when the batch allows.
-fn images_per_task(g: &ConvGeometry, tile_pixels: usize) -> usize {
-    let by_pixels = GROUP_PIXELS.div_ceil(g.out_pixels().max(1));
-    let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
+fn images_per_task(pixels: usize, batch: usize, tile_pixels: usize) -> usize {
+    let by_pixels = GROUP_PIXELS.div_ceil(pixels.max(1));
+    let by_threads = batch.div_ceil(rayon::current_num_threads().max(1));
     by_pixels.min(tile_pixels).min(by_threads).max(1)
 }
 
-/// [`direct_channels_forward`] with tile `K` of `P` pixels, one group of images per task.
+/// One call of a kernel over channels, ready to run on groups of images: the plan, the tiles
+/// of a whole group and of a shorter last one, and the shapes of the tensor read and written.
+struct Groups<const P: usize> {
+    plan: Plan,
+    /// Images per group.
+    images: usize,
+    /// The tiles of `images` images.
+    full: PixelTiles<P>,
+    /// The tiles of the last group, if the batch does not divide into whole groups.
+    last: Option<PixelTiles<P>>,
+    /// Where a whole group of the tensor read goes in the padded planes.
+    grid: Grid,
+    /// Values per image of the tensor read.
+    source_image: usize,
+    /// Pixels per plane of the result (its channels are the plan's lanes).
+    result_pixels: usize,
+}
+
+impl<const P: usize> Groups<P> {
+    /// Every group of `source` into `result`, one group per task.
+    fn run<K: ChannelTile<P>>(&self, source: &[f32], result: &mut [f32]) {
+        let plan = &self.plan;
+        let result_image = result.len() / (source.len() / self.source_image);
+        let sums_per_image = self.result_pixels * plan.padded_channels;
+        result
+            .par_chunks_mut(self.images * result_image)
+            .zip(source.par_chunks(self.images * self.source_image))
+            .for_each(|(out, group)| {
+                let count = out.len() / result_image;
+                let tiles = match &self.last {
+                    Some(last) if count < self.images => last,
+                    _ => &self.full,
+                };
+                PADDED.with(|padded| {
+                    CHANNEL_LAST.with(|sums| {
+                        let padded = &mut *padded.borrow_mut();
+                        let padded = padded.place(self.grid, group);
+                        let sums = &mut *sums.borrow_mut();
+                        let sums = prefix(sums, count * sums_per_image);
+                        K::convolve_group(plan, tiles, padded, sums);
+                        for (out, sums) in out
+                            .chunks_exact_mut(result_image)
+                            .zip(sums.chunks_exact(sums_per_image))
+                        {
+                            transpose_into(sums, plan.padded_channels, self.result_pixels, out);
+                        }
+                    });
+                });
+            });
+    }
+}
+
+/// [`direct_channels_forward`] with tile `K` of `P` pixels.
 fn forward_with<const P: usize, K: ChannelTile<P>>(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
     y: &mut [f32],
 ) {
-    let plan = Plan::new(g, w, K::BLOCK);
-    let layout = plan.layout;
-    let images = images_per_task(g, P);
-    let (image_in, image_out) = (
-        g.in_channels * g.in_pixels(),
-        g.out_channels * g.out_pixels(),
-    );
+    let layout = Layout::padded_input(g);
+    let images = images_per_task(g.out_pixels(), g.batch, P);
     let image_len = layout.channels * layout.plane();
-    let full = PixelTiles::<P>::new(g, layout.cols, image_len, images);
     let rest = g.batch % images;
-    let last = (rest > 0).then(|| PixelTiles::<P>::new(g, layout.cols, image_len, rest));
-    // Room for a whole group's planes; a shorter last group leaves the planes after it unread.
-    let grid = Grid {
-        planes: images * layout.channels,
-        ..Grid::padded_input(g, &layout)
+    let groups = Groups {
+        plan: Plan::new(g, w, K::BLOCK),
+        images,
+        full: PixelTiles::new(g, layout.cols, image_len, images),
+        last: (rest > 0).then(|| PixelTiles::new(g, layout.cols, image_len, rest)),
+        // Room for a whole group's planes; a shorter last group leaves the planes after it
+        // unread.
+        grid: Grid {
+            planes: images * layout.channels,
+            ..Grid::padded_input(g, &layout)
+        },
+        source_image: g.in_channels * g.in_pixels(),
+        result_pixels: g.out_pixels(),
     };
-    let sums_per_image = g.out_pixels() * plan.padded_channels;
-    y.par_chunks_mut(images * image_out)
-        .zip(x.par_chunks(images * image_in))
-        .for_each(|(out, group)| {
-            let count = out.len() / image_out;
-            let tiles = match &last {
-                Some(last) if count == rest => last,
-                _ => &full,
-            };
-            PADDED.with(|padded| {
-                CHANNEL_LAST.with(|sums| {
-                    let padded = &mut *padded.borrow_mut();
-                    let padded = padded.place(grid, group);
-                    let sums = &mut *sums.borrow_mut();
-                    let sums = prefix(sums, count * sums_per_image);
-                    K::convolve_group(&plan, tiles, padded, sums);
-                    for (out, sums) in out
-                        .chunks_exact_mut(image_out)
-                        .zip(sums.chunks_exact(sums_per_image))
-                    {
-                        transpose_into(sums, plan.padded_channels, g.out_pixels(), out);
-                    }
-                });
-            });
-        });
+    groups.run::<K>(x, y);
+}
+
+/// Whether [`direct_channels_input_grad`] computes `g`'s input gradient: any valid layer.
+pub fn supports_direct_channels_input_grad(g: &ConvGeometry) -> bool {
+    g.is_valid()
+}
+
+/// Input gradient with the input channels in the vector lanes, for strided layers (whose
+/// input gradient is not a forward convolution):
+/// `dx[n, c, h, w] = Σ_{o, a, b} w[o, c, a, b] · dy[n, o, (h + p - a) / s, (w + p - b) / s]`
+/// over the taps that divide evenly and land inside `dy`. The same result as
+/// [`super::conv2d_input_grad`] up to rounding. `dy [N, C_out, H_out, W_out]`, `w [C_out, C_in,
+/// kh, kw]`, `dx [N, C_in, H, W]`, contiguous; every element of `dx` is written.
+///
+/// The tiles are [`PixelTiles::transposed`]'s: input pixels of one parity (with stride 2, a
+/// quarter of them) share which weights they use, and each parity's border classes skip the
+/// taps that fall outside `dy`. Im2col + col2im instead multiplies every output pixel by every
+/// weight and scatter-adds the products into `dx`.
+pub fn direct_channels_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    assert!(
+        supports_direct_channels_input_grad(g),
+        "input gradient over channels: unsupported geometry {g:?}"
+    );
+    assert_eq!(
+        dy.len(),
+        g.output_len(),
+        "input gradient over channels: output length"
+    );
+    assert_eq!(
+        w.len(),
+        g.weight_len(),
+        "input gradient over channels: weight length"
+    );
+    assert_eq!(
+        dx.len(),
+        g.input_len(),
+        "input gradient over channels: input length"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return input_grad_with::<8, Avx512Tile>(g, dy, w, dx);
+        }
+        if has_avx2_fma() {
+            return input_grad_with::<6, Avx2Tile>(g, dy, w, dx);
+        }
+    }
+    input_grad_with::<6, PortableTile>(g, dy, w, dx);
+}
+
+/// [`direct_channels_input_grad`] with tile `K` of `P` pixels.
+fn input_grad_with<const P: usize, K: ChannelTile<P>>(
+    g: &ConvGeometry,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+) {
+    let [stride_h, stride_w] = g.stride;
+    let (out_height, out_width) = (g.out_height(), g.out_width());
+    // Zeros before the gradient for the taps that reach back `k` rows, and after it up to the
+    // last row an input pixel's window names, `(H - 1 + p) / s`.
+    let top = (g.kernel_height - 1) / stride_h;
+    let left = (g.kernel_width - 1) / stride_w;
+    let rows = top + out_height.max((g.in_height - 1 + g.padding[0]) / stride_h + 1);
+    let cols = left + out_width.max((g.in_width - 1 + g.padding[1]) / stride_w + 1);
+    let images = images_per_task(g.in_pixels(), g.batch, P);
+    let image_len = g.out_channels * rows * cols;
+    let rest = g.batch % images;
+    let tiles = |count| PixelTiles::transposed(g, cols, image_len, count, [top, left]);
+    let groups = Groups {
+        plan: Plan::transposed(g, w, K::BLOCK, rows * cols),
+        images,
+        full: tiles(images),
+        last: (rest > 0).then(|| tiles(rest)),
+        grid: Grid {
+            planes: images * g.out_channels,
+            plane_len: rows * cols,
+            cols,
+            offset: top * cols + left,
+            height: out_height,
+            width: out_width,
+        },
+        source_image: g.out_channels * g.out_pixels(),
+        result_pixels: g.in_pixels(),
+    };
+    groups.run::<K>(dy, dx);
 }
 
 /// `sums [pixels, padded_channels]` (channel-last) into `out [C_out, pixels]`.
@@ -375,8 +525,7 @@ fn convolve_tiles<const P: usize, K: ChannelTile<P>>(
     padded: &[f32],
     sums: &mut [f32],
 ) {
-    let plane = plan.layout.plane();
-    let channels = plan.layout.channels;
+    let (plane, channels) = (plan.plane, plan.channels);
     let block_len = channels * plan.kernel_taps * plan.block;
     // Every read below is at most here: the farthest window's widest tap in the last channel.
     assert!(

@@ -20,7 +20,10 @@ use rayon::prelude::*;
 
 use super::channels_weight_grad::{channels_weight_grad, supports_channels_weight_grad};
 use super::direct::{direct_forward, supports_direct};
-use super::direct_channels::{direct_channels_forward, supports_direct_channels};
+use super::direct_channels::{
+    direct_channels_forward, direct_channels_input_grad, supports_direct_channels,
+    supports_direct_channels_input_grad,
+};
 use super::direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col, im2row, padded_nhwc_len};
@@ -260,7 +263,9 @@ fn im2col_forward(g: &ConvGeometry, x: &[f32], w: &[f32], y: &mut [f32], per_gro
 ///
 /// Stride 1 (and `padding < kernel`): a forward convolution of `dy` with the kernel flipped
 /// spatially and transposed (`w'[c, o, a, b] = w[o, c, kh-1-a, kw-1-b]`) and padding
-/// `kernel - 1 - padding`, which needs no scatter. Otherwise `dx = col2im(wᵀ · dy)`.
+/// `kernel - 1 - padding`, which needs no scatter. Otherwise `dx = col2im(wᵀ · dy)` (with
+/// either group size) or [`direct_channels_input_grad`], whichever measured fastest for the
+/// shape.
 pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     check_lengths(g, dx.len(), w.len(), dy.len());
     let transposed_is_forward = g.stride == [1, 1]
@@ -285,11 +290,41 @@ pub fn conv2d_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
         conv2d_forward(&flipped, dy, &flip_kernels(g, w), dx);
         return;
     }
+    let (candidates, count) = candidates(
+        g,
+        [(
+            supports_direct_channels_input_grad(g),
+            ConvAlgorithm::DirectChannels,
+        )],
+    );
+    if count == 1 {
+        im2col_input_grad(g, dy, w, dx, group_size(g));
+        return;
+    }
+    run_chosen(
+        g,
+        ConvPass::InputGrad,
+        &candidates[..count],
+        dx,
+        |algorithm, out| match algorithm {
+            ConvAlgorithm::DirectChannels => direct_channels_input_grad(g, dy, w, out),
+            ConvAlgorithm::Im2colL2 => im2col_input_grad(g, dy, w, out, cache_sized_group(g)),
+            // Not candidates here (`run_chosen` runs im2col for them).
+            ConvAlgorithm::Im2col
+            | ConvAlgorithm::Winograd
+            | ConvAlgorithm::Winograd4x4
+            | ConvAlgorithm::Direct => im2col_input_grad(g, dy, w, out, group_size(g)),
+        },
+    );
+}
+
+/// [`conv2d_input_grad`] of a layer that is not a forward convolution, as `col2im(wᵀ · dy)`,
+/// `per_group` images per product.
+fn im2col_input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], per_group: usize) {
     let pixels = g.out_pixels();
     let patch = g.patch_len();
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * pixels;
-    let per_group = group_size(g);
     let weight_t = Mat::row_major(w, patch).transposed();
     dx.par_chunks_mut(per_group * image_in)
         .enumerate()

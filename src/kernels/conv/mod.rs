@@ -19,7 +19,10 @@ mod winograd_tiles;
 pub use crate::kernels::isa::{InstructionSet, limit_instruction_set};
 pub use channels_weight_grad::{channels_weight_grad, supports_channels_weight_grad};
 pub use direct::{direct_forward, supports_direct};
-pub use direct_channels::{direct_channels_forward, supports_direct_channels};
+pub use direct_channels::{
+    direct_channels_forward, direct_channels_input_grad, supports_direct_channels,
+    supports_direct_channels_input_grad,
+};
 pub use direct_weight_grad::{direct_weight_grad, supports_direct_weight_grad};
 pub use extension::FastConv2d;
 pub use geometry::ConvGeometry;

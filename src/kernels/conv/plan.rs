@@ -52,7 +52,8 @@ pub enum ConvAlgorithm {
     /// unpadded stride-1 1x1; so also stride-1 input gradients), for deep layers on small maps
     /// and strided layers; [`channels_weight_grad`](super::channels_weight_grad), its
     /// counterpart, for weight gradients (the same shapes, within 4 MiB of accumulators per
-    /// thread). Both skip the products with padding.
+    /// thread), and [`direct_channels_input_grad`](super::direct_channels_input_grad) for the
+    /// input gradients of strided layers. All three skip the products with padding.
     DirectChannels,
 }
 
@@ -131,6 +132,9 @@ fn forced() -> Option<ConvAlgorithm> {
 pub enum ConvPass {
     /// The forward pass (and the input gradient of a stride-1 layer, a forward convolution).
     Forward,
+    /// The input gradient of a layer whose input gradient is not a forward convolution
+    /// (strided layers).
+    InputGrad,
     /// The weight gradient.
     WeightGrad,
 }
@@ -185,7 +189,8 @@ fn cache_file() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("selfsup")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/selfsup")))?;
-    // v6: the weight gradient over output channels joined the weight-gradient candidates, and
+    // v6: the weight gradient over output channels joined the weight-gradient candidates, the
+    // input gradients of strided layers became a measured choice, and
     // the kernel over output channels skips the padding, so v5's choices are stale (v5:
     // Winograd F(4x4, 3x3) and vectorised F(2x2, 3x3) transforms; v4: the direct forward kernel over output
     // channels; v3: the direct weight gradient and im2col with cache-sized groups;
