@@ -493,6 +493,16 @@ fn channels_weight_grad_matches_float64_reference() {
     assert!(tested >= 20, "only {tested} shapes");
 }
 
+/// One pass of a grouping check: its name, the kernel, the tensor it reads, the float64
+/// reference and the length of one image of the tensor read.
+type Pass<'a> = (
+    &'a str,
+    &'a (dyn Fn(&ConvGeometry, &[f32]) -> Vec<f32> + Sync),
+    &'a [f32],
+    &'a [f64],
+    usize,
+);
+
 /// The kernel over output channels groups the pixels of several images by the kernel taps
 /// that fall inside the image, and skips the others: the result must not depend on how the
 /// batch is grouped (images per task follow the batch and the thread count), so each image of
@@ -529,13 +539,7 @@ fn direct_channels_results_do_not_depend_on_grouping() {
             dx
         };
         let single = ConvGeometry { batch: 1, ..g };
-        let passes: [(
-            &str,
-            &(dyn Fn(&ConvGeometry, &[f32]) -> Vec<f32> + Sync),
-            &[f32],
-            &[f64],
-            usize,
-        ); 2] = [
+        let passes: [Pass; 2] = [
             ("forward", &forward, &x, &y_ref, single.input_len()),
             (
                 "input gradient",
