@@ -271,10 +271,10 @@ impl Default for PaddedImage {
     }
 }
 
-/// `dst = src`, in blocks of 8 that compile to vector moves: image rows are short (4-32
-/// values), where a `memcpy` call per row costs more than the copy.
+/// `dst = src`, in blocks of 8 that compile to vector moves: image rows and planes of the
+/// deep layers are short (4-64 values), where a `memcpy` call per row costs more than the copy.
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
     let mut blocks = dst.chunks_exact_mut(8);
     let mut sources = src.chunks_exact(8);
     for (d, s) in (&mut blocks).zip(&mut sources) {

@@ -5,6 +5,7 @@
 //! - pad_w]` (zero outside the image). The row order equals the weight's `[C_in, kh, kw]` order,
 //! so the convolution is the matrix product `W[C_out, C_in*kh*kw] x cols[C_in*kh*kw, pixels]`.
 
+use super::direct::copy_row;
 use super::geometry::ConvGeometry;
 
 /// Output positions `[lo, hi)` along one axis whose input index `o * stride + k - pad` falls
@@ -74,7 +75,7 @@ pub(crate) fn im2col(g: &ConvGeometry, image: &[f32], cols: &mut [f32], ld: usiz
                     }
                     let iw0 = ow_lo * stride_w + kj - pad_w;
                     if stride_w == 1 {
-                        line[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
+                        copy_row(&mut line[ow_lo..ow_hi], &src[iw0..iw0 + (ow_hi - ow_lo)]);
                     } else {
                         for (o, value) in line[ow_lo..ow_hi].iter_mut().enumerate() {
                             *value = src[iw0 + o * stride_w];
@@ -112,7 +113,7 @@ fn copy_shifted(
     let lo = (start as isize).max(-shift) as usize;
     let hi = ((end as isize).min(plane.len() as isize - shift)).max(lo as isize) as usize;
     let src_lo = (lo as isize + shift) as usize;
-    dst[lo..hi].copy_from_slice(&plane[src_lo..src_lo + (hi - lo)]);
+    copy_row(&mut dst[lo..hi], &plane[src_lo..src_lo + (hi - lo)]);
     dst[start..lo].fill(0.0);
     dst[hi..end].fill(0.0);
     // Columns whose input lies outside the row wrapped into the neighbouring row: zero them.

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::channels_weight_grad::{channels_weight_grad, supports_channels_weight_grad};
-use super::direct::{direct_forward, supports_direct};
+use super::direct::{copy_row, direct_forward, supports_direct};
 use super::direct_channels::{
     direct_channels_forward, direct_channels_input_grad, supports_direct_channels,
     supports_direct_channels_input_grad,
@@ -117,8 +117,10 @@ fn unfold_group(g: &ConvGeometry, x: &[f32], first: usize, count: usize, cols: &
         let image = &x[(first + i) * image_len..][..image_len];
         if g.is_pointwise() {
             for c in 0..g.in_channels {
-                cols[c * ld + i * pixels..][..pixels]
-                    .copy_from_slice(&image[c * pixels..][..pixels]);
+                copy_row(
+                    &mut cols[c * ld + i * pixels..][..pixels],
+                    &image[c * pixels..][..pixels],
+                );
             }
         } else {
             im2col(g, image, cols, ld, i * pixels);
@@ -140,7 +142,10 @@ fn gather(
     for i in 0..count {
         let image = &src[(first + i) * channels * pixels..][..channels * pixels];
         for c in 0..channels {
-            dst[c * ld + i * pixels..][..pixels].copy_from_slice(&image[c * pixels..][..pixels]);
+            copy_row(
+                &mut dst[c * ld + i * pixels..][..pixels],
+                &image[c * pixels..][..pixels],
+            );
         }
     }
 }
@@ -151,8 +156,10 @@ fn scatter(src: &[f32], channels: usize, pixels: usize, count: usize, dst: &mut 
     let ld = count * pixels;
     for i in 0..count {
         for c in 0..channels {
-            dst[(i * channels + c) * pixels..][..pixels]
-                .copy_from_slice(&src[c * ld + i * pixels..][..pixels]);
+            copy_row(
+                &mut dst[(i * channels + c) * pixels..][..pixels],
+                &src[c * ld + i * pixels..][..pixels],
+            );
         }
     }
 }
