@@ -211,7 +211,7 @@ const CANCELLATION_LIMIT: f64 = 16.0;
 /// 4,096 values have gathered (about 1e-6 relative for the planes of a ResNet).
 /// `[N, D]` features (one pixel) take row-wise kernels that vectorise across channels.
 ///
-/// Unlike the backward pass's sums ([`channel_sums`]), each parallel task here is one channel,
+/// Unlike the backward pass's sums (`channel_sums`), each parallel task here is one channel,
 /// read plane by plane: over blocks of images in memory order the moments measured no faster in
 /// the training step and up to 1.5x slower alone (`benches/batch_norm.rs`, BENCHMARKS.md).
 pub fn channel_moments(shape: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {

@@ -433,7 +433,7 @@ pub fn supports_direct_channels_input_grad(g: &ConvGeometry) -> bool {
 /// [`super::conv2d_input_grad`] up to rounding. `dy [N, C_out, H_out, W_out]`, `w [C_out, C_in,
 /// kh, kw]`, `dx [N, C_in, H, W]`, contiguous; every element of `dx` is written.
 ///
-/// The tiles are [`PixelTiles::transposed`]'s: input pixels of one parity (with stride 2, a
+/// The tiles are `PixelTiles::transposed`'s: input pixels of one parity (with stride 2, a
 /// quarter of them) share which weights they use, and each parity's border classes skip the
 /// taps that fall outside `dy`. Im2col + col2im instead multiplies every output pixel by every
 /// weight and scatter-adds the products into `dx`.
