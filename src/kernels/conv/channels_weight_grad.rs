@@ -24,12 +24,10 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::border_classes::TapPixels;
 use super::direct::{Grid, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
-use super::kernels::prefix;
+use super::kernels::{prefix, sum_in_ranges};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::{has_avx2_fma, has_avx512};
 
@@ -318,42 +316,29 @@ fn weight_grad_with<const I: usize, K: GradientTile>(
         ..Grid::padded_input(g, &layout)
     };
     let groups = g.batch.div_ceil(images);
-    let parts = rayon::current_num_threads().clamp(1, groups);
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0.0f32; plan.accumulator_len()];
-            for group in (part * groups / parts)..((part + 1) * groups / parts) {
-                let first = group * images;
-                let count = images.min(g.batch - first);
-                let pixels = match &last {
-                    Some(last) if count == rest => last,
-                    _ => &full,
-                };
-                PADDED.with(|padded| {
-                    GRADIENT.with(|grad| {
-                        let padded = &mut *padded.borrow_mut();
-                        let padded = padded.place(grid, &x[first * image_in..][..count * image_in]);
-                        let grad = &mut *grad.borrow_mut();
-                        let grad = prefix(grad, count * out_pixels * grad_stride);
-                        let source = &dy[first * image_out..][..count * image_out];
-                        transpose_gradient(source, g.out_channels, out_pixels, grad_stride, grad);
-                        K::accumulate_group::<I>(&plan, pixels, padded, grad, &mut acc);
-                    });
+    let total = sum_in_ranges(groups, plan.accumulator_len(), |range| {
+        let mut acc = vec![0.0f32; plan.accumulator_len()];
+        for group in range {
+            let first = group * images;
+            let count = images.min(g.batch - first);
+            let pixels = match &last {
+                Some(last) if count == rest => last,
+                _ => &full,
+            };
+            PADDED.with(|padded| {
+                GRADIENT.with(|grad| {
+                    let padded = &mut *padded.borrow_mut();
+                    let padded = padded.place(grid, &x[first * image_in..][..count * image_in]);
+                    let grad = &mut *grad.borrow_mut();
+                    let grad = prefix(grad, count * out_pixels * grad_stride);
+                    let source = &dy[first * image_out..][..count * image_out];
+                    transpose_gradient(source, g.out_channels, out_pixels, grad_stride, grad);
+                    K::accumulate_group::<I>(&plan, pixels, padded, grad, &mut acc);
                 });
-            }
-            acc
-        })
-        .collect();
-    let total = partials
-        .into_iter()
-        .reduce(|mut sum, partial| {
-            for (s, p) in sum.iter_mut().zip(&partial) {
-                *s += *p;
-            }
-            sum
-        })
-        .expect("at least one part");
+            });
+        }
+        acc
+    });
     write_weight_grad(g, &plan, &total, dw);
 }
 

@@ -27,12 +27,11 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 #[cfg(target_arch = "x86_64")]
 use super::direct::Fused;
 use super::direct::{CHANNELS, Grid, Layout, MultiplyAdd, PaddedImage, Separate};
 use super::geometry::ConvGeometry;
+use super::kernels::sum_in_ranges;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::{has_avx2_fma, has_avx512};
 
@@ -169,36 +168,24 @@ fn weight_grad_with<const T: usize>(
     let tiles_len = planes.blocks() * g.in_channels * TAPS;
     let image_in = g.in_channels * g.in_pixels();
     let image_out = g.out_channels * g.out_pixels();
-    let parts = rayon::current_num_threads().clamp(1, g.batch.max(1));
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut tiles: Vec<Tile<T>> = vec![[[[0.0; T]; TAPS]; CHANNELS]; tiles_len];
-            for n in (part * g.batch / parts)..((part + 1) * g.batch / parts) {
-                let image = &x[n * image_in..][..image_in];
-                let grad = &dy[n * image_out..][..image_out];
-                PADDED_INPUT.with(|input| {
-                    PADDED_GRAD.with(|padded_grad| {
-                        let input = &mut *input.borrow_mut();
-                        let input = input.fill(g, &layout, image);
-                        let padded_grad = &mut *padded_grad.borrow_mut();
-                        let padded_grad = padded_grad.place(planes.gradient_grid(), grad);
-                        accumulate_image::<T>(isa, &planes, input, padded_grad, &mut tiles);
-                    });
+    let sums_len = tiles_len * CHANNELS * TAPS;
+    let total = sum_in_ranges(g.batch, sums_len, |images| {
+        let mut tiles: Vec<Tile<T>> = vec![[[[0.0; T]; TAPS]; CHANNELS]; tiles_len];
+        for n in images {
+            let image = &x[n * image_in..][..image_in];
+            let grad = &dy[n * image_out..][..image_out];
+            PADDED_INPUT.with(|input| {
+                PADDED_GRAD.with(|padded_grad| {
+                    let input = &mut *input.borrow_mut();
+                    let input = input.fill(g, &layout, image);
+                    let padded_grad = &mut *padded_grad.borrow_mut();
+                    let padded_grad = padded_grad.place(planes.gradient_grid(), grad);
+                    accumulate_image::<T>(isa, &planes, input, padded_grad, &mut tiles);
                 });
-            }
-            add_lanes::<T>(&tiles)
-        })
-        .collect();
-    let total = partials
-        .into_iter()
-        .reduce(|mut sum, partial| {
-            for (s, p) in sum.iter_mut().zip(&partial) {
-                *s += *p;
-            }
-            sum
-        })
-        .expect("at least one part");
+            });
+        }
+        add_lanes::<T>(&tiles)
+    });
     write_weight_grad(g, &total, dw);
 }
 

@@ -14,6 +14,7 @@
 //!   `Σ_n dY_n · cols_nᵀ`, accumulated per thread and summed once.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -405,6 +406,32 @@ fn flip_kernels(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     flipped
 }
 
+/// The reduction every weight gradient shares: `groups` split into one contiguous range per
+/// thread, `sum_range` summing its range in order into a vector of `len` values, and the
+/// ranges' sums added in range order. The result depends on the thread count (part of the
+/// cached choice's key) but never on how rayon scheduled the work, so training runs are
+/// reproducible.
+pub(super) fn sum_in_ranges(
+    groups: usize,
+    len: usize,
+    sum_range: impl Fn(Range<usize>) -> Vec<f32> + Sync + Send,
+) -> Vec<f32> {
+    let parts = rayon::current_num_threads().clamp(1, groups.max(1));
+    let partials: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|part| sum_range((part * groups / parts)..((part + 1) * groups / parts)))
+        .collect();
+    partials
+        .into_iter()
+        .reduce(|mut sum, partial| {
+            for (s, p) in sum.iter_mut().zip(&partial) {
+                *s += *p;
+            }
+            sum
+        })
+        .unwrap_or_else(|| vec![0.0; len])
+}
+
 /// Gradient of the weight: `dw = Σ_n dy_n · cols(x_n)ᵀ`, written over `dw`
 /// (`[C_out, C_in, kh, kw]`).
 ///
@@ -461,80 +488,63 @@ fn im2col_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], p
     let image_out = g.out_channels * pixels;
     let groups = g.batch.div_ceil(per_group);
     let weight_len = g.weight_len();
-    // A fixed split of the groups into one contiguous range per thread, each summed in order,
-    // and the partial sums added in range order: the result does not depend on how rayon
-    // scheduled the work, so training runs are reproducible.
-    let parts = rayon::current_num_threads().clamp(1, groups.max(1));
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut acc = vec![0.0f32; weight_len];
-            for index in (part * groups / parts)..((part + 1) * groups / parts) {
-                let first = index * per_group;
-                let count = per_group.min(g.batch - first);
-                let columns = count * pixels;
-                with_scratch(|s| {
-                    let Scratch {
-                        cols,
-                        gathered,
+    let total = sum_in_ranges(groups, weight_len, |range| {
+        let mut acc = vec![0.0f32; weight_len];
+        for index in range {
+            let first = index * per_group;
+            let count = per_group.min(g.batch - first);
+            let columns = count * pixels;
+            with_scratch(|s| {
+                let Scratch {
+                    cols,
+                    gathered,
+                    nhwc,
+                } = s;
+                let grad_out: &[f32] = if count == 1 {
+                    &dy[first * image_out..][..image_out]
+                } else {
+                    let buffer = prefix(gathered, image_out * count);
+                    gather(dy, g.out_channels, pixels, first, count, buffer);
+                    buffer
+                };
+                let rows = prefix(cols, columns * patch);
+                let nhwc = prefix(nhwc, padded_nhwc_len(g));
+                for i in 0..count {
+                    let image = &x[(first + i) * image_in..][..image_in];
+                    im2row(
+                        g,
+                        image,
                         nhwc,
-                    } = s;
-                    let grad_out: &[f32] = if count == 1 {
-                        &dy[first * image_out..][..image_out]
-                    } else {
-                        let buffer = prefix(gathered, image_out * count);
-                        gather(dy, g.out_channels, pixels, first, count, buffer);
-                        buffer
-                    };
-                    let rows = prefix(cols, columns * patch);
-                    let nhwc = prefix(nhwc, padded_nhwc_len(g));
-                    for i in 0..count {
-                        let image = &x[(first + i) * image_in..][..image_in];
-                        im2row(
-                            g,
-                            image,
-                            nhwc,
-                            &mut rows[i * pixels * patch..][..pixels * patch],
-                        );
-                    }
-                    // lhs[kk, p] = rows[p * patch + kk]; rhs[p, o] = grad_out[o * columns + p];
-                    // dst[kk, o] = acc[o * patch + kk].
-                    let lhs = Mat {
-                        data: rows,
-                        row_stride: 1,
-                        col_stride: patch,
-                    };
-                    let rhs = Mat {
-                        data: grad_out,
-                        row_stride: 1,
-                        col_stride: columns,
-                    };
-                    matmul_strided(
-                        &mut acc,
-                        1,
-                        patch,
-                        patch,
-                        g.out_channels,
-                        columns,
-                        lhs,
-                        rhs,
-                        true,
+                        &mut rows[i * pixels * patch..][..pixels * patch],
                     );
-                });
-            }
-            acc
-        })
-        .collect();
-    let total = partials.into_iter().reduce(|mut a, b| {
-        for (x, y) in a.iter_mut().zip(&b) {
-            *x += *y;
+                }
+                // lhs[kk, p] = rows[p * patch + kk]; rhs[p, o] = grad_out[o * columns + p];
+                // dst[kk, o] = acc[o * patch + kk].
+                let lhs = Mat {
+                    data: rows,
+                    row_stride: 1,
+                    col_stride: patch,
+                };
+                let rhs = Mat {
+                    data: grad_out,
+                    row_stride: 1,
+                    col_stride: columns,
+                };
+                matmul_strided(
+                    &mut acc,
+                    1,
+                    patch,
+                    patch,
+                    g.out_channels,
+                    columns,
+                    lhs,
+                    rhs,
+                    true,
+                );
+            });
         }
-        a
+        acc
     });
-    let Some(total) = total else {
-        dw.fill(0.0);
-        return;
-    };
     // [C_out, kh, kw, C_in] -> [C_out, C_in, kh, kw].
     let (kh, kw, channels) = (g.kernel_height, g.kernel_width, g.in_channels);
     for o in 0..g.out_channels {

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use super::channel_last::{ChannelLastGrid, ChannelLastImage};
 use super::geometry::ConvGeometry;
-use super::kernels::{group_size, prefix};
+use super::kernels::{group_size, prefix, sum_in_ranges};
 use super::winograd_tiles::{F2x2, F4x4, WinogradTile, input_2d, output_2d, weight_2d};
 use crate::kernels::gemm::{Mat, matmul_strided};
 use crate::kernels::lanes::{
@@ -452,68 +452,56 @@ pub fn winograd_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f
     let image_out = cout * g.out_pixels();
     let per_group = group_size(g);
     let groups = g.batch.div_ceil(per_group);
-    let parts = rayon::current_num_threads().clamp(1, groups.max(1));
     let sums_layout = Positions::new(POSITIONS, cout * cin);
-    let partials: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|part| {
-            let mut sums = vec![0.0f32; sums_layout.total()];
-            for index in (part * groups / parts)..((part + 1) * groups / parts) {
-                let first = index * per_group;
-                let count = per_group.min(g.batch - first);
-                let columns = count * tiles.per_image();
-                SCRATCH.with(|cell| {
-                    let Scratch {
-                        transformed,
-                        products,
-                        input,
-                        gradient,
-                        ..
-                    } = &mut *cell.borrow_mut();
-                    let v_layout = Positions::new(POSITIONS, columns * input_grid.stride());
-                    let d_layout = Positions::new(POSITIONS, columns * gradient_grid.stride());
-                    let v = prefix(transformed, v_layout.total());
-                    let d = prefix(products, d_layout.total());
-                    for i in 0..count {
-                        let n = first + i;
-                        let first_tile = i * tiles.per_image();
-                        let image = input.place(input_grid, &x[n * image_in..][..image_in]);
-                        run_widest(TileTransform::<InputTile<F2x2, 2, true>, 4> {
-                            tiles,
-                            grid: input_grid,
-                            image,
-                            first_tile,
-                            positions: v_layout,
-                            out: &mut *v,
-                            kernel: PhantomData,
-                        });
-                        let image =
-                            gradient.place(gradient_grid, &dy[n * image_out..][..image_out]);
-                        run_widest(TileTransform::<GradientTile, 4> {
-                            tiles,
-                            grid: gradient_grid,
-                            image,
-                            first_tile,
-                            positions: d_layout,
-                            out: &mut *d,
-                            kernel: PhantomData,
-                        });
-                    }
-                    let strides = [input_grid.stride(), gradient_grid.stride()];
-                    let layouts = [v_layout, d_layout, sums_layout];
-                    accumulate_products(g, layouts, strides, [v, d], &mut sums);
-                });
-            }
-            sums
-        })
-        .collect();
-    let total = partials
-        .into_iter()
-        .reduce(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; sums_layout.total()]);
+    let total = sum_in_ranges(groups, sums_layout.total(), |range| {
+        let mut sums = vec![0.0f32; sums_layout.total()];
+        for index in range {
+            let first = index * per_group;
+            let count = per_group.min(g.batch - first);
+            let columns = count * tiles.per_image();
+            SCRATCH.with(|cell| {
+                let Scratch {
+                    transformed,
+                    products,
+                    input,
+                    gradient,
+                    ..
+                } = &mut *cell.borrow_mut();
+                let v_layout = Positions::new(POSITIONS, columns * input_grid.stride());
+                let d_layout = Positions::new(POSITIONS, columns * gradient_grid.stride());
+                let v = prefix(transformed, v_layout.total());
+                let d = prefix(products, d_layout.total());
+                for i in 0..count {
+                    let n = first + i;
+                    let first_tile = i * tiles.per_image();
+                    let image = input.place(input_grid, &x[n * image_in..][..image_in]);
+                    run_widest(TileTransform::<InputTile<F2x2, 2, true>, 4> {
+                        tiles,
+                        grid: input_grid,
+                        image,
+                        first_tile,
+                        positions: v_layout,
+                        out: &mut *v,
+                        kernel: PhantomData,
+                    });
+                    let image = gradient.place(gradient_grid, &dy[n * image_out..][..image_out]);
+                    run_widest(TileTransform::<GradientTile, 4> {
+                        tiles,
+                        grid: gradient_grid,
+                        image,
+                        first_tile,
+                        positions: d_layout,
+                        out: &mut *d,
+                        kernel: PhantomData,
+                    });
+                }
+                let strides = [input_grid.stride(), gradient_grid.stride()];
+                let layouts = [v_layout, d_layout, sums_layout];
+                accumulate_products(g, layouts, strides, [v, d], &mut sums);
+            });
+        }
+        sums
+    });
     for o in 0..cout {
         for c in 0..cin {
             let mut m = [0.0f32; POSITIONS];
