@@ -303,7 +303,9 @@ fn weight_grad_with<const I: usize, K: GradientTile>(
     };
     let layout = plan.layout;
     let out_pixels = g.out_pixels();
-    let images = GROUP_PIXELS.div_ceil(out_pixels.max(1)).min(g.batch).max(1);
+    // No fewer groups than threads when the batch allows (each thread sums whole groups).
+    let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
+    let images = GROUP_PIXELS.div_ceil(out_pixels.max(1)).min(by_threads).max(1);
     let (image_in, image_out) = (g.in_channels * g.in_pixels(), g.out_channels * out_pixels);
     let image_len = layout.channels * layout.plane();
     let grad_stride = plan.padded_channels();
