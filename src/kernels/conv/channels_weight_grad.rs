@@ -305,7 +305,10 @@ fn weight_grad_with<const I: usize, K: GradientTile>(
     let out_pixels = g.out_pixels();
     // No fewer groups than threads when the batch allows (each thread sums whole groups).
     let by_threads = g.batch.div_ceil(rayon::current_num_threads().max(1));
-    let images = GROUP_PIXELS.div_ceil(out_pixels.max(1)).min(by_threads).max(1);
+    let images = GROUP_PIXELS
+        .div_ceil(out_pixels.max(1))
+        .min(by_threads)
+        .max(1);
     let (image_in, image_out) = (g.in_channels * g.in_pixels(), g.out_channels * out_pixels);
     let image_len = layout.channels * layout.plane();
     let grad_stride = plan.padded_channels();
