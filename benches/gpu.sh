@@ -27,6 +27,8 @@
 # The lent machines have no Vulkan loader: carry Debian's libvulkan1 (and libglvnd's libraries)
 # as .deb files and unpack them first (`dpkg -x` each into /, then `ldconfig`); the workplace's
 # device notes say how to fetch them.
+# SELFSUP_GPU_SKIP="vulkan photos ..." leaves out those parts (wgpu, vulkan, cuda, wgpu_matmul,
+# photos).
 # On a CPU machine, for a small dry run:  SELFSUP_GPU_DRY=1 benches/gpu.sh 8 16 2
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -80,26 +82,43 @@ step() {
     measure "$name" 240 env "$@" SELFSUP_BENCH_DEVICE=$device SELFSUP_BENCH_WIDTH="$WIDTH" \
         SELFSUP_BENCH_BATCH="$BATCH" SELFSUP_BENCH_STEPS="$steps" "$BIN/train_step_$backend" --bench
 }
+skipped() { [[ " ${SELFSUP_GPU_SKIP:-} " == *" $1 "* ]]; }
 for backend in wgpu vulkan cuda; do
-    if [ -x "$BIN/train_step_$backend" ]; then
+    if skipped "$backend"; then
+        echo "selfsup $backend: skipped (SELFSUP_GPU_SKIP)"
+    elif [ -x "$BIN/train_step_$backend" ]; then
         step "$backend" "$backend" "$STEPS"
     else
         echo "selfsup $backend: no binary at $BIN/train_step_$backend"
     fi
 done
-
-# SELFSUP_GPU_PROFILE=1: where the wgpu step's time goes, per kernel (cubecl's profiler times
-# every launch, so this run is slower than the one above; autotune's trials are left out).
-if [ -n "${SELFSUP_GPU_PROFILE:-}" ] && [ -x "$BIN/train_step_wgpu" ]; then
-    echo "== per-kernel profile, wgpu, 5 steps"
-    raw=$(mktemp)
-    step wgpu_profile wgpu 5 CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$raw"
-    awk -f benches/gpu_kernels.awk "$raw" | sort -rn >"$LOGS/wgpu_kernels.txt"
-    head -n 25 "$LOGS/wgpu_kernels.txt"
-    rm -f "$raw"
+# The convolutions as one matrix product over shifted views (burn's tiled matmul kernels)
+# instead of burn's convolution kernels: `conv::set_conv_by_matmul`.
+if [ -x "$BIN/train_step_wgpu" ] && ! skipped wgpu_matmul; then
+    echo "-- wgpu, convolutions as matrix products"
+    step wgpu_matmul wgpu "$STEPS" SELFSUP_BENCH_CONV_MATMUL=1
 fi
 
-if [ -x "$BIN/photos" ] && [ -d "$BIN/photos_data" ]; then
+# SELFSUP_GPU_PROFILE=1: where the wgpu step's time goes, per kernel (cubecl's profiler times
+# every launch, so these runs are slower than the ones above). Autotune's results are kept in
+# target/environment by the runs above, so these runs measure no candidates; any trial that
+# remains is left out (benches/gpu_kernels.awk). The sums cover the warm-up step and 5 steps.
+if [ -n "${SELFSUP_GPU_PROFILE:-}" ] && [ -x "$BIN/train_step_wgpu" ]; then
+    for variant in wgpu wgpu_matmul; do
+        skipped "$variant" && continue
+        echo "== per-kernel profile, $variant, 5 steps"
+        raw=$(mktemp)
+        matmul=0
+        [ "$variant" = wgpu_matmul ] && matmul=1
+        step "${variant}_profile" wgpu 5 CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$raw" \
+            SELFSUP_BENCH_CONV_MATMUL=$matmul
+        awk -f benches/gpu_kernels.awk "$raw" | sort -rn >"$LOGS/${variant}_kernels.txt"
+        head -n 25 "$LOGS/${variant}_kernels.txt"
+        rm -f "$raw"
+    done
+fi
+
+if [ -x "$BIN/photos" ] && [ -d "$BIN/photos_data" ] && ! skipped photos; then
     echo "== 224-pixel photograph pipeline"
     counts=2
     n=4
@@ -112,4 +131,6 @@ if [ -x "$BIN/photos" ] && [ -d "$BIN/photos_data" ]; then
     measure photos_pil 90 env SELFSUP_BENCH_REPEATS=3 "$PY" benches/reference/photos_torchvision.py \
         "$BIN/photos_data"
 fi
+# Autotune's choices on this device, for a later run to carry (`target/environment`).
+[ -d target/environment ] && cp -r target/environment "$LOGS/environment"
 date -u

@@ -22,7 +22,9 @@
 //! the same with the update composed of tensor operations instead of the fused CPU step),
 //! `SELFSUP_BENCH_BACKBONE` (`resnet18`, the default, or `vit-tiny`: ViT-Tiny with 4-pixel
 //! patches, `vit-N`: its first N blocks; with a ViT, `mae` and `ijepa` are benchmarkable and
-//! draw their masks each step, and the optimiser is AdamW, weight decay 0.05, lr 5e-4).
+//! draw their masks each step, and the optimiser is AdamW, weight decay 0.05, lr 5e-4),
+//! `SELFSUP_BENCH_CONV_MATMUL` (`1`: the convolutions the CPU kernels do not take, so every one
+//! on a GPU, as one matrix product over shifted views, `selfsup::conv::set_conv_by_matmul`).
 //! Prints the median and the spread of images/s.
 
 use std::time::Instant;
@@ -77,7 +79,12 @@ fn main() -> selfsup::Result<()> {
         batch,
         head_width,
     };
-    for &(conv_label, fast) in modes {
+    // On GPUs: convolutions as one matrix product over shifted views instead of burn's kernels.
+    let by_matmul = std::env::var("SELFSUP_BENCH_CONV_MATMUL").as_deref() == Ok("1");
+    selfsup::conv::set_conv_by_matmul(by_matmul);
+    for &(label, fast) in modes {
+        let matmul_label = format!("{label}; other convolutions as matrix products");
+        let conv_label = if by_matmul { &matmul_label } else { label };
         selfsup::conv::set_fast_conv(fast);
         selfsup::batch_norm::set_fast_batch_norm(fast);
         selfsup::transformer_ops::set_fast_transformer_ops(fast);

@@ -73,6 +73,13 @@ pub(crate) fn scalar(tensor: &Tensor<1>) -> f32 {
     tensor.clone().without_autodiff().into_scalar::<f32>()
 }
 
+/// Reads the first `N` elements of `tensor` as `f32`s, in one transfer (NaN past its end).
+pub(crate) fn scalars<const N: usize>(tensor: &Tensor<1>) -> [f32; N] {
+    let data = tensor.clone().without_autodiff().into_data();
+    let mut values = data.iter::<f32>();
+    std::array::from_fn(|_| values.next().unwrap_or(f32::NAN))
+}
+
 /// Fails with [`Error::InvalidConfig`] unless `value` is finite and `ok`.
 pub(crate) fn ensure(field: &str, value: f64, ok: bool, expected: &str) -> Result<()> {
     if value.is_finite() && ok {

@@ -49,7 +49,26 @@ pub use crate::kernels::conv::{
     supports_winograd, winograd_4x4_forward, winograd_forward, winograd_weight_grad,
 };
 
+mod taps_matmul;
+
+pub use taps_matmul::{TapsGeometry, conv2d_taps_matmul};
+
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
+static CONV_BY_MATMUL: AtomicBool = AtomicBool::new(false);
+
+/// Runs the convolutions that this crate's CPU kernels do not take (every convolution on wgpu
+/// and CUDA; on the CPU, those outside their coverage or with [`set_fast_conv`] off) as one
+/// matrix product over the kernel's shifted views of the input ([`conv2d_taps_matmul`])
+/// instead of burn's own convolution kernels. Off by default.
+pub fn set_conv_by_matmul(enabled: bool) {
+    CONV_BY_MATMUL.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`conv2d`] lowers convolutions it does not run on the fast CPU kernels to a matrix
+/// product ([`set_conv_by_matmul`]).
+pub fn conv_by_matmul_enabled() -> bool {
+    CONV_BY_MATMUL.load(Ordering::Relaxed)
+}
 
 /// Turns the fast CPU convolution on (the default) or off for the whole process; off, every
 /// convolution runs burn's own kernels. Meant for benchmarks and comparisons.
@@ -79,6 +98,21 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if let Some(y) = fast_conv2d(conv, &x) {
         return y;
+    }
+    if conv_by_matmul_enabled()
+        && conv.groups == 1
+        && let Some(padding) = symmetric_padding(&conv.padding)
+    {
+        let geometry = TapsGeometry {
+            stride: conv.stride,
+            padding,
+            dilation: conv.dilation,
+        };
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        // A geometry the lowering rejects is one burn's own convolution reports on too.
+        if let Ok(y) = conv2d_taps_matmul(x.clone(), conv.weight.val(), bias, geometry) {
+            return y;
+        }
     }
     conv.forward(x)
 }

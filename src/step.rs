@@ -109,16 +109,22 @@ pub fn train_step_masked<E: Encoder, M: Method>(
         ..*context
     };
     let loss = model.method.loss(&embeddings, context)?;
-    let mut loss_value = finite_loss(model.method.name(), &loss, &embeddings)?;
-    let collapse = collapse_values(&embeddings)?;
+    let stats = collapse_stats(&embeddings)?;
     // Each rank backpropagates its share of the mean of the ranks' losses; summing the
     // ranks' gradients then gives the gradient of that mean (crate::distributed).
-    let loss = if world.is_distributed() {
-        loss.div_scalar(world.size() as f64)
+    let scaled_loss = if world.is_distributed() {
+        loss.clone().div_scalar(world.size() as f64)
     } else {
-        loss
+        loss.clone()
     };
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    // The backward pass is queued before anything is read back: on a GPU the host builds and
+    // launches it while the device still runs the forward pass, and the loss and the collapse
+    // statistics then come back in one transfer. A non-finite loss still stops the step
+    // before the optimiser sees its gradients.
+    let gradients = scaled_loss.backward();
+    let (mut loss_value, collapse) = read_step_values(&loss, &stats);
+    finite_loss(model.method.name(), loss_value, &embeddings)?;
+    let mut grads = GradientsParams::from_grads(gradients, &model);
     if world.is_distributed() {
         let mut reported = [loss_value];
         crate::distributed::sum_gradients(&model, &mut grads, &mut reported, &world)?;
@@ -171,12 +177,30 @@ pub(crate) fn global_embeddings(
     }
 }
 
-/// The loss value on the host; a NaN or infinite loss is an error naming the first
-/// non-finite input, or the loss itself.
-fn finite_loss(method: &str, loss: &Tensor<1>, views: &ViewEmbeddings) -> Result<f32> {
-    let value = check::scalar(loss);
+/// The loss and the collapse statistics on the host, read in one transfer.
+fn read_step_values(loss: &Tensor<1>, stats: &CollapseStats) -> (f32, CollapseValues) {
+    let values = Tensor::cat(
+        vec![
+            loss.clone().detach(),
+            stats.embedding_std.clone(),
+            stats.energy_gap.clone(),
+        ],
+        0,
+    );
+    let [loss, embedding_std, energy_gap] = check::scalars(&values);
+    (
+        loss,
+        CollapseValues {
+            embedding_std,
+            energy_gap,
+        },
+    )
+}
+
+/// Fails on a non-finite loss `value`, naming the first non-finite input, or the loss itself.
+fn finite_loss(method: &str, value: f32, views: &ViewEmbeddings) -> Result<()> {
     if value.is_finite() {
-        return Ok(value);
+        return Ok(());
     }
     let named = [
         ("projection", &views.projections),
@@ -193,15 +217,15 @@ fn finite_loss(method: &str, loss: &Tensor<1>, views: &ViewEmbeddings) -> Result
     })
 }
 
-/// Collapse statistics of the first two views' projections.
-fn collapse_values(views: &ViewEmbeddings) -> Result<CollapseValues> {
+/// Collapse statistics of the first two views' projections, on the device.
+fn collapse_stats(views: &ViewEmbeddings) -> Result<CollapseStats> {
     let [a, b, ..] = views.projections.as_slice() else {
         return Err(Error::MissingInput {
             context: "collapse statistics".into(),
             what: "two views".into(),
         });
     };
-    Ok(CollapseStats::from_views(a.clone(), b.clone())?.values())
+    CollapseStats::from_views(a.clone(), b.clone())
 }
 
 /// Removes the gradients of the parameters `ids` of `module`, so the optimiser skips them.

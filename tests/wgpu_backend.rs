@@ -214,3 +214,76 @@ fn vit_methods_two_training_steps_match_the_cpu_within_1e_3() {
         }
     }
 }
+
+/// The convolution lowered to one matrix product (`conv::conv2d_taps_matmul`, the GPU
+/// alternative to burn's convolution kernels) against burn's convolution on the same wgpu
+/// device: forward and the input, weight and bias gradients, on a stride-1 3x3, a strided 3x3
+/// and a strided 1x1 layer (odd sizes, batch 1 and 2).
+#[test]
+fn convolution_as_a_matrix_product_matches_burn_on_wgpu() {
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, Tensor, TensorData};
+    use selfsup::conv::{TapsGeometry, conv2d_taps_matmul};
+
+    let device = select_device(common::gpu_choice()).unwrap().autodiff();
+    let close = |what: &str, a: TensorData, b: TensorData| {
+        let a = a.convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = b.convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 + 1e-4 * y.abs(),
+                "{what}, element {i}: {x} vs burn's {y}"
+            );
+        }
+    };
+    let normal = Distribution::Normal(0.0, 1.0);
+    // (batch, channels in, size, channels out, kernel, stride, padding)
+    for (batch, cin, size, cout, kernel, stride, padding) in [
+        (2, 3, 7, 5, 3, 1, 1),
+        (1, 4, 9, 6, 3, 2, 1),
+        (2, 5, 8, 3, 1, 2, 0),
+    ] {
+        let x = Tensor::<4>::random([batch, cin, size, size], normal, &device).require_grad();
+        let w = Tensor::<4>::random([cout, cin, kernel, kernel], normal, &device).require_grad();
+        let bias = Tensor::<1>::random([cout], normal, &device).require_grad();
+        let geometry = TapsGeometry {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [1, 1],
+        };
+        let ours = conv2d_taps_matmul(x.clone(), w.clone(), Some(bias.clone()), geometry).unwrap();
+        let theirs = burn_conv2d(
+            x.clone(),
+            w.clone(),
+            Some(bias.clone()),
+            ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1),
+        );
+        let probe = Tensor::<4>::random(theirs.dims(), normal, &device);
+        let g_ours = (ours.clone() * probe.clone()).sum().backward();
+        let g_theirs = (theirs.clone() * probe).sum().backward();
+        let case = format!("{:?}", (batch, cin, size, cout, kernel, stride, padding));
+        close(
+            &format!("forward {case}"),
+            ours.into_data(),
+            theirs.into_data(),
+        );
+        let grad = |t: &Tensor<4>, g| t.grad(g).unwrap().into_data();
+        close(
+            &format!("input grad {case}"),
+            grad(&x, &g_ours),
+            grad(&x, &g_theirs),
+        );
+        close(
+            &format!("weight grad {case}"),
+            grad(&w, &g_ours),
+            grad(&w, &g_theirs),
+        );
+        close(
+            &format!("bias grad {case}"),
+            bias.grad(&g_ours).unwrap().into_data(),
+            bias.grad(&g_theirs).unwrap().into_data(),
+        );
+    }
+}
