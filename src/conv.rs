@@ -49,17 +49,19 @@ pub use crate::kernels::conv::{
     supports_winograd, winograd_4x4_forward, winograd_forward, winograd_weight_grad,
 };
 
-mod taps_matmul;
+mod by_matmul;
+mod matmul_forward;
 
-pub use taps_matmul::{TapsGeometry, conv2d_taps_matmul};
+pub use by_matmul::{TapsGeometry, conv2d_by_matmul};
+pub use matmul_forward::MatmulConv2d;
 
 static FAST_CONV: AtomicBool = AtomicBool::new(true);
 static CONV_BY_MATMUL: AtomicBool = AtomicBool::new(false);
 
-/// Runs the convolutions that this crate's CPU kernels do not take (every convolution on wgpu
-/// and CUDA; on the CPU, those outside their coverage or with [`set_fast_conv`] off) as one
-/// matrix product over the kernel's shifted views of the input ([`conv2d_taps_matmul`])
-/// instead of burn's own convolution kernels. Off by default.
+/// Runs the convolutions that this crate's CPU kernels do not take (every convolution on wgpu;
+/// on the CPU, those outside their coverage or with [`set_fast_conv`] off) with the forward
+/// pass as one matrix product over the kernel's shifted views of the input and burn's own
+/// gradients ([`conv2d_by_matmul`]) instead of burn's convolution. Other backends keep burn's.
 pub fn set_conv_by_matmul(enabled: bool) {
     CONV_BY_MATMUL.store(enabled, Ordering::Relaxed);
 }
@@ -101,6 +103,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
     if conv_by_matmul_enabled()
         && conv.groups == 1
+        && by_matmul::runs_on(&x.device())
         && let Some(padding) = symmetric_padding(&conv.padding)
     {
         let geometry = TapsGeometry {
@@ -110,7 +113,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         };
         let bias = conv.bias.as_ref().map(|b| b.val());
         // A geometry the lowering rejects is one burn's own convolution reports on too.
-        if let Ok(y) = conv2d_taps_matmul(x.clone(), conv.weight.val(), bias, geometry) {
+        if let Ok(y) = conv2d_by_matmul(x.clone(), conv.weight.val(), bias, geometry) {
             return y;
         }
     }

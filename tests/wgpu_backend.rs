@@ -215,7 +215,7 @@ fn vit_methods_two_training_steps_match_the_cpu_within_1e_3() {
     }
 }
 
-/// The convolution lowered to one matrix product (`conv::conv2d_taps_matmul`, the GPU
+/// The convolution lowered to one matrix product (`conv::conv2d_by_matmul`, the GPU
 /// alternative to burn's convolution kernels) against burn's convolution on the same wgpu
 /// device: forward and the input, weight and bias gradients, on a stride-1 3x3, a strided 3x3
 /// and a strided 1x1 layer (odd sizes, batch 1 and 2).
@@ -224,7 +224,7 @@ fn convolution_as_a_matrix_product_matches_burn_on_wgpu() {
     use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, Tensor, TensorData};
-    use selfsup::conv::{TapsGeometry, conv2d_taps_matmul};
+    use selfsup::conv::{TapsGeometry, conv2d_by_matmul};
 
     let device = select_device(common::gpu_choice()).unwrap().autodiff();
     let close = |what: &str, a: TensorData, b: TensorData| {
@@ -253,7 +253,7 @@ fn convolution_as_a_matrix_product_matches_burn_on_wgpu() {
             padding: [padding; 2],
             dilation: [1, 1],
         };
-        let ours = conv2d_taps_matmul(x.clone(), w.clone(), Some(bias.clone()), geometry).unwrap();
+        let ours = conv2d_by_matmul(x.clone(), w.clone(), Some(bias.clone()), geometry).unwrap();
         let theirs = burn_conv2d(
             x.clone(),
             w.clone(),

@@ -1,5 +1,5 @@
 //! The convolution lowered to one matrix product over shifted views of the input
-//! (`selfsup::conv::conv2d_taps_matmul`, the GPU alternative to burn's convolution kernels)
+//! (`selfsup::conv::conv2d_by_matmul`, the GPU alternative to burn's convolution kernels)
 //! against burn's own convolution: forward and the gradients of the input, weight and bias,
 //! through burn's autodiff on the CPU, on odd shapes, batch 1, strides, dilation, rectangular
 //! kernels and the ResNet layers' geometries.
@@ -12,7 +12,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup::conv::{
-    TapsGeometry, conv2d, conv2d_taps_matmul, set_conv_by_matmul, set_fast_conv, uses_fast_kernels,
+    TapsGeometry, conv2d, conv2d_by_matmul, set_conv_by_matmul, set_fast_conv, uses_fast_kernels,
 };
 
 /// The process-wide convolution switches, held by the test that changes them.
@@ -110,7 +110,7 @@ fn taps_matmul_matches_burn_conv_forward_and_gradients() {
             dilation,
         };
         matches_burn(case, |x, w, b| {
-            conv2d_taps_matmul(x, w, Some(b), geometry).expect("valid geometry")
+            conv2d_by_matmul(x, w, Some(b), geometry).expect("valid geometry")
         });
     }
 }
@@ -152,13 +152,13 @@ fn bad_geometry_is_an_error_naming_it() {
         dilation: [1, 1],
     };
     let too_big = Tensor::<4>::zeros([3, 2, 5, 5], &device);
-    let error = conv2d_taps_matmul(x.clone(), too_big, None, geometry).unwrap_err();
+    let error = conv2d_by_matmul(x.clone(), too_big, None, geometry).unwrap_err();
     assert!(
         error.to_string().contains("kernel 5"),
         "unexpected message: {error}"
     );
     let wrong_channels = Tensor::<4>::zeros([3, 5, 3, 3], &device);
-    let error = conv2d_taps_matmul(x, wrong_channels, None, geometry).unwrap_err();
+    let error = conv2d_by_matmul(x, wrong_channels, None, geometry).unwrap_err();
     assert!(
         error.to_string().contains("input channels"),
         "unexpected message: {error}"
