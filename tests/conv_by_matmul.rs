@@ -101,7 +101,7 @@ fn matches_burn(case: &Case, ours: impl Fn(Tensor<4>, Tensor<4>, Tensor<1>) -> T
 }
 
 #[test]
-fn taps_matmul_matches_burn_conv_forward_and_gradients() {
+fn matmul_lowering_matches_burn_conv_forward_and_gradients() {
     for case in CASES {
         let &(.., stride, padding, dilation) = case;
         let geometry = TapsGeometry {

@@ -12,7 +12,7 @@
 //! The gradients are the backend's `conv2d_x_backward` and `conv2d_weight_backward` (on a GPU,
 //! autotuned im2col + matrix products), so `X` lives only during the forward pass.
 
-use burn::backend::{DispatchDevice, Dispatch};
+use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::Tensor;
 
 use super::matmul_forward::MatmulConv2d;

@@ -6,8 +6,9 @@
 //! ResNet-18 BYOL step on an H200, while its input and weight gradients run as autotuned
 //! im2col + matrix products (BENCHMARKS.md, "GPU"). [`MatmulConv2d`] keeps those gradients
 //! (`conv2d_x_backward`, `conv2d_weight_backward` of the inner backend) and computes the
-//! forward pass as [`super::taps_matmul`] does, on the inner backend's operations: the
-//! unfolded matrix is a temporary of the forward pass, not kept for the backward one.
+//! forward pass on the inner backend's operations (padding, strided slices, one matrix
+//! product): the unfolded matrix is a temporary of the forward pass, not kept for the backward
+//! one.
 //! `#[backend_extension]` routes flex tensors (for tests on the CPU) and, with the `wgpu`
 //! feature, cubecl tensors under burn's fusion; on other backends [`super::conv2d`] does not
 //! call it.
@@ -57,7 +58,14 @@ fn unfolded_product<B: Backend>(
     weight: FloatTensor<B>,
     geometry: [usize; 6],
 ) -> FloatTensor<B> {
-    let [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w] = geometry;
+    let [
+        stride_h,
+        stride_w,
+        padding_h,
+        padding_w,
+        dilation_h,
+        dilation_w,
+    ] = geometry;
     let [batch, channels, height, width] = dims4(&x);
     let [out_channels, _, kernel_h, kernel_w] = dims4(&weight);
     let out_h = (height + 2 * padding_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1;
@@ -69,7 +77,12 @@ fn unfolded_product<B: Backend>(
     } else {
         B::float_pad(
             channels_first,
-            &[(0, 0), (0, 0), (padding_h, padding_h), (padding_w, padding_w)],
+            &[
+                (0, 0),
+                (0, 0),
+                (padding_h, padding_h),
+                (padding_w, padding_w),
+            ],
             PadMode::Constant(0.0),
         )
     };
@@ -111,7 +124,14 @@ fn dims4<T: TensorMetadata>(tensor: &T) -> [usize; 4] {
 
 /// burn's convolution options of `geometry` (groups 1).
 fn conv_options(geometry: [usize; 6]) -> ConvOptions<2> {
-    let [stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w] = geometry;
+    let [
+        stride_h,
+        stride_w,
+        padding_h,
+        padding_w,
+        dilation_h,
+        dilation_w,
+    ] = geometry;
     ConvOptions::new(
         [stride_h, stride_w],
         [padding_h, padding_w],
