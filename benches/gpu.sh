@@ -13,14 +13,19 @@
 # 2. the 224-pixel photograph pipeline (`photos` bench binary) on 1, 2, 4, ... threads up to the
 #    machine's cores: the images per second a loader on that many cores delivers, decode included;
 #    and PIL + torchvision's pair on one core beside it;
-# 3. with SELFSUP_GPU_PROFILE=1, the wgpu step again under cubecl's profiler: time per kernel
-#    (benches/gpu_kernels.awk), into $LOGS/wgpu_kernels.txt.
+#    With the wgpu binary also `wgpu_matmul`: the same step with every convolution's forward pass
+#    as one matrix product (`conv::set_conv_by_matmul`);
+# 3. with SELFSUP_GPU_PROFILE=1, the wgpu and wgpu_matmul steps again under cubecl's profiler:
+#    time per kernel (benches/gpu_kernels.awk), into $LOGS/wgpu_kernels.txt and
+#    $LOGS/wgpu_matmul_kernels.txt.
 #
 # Build here, strip, compress with xz (the wgpu bench binary is 81 MB stripped, 12 MB as .xz; a
 # device run carries 64 MiB at most), and carry target/gpu; this script unpacks `*.xz` itself:
-#   cargo bench --bench train_step --bench photos --features wgpu --no-run
+#   cargo bench --bench train_step --bench photos --features wgpu,autotune-cache --no-run
 #                              # -> target/gpu/train_step_wgpu, target/gpu/photos
-#   cargo bench --bench train_step --features vulkan --no-run   # -> target/gpu/train_step_vulkan
+#   cargo bench --bench train_step --features vulkan,autotune-cache --no-run
+#                              # -> target/gpu/train_step_vulkan
+#   (`autotune-cache`: the profile runs below reuse the first runs' autotune choices)
 #   (and, if `--features cuda` builds, target/gpu/train_step_cuda); strip target/gpu/*;
 #   xz -T0 target/gpu/train_step_* target/gpu/photos; cp ../shared/data/photos/* target/gpu/photos_data/
 # On the GPU machine:  benches/gpu.sh [WIDTH] [BATCH] [STEPS]   (logs in $SELFSUP_GPU_LOGS or $OUT)
@@ -92,8 +97,9 @@ for backend in wgpu vulkan cuda; do
         echo "selfsup $backend: no binary at $BIN/train_step_$backend"
     fi
 done
-# The convolutions as one matrix product over shifted views (burn's tiled matmul kernels)
-# instead of burn's convolution kernels: `conv::set_conv_by_matmul`.
+# The convolutions' forward passes as one matrix product over shifted views (burn's tiled matmul
+# kernels) instead of burn's direct convolution kernel, their gradients burn's own:
+# `conv::set_conv_by_matmul`.
 if [ -x "$BIN/train_step_wgpu" ] && ! skipped wgpu_matmul; then
     echo "-- wgpu, convolutions as matrix products"
     step wgpu_matmul wgpu "$STEPS" SELFSUP_BENCH_CONV_MATMUL=1
@@ -131,6 +137,7 @@ if [ -x "$BIN/photos" ] && [ -d "$BIN/photos_data" ] && ! skipped photos; then
     measure photos_pil 90 env SELFSUP_BENCH_REPEATS=3 "$PY" benches/reference/photos_torchvision.py \
         "$BIN/photos_data"
 fi
-# Autotune's choices on this device, for a later run to carry (`target/environment`).
-[ -d target/environment ] && cp -r target/environment "$LOGS/environment"
+# Autotune's choices on this device, for a later run to carry (`target/environment`; one archive,
+# since a device run brings back a limited number of files).
+[ -d target/environment ] && tar -czf "$LOGS/environment.tar.gz" target/environment
 date -u
