@@ -58,14 +58,12 @@ fn unfolded_product<B: Backend>(
     weight: FloatTensor<B>,
     geometry: [usize; 6],
 ) -> FloatTensor<B> {
-    let [
-        stride_h,
-        stride_w,
-        padding_h,
-        padding_w,
-        dilation_h,
-        dilation_w,
-    ] = geometry;
+    let ConvOptions {
+        stride: [stride_h, stride_w],
+        padding: [(padding_h, _), (padding_w, _)],
+        dilation: [dilation_h, dilation_w],
+        ..
+    } = conv_options(geometry);
     let [batch, channels, height, width] = dims4(&x);
     let [out_channels, _, kernel_h, kernel_w] = dims4(&weight);
     let out_h = (height + 2 * padding_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1;
