@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::median_ms;
+use common::{median_ms, repetitions};
 
 use selfsup::batch_norm::{
     Epilogue, NormShape, channel_moments, normalize, normalize_add_relu_backward,
@@ -18,10 +18,7 @@ fn main() {
     // As `pretrain` does on the CPU: the kernels' outputs reuse freed memory instead of faulting
     // in fresh pages every call.
     selfsup::kernels::allocator::retain_freed_memory();
-    let reps = std::env::var("SELFSUP_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let reps = repetitions(30);
     println!(
         "shape,moments_ms,normalize_relu_ms,backward_relu_ms,backward_add_relu_ms,\
          backward_add_relu_in_two_passes_ms"

@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::median_ms;
+use common::{median_ms, repetitions};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
@@ -73,7 +73,7 @@ fn main() {
     }
     let passes = std::env::var("SELFSUP_BENCH_PASSES").is_ok_and(|v| v == "1");
     let batch = env("SELFSUP_BENCH_BATCH", 128);
-    let reps = env("SELFSUP_BENCH_REPS", 5).max(1);
+    let reps = repetitions(5);
     let filter: Vec<String> = std::env::var("SELFSUP_BENCH_SHAPES")
         .map(|s| s.split(',').map(str::to_owned).collect())
         .unwrap_or_default();

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::median_ms;
+use common::{median_ms, repetitions};
 
 use burn::tensor::{Distribution, Tensor};
 use selfsup::prelude::*;
@@ -45,10 +45,7 @@ fn shapes() -> Vec<[usize; 3]> {
 
 fn main() {
     selfsup::kernels::allocator::retain_freed_memory();
-    let reps = std::env::var("SELFSUP_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(11);
+    let reps = repetitions(11);
     let device = Device::flex();
     eprintln!(
         "selfsup matmul bench (flex), {} threads, median of {reps}",

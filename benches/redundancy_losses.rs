@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::median_ms;
+use common::{median_ms, repetitions};
 
 use burn::tensor::{Distribution, Tensor};
 use selfsup::method::Vicreg;
@@ -52,11 +52,7 @@ fn barlow(z1: Tensor<2>, z2: Tensor<2>, side: ProductSide) -> Tensor<1> {
 }
 
 fn main() {
-    let reps = std::env::var("SELFSUP_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7)
-        .max(1);
+    let reps = repetitions(7);
     let device = Device::flex().autodiff();
     println!(
         "selfsup redundancy losses, forward + backward, {} threads",

@@ -16,3 +16,12 @@ pub fn median_ms(reps: usize, mut run: impl FnMut()) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
+
+/// The timed repetitions asked for by `SELFSUP_BENCH_REPS` (at least 1), else `default`.
+pub fn repetitions(default: usize) -> usize {
+    std::env::var("SELFSUP_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
