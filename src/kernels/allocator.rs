@@ -25,38 +25,48 @@
 use std::sync::OnceLock;
 
 /// glibc's largest allowed mmap threshold on 64-bit targets (`HEAP_MAX_SIZE / 2`): blocks below
-/// it come from the heap and are reused; larger ones are still mapped and unmapped.
+/// it come from the heap and are reused; larger ones are mapped unless `M_MMAP_MAX` is 0.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+
+/// glibc's environment variables for the settings [`retain_freed_memory`] makes: when the user
+/// set any of them, their choice stands.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const USER_SETTINGS: [&str; 4] = [
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+];
+
+/// Whether the user chose their own allocator settings ([`USER_SETTINGS`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn user_chose_settings() -> bool {
+    USER_SETTINGS
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
+}
 
 /// Whether the allocator was tuned, decided once per process.
 static RETAINED: OnceLock<bool> = OnceLock::new();
 
 /// Tells the C allocator to keep freed memory for reuse instead of returning it to the kernel
-/// (glibc: `mallopt(M_MMAP_THRESHOLD, 32 MiB)`, `mallopt(M_MMAP_MAX, 0)`: no block is served by
-/// `mmap`, `mallopt(M_TRIM_THRESHOLD, 1 GiB)`, `mallopt(M_TOP_PAD, 64 MiB)`). Once per process;
-/// later calls return the first answer.
+/// (glibc: `mallopt(M_MMAP_THRESHOLD, 32 MiB)`, `mallopt(M_MMAP_MAX, 0)`: the main thread's
+/// heap serves blocks of every size, `mallopt(M_TRIM_THRESHOLD, 1 GiB)`,
+/// `mallopt(M_TOP_PAD, 64 MiB)`). Once per process; later calls return the first answer.
 ///
 /// Returns `true` when the settings were applied; `false` on other C libraries and targets
 /// (where it does nothing), or when the user chose their own settings through glibc's
 /// environment variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_MMAP_MAX_`,
-/// `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`), which are left as they are. Programs that install another global
-/// allocator (e.g. mimalloc) are not affected either way.
+/// `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`), which are left as they are. Programs that
+/// install another global allocator (e.g. mimalloc) are not affected either way.
 pub fn retain_freed_memory() -> bool {
     *RETAINED.get_or_init(apply)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn apply() -> bool {
-    let user_chose = [
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_MMAP_MAX_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some());
-    if user_chose {
+    if user_chose_settings() {
         return false;
     }
     // SAFETY: `mallopt` only changes allocator parameters; glibc serialises it with the
@@ -83,11 +93,7 @@ mod tests {
         let first = retain_freed_memory();
         assert_eq!(retain_freed_memory(), first);
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-            && std::env::var_os("MALLOC_MMAP_MAX_").is_none()
-            && std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none()
-            && std::env::var_os("MALLOC_TOP_PAD_").is_none()
-        {
+        if !user_chose_settings() {
             assert!(first, "glibc accepted the settings");
         }
         // Large blocks on both sides of the threshold are still allocated, written and freed.
