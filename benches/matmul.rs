@@ -15,14 +15,19 @@
 //! Environment: `SELFSUP_BENCH_SHAPES` (comma-separated `MxKxN`: an `M x K` activation times a
 //! `K x N` weight), `SELFSUP_BENCH_REPS` (timed repetitions, default 11, after one untimed).
 //! Prints `impl,layout,shape,ms,gflops`, the median of the repetitions: `selfsup` is burn's
-//! `matmul` on the flex device (what a linear layer runs), `gemm` the `gemm` crate alone with
-//! the same strides into an output allocated once (what the flex figure costs beyond it).
+//! `matmul` on the flex device, `gemm` the `gemm` crate alone with the same strides into an
+//! output allocated once (what the flex figure costs beyond it), and `linear` this crate's
+//! linear-layer kernels (what the layers run in training since session 41: the forward pass
+//! with its bias, each pass into a new output).
 
 mod common;
 
 use common::{median_ms, repetitions};
 
 use burn::tensor::{Distribution, Tensor};
+use selfsup::kernels::linear::{
+    LinearShape, WeightLayout, linear_forward, linear_input_grad, linear_weight_grad,
+};
 use selfsup::prelude::*;
 
 /// The products of the CIFAR-10 step's heads at x0.25, of the papers' 8192-wide heads, and of
@@ -74,8 +79,36 @@ fn main() {
             );
             let ms = raw_gemm_ms(layout, [m, k, n], reps);
             println!("gemm,{layout},{m}x{k}x{n},{ms:.3},{:.1}", flops / ms / 1e6);
+            let ms = linear_kernel_ms(layout, [m, k, n], reps);
+            println!(
+                "linear,{layout},{m}x{k}x{n},{ms:.3},{:.1}",
+                flops / ms / 1e6
+            );
         }
     }
+}
+
+/// The same pass of a linear layer by `selfsup::kernels::linear` (what `transformer_ops::linear`
+/// and `linear_layer` run on the flex device) with burn's weight layout `[input, output]`:
+/// `NN` is the forward pass with its bias, `NT` the input gradient and `TN` the weight gradient,
+/// each returning a new output as in training.
+fn linear_kernel_ms(layout: &str, [m, k, n]: [usize; 3], reps: usize) -> f64 {
+    let values = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 997) as f32 / 997.0).collect() };
+    let (x, w, dy, bias) = (values(m * k), values(k * n), values(m * n), values(n));
+    let shape = LinearShape {
+        rows: m,
+        input: k,
+        output: n,
+        layout: WeightLayout::InputOutput,
+    };
+    median_ms(reps, || {
+        let out = match layout {
+            "NN" => linear_forward(shape, &x, &w, &bias),
+            "NT" => linear_input_grad(shape, &dy, &w),
+            _ => linear_weight_grad(shape, &dy, &x),
+        };
+        std::hint::black_box(out);
+    })
 }
 
 /// The same product by the `gemm` crate alone, called as flex calls it (the same strides, all

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The heads' matrix products side by side: `cargo bench --bench matmul` (burn's flex backend, the
-# `gemm` crate; and `gemm` alone, called as flex calls it, into a reused output) and
+# The linear layers' matrix products side by side: `cargo bench --bench matmul` (burn's flex
+# `matmul`; the `gemm` crate alone, called as flex calls it, into a reused output; and
+# selfsup's linear-layer kernels, which training runs) and
 # benches/reference/matmul_torch.py (PyTorch's BLAS), alternating for
 # SELFSUP_BENCH_ROUNDS rounds (default 3); prints the median milliseconds and GFLOP/s of each
-# shape and layout (NN forward, NT input gradient, TN weight gradient) and the ratio.
+# shape and layout (NN forward, NT input gradient, TN weight gradient) and the ratio of
+# selfsup's linear-layer kernels to PyTorch.
 # Usage: benches/matmul.sh   (env: SELFSUP_BENCH_ROUNDS, SELFSUP_BENCH_SHAPES, SELFSUP_BENCH_REPS;
 # SELFSUP_REF_PYTHON, else the environment of ../shared/tools/setup-pytorch-reference.sh)
 set -euo pipefail
@@ -23,11 +25,11 @@ ms = {}
 for line in open(sys.argv[1]):
     tool, layout, shape, millis, _ = line.strip().split(",")
     ms.setdefault((shape, layout), {}).setdefault(tool, []).append(float(millis))
-print("| product (M x K x N) | layout | selfsup ms | `gemm` alone ms | PyTorch ms | selfsup GFLOP/s | `gemm` alone GFLOP/s | PyTorch GFLOP/s | selfsup / PyTorch |")
+print("| product (M x K x N) | layout | flex `matmul` ms | `gemm` alone ms | selfsup `linear` ms | PyTorch ms | `linear` GFLOP/s | PyTorch GFLOP/s | `linear` / PyTorch |")
 print("|---|---|---|---|---|---|---|---|---|")
 for (shape, layout), tools in ms.items():
     m, k, n = (int(d) for d in shape.split("x"))
-    s, g, t = (statistics.median(tools[tool]) for tool in ("selfsup", "gemm", "torch"))
+    s, g, l, t = (statistics.median(tools[tool]) for tool in ("selfsup", "gemm", "linear", "torch"))
     gf = lambda v: 2 * m * k * n / v / 1e6
-    print(f"| {shape} | {layout} | {s:.2f} | {g:.2f} | {t:.2f} | {gf(s):.0f} | {gf(g):.0f} | {gf(t):.0f} | {t / s:.2f}x |")
+    print(f"| {shape} | {layout} | {s:.2f} | {g:.2f} | {l:.2f} | {t:.2f} | {gf(l):.0f} | {gf(t):.0f} | {t / l:.2f}x |")
 PYEOF

@@ -1,7 +1,11 @@
-//! The operations of a transformer block besides its linear layers, with fused CPU kernels on
-//! `Device::flex()`: the exact GELU, layer normalisation and multi-head attention, used by
-//! every ViT block, MAE's decoder and I-JEPA's predictor (and the GELU by DINO's head).
+//! The operations of a transformer block, with fused CPU kernels on `Device::flex()`: the
+//! linear layers, the exact GELU, layer normalisation and multi-head attention, used by every
+//! ViT block, MAE's decoder and I-JEPA's predictor (and the linear layers and GELU by the
+//! projection heads).
 //!
+//! - [`linear`] and [`linear_layer`]: `x Wᵀ + b` with PyTorch's `[output, input]` weight or
+//!   burn's `nn::Linear` (the weight stored transposed), and `∂L/∂x = g W`, `∂L/∂W = gᵀ x`,
+//!   `∂L/∂b = Σ_rows g`;
 //! - [`gelu`]: `x·Φ(x)`, `Φ` the standard normal CDF (Hendrycks & Gimpel, 2016), with
 //!   `∂gelu/∂x = Φ(x) + x·φ(x)`;
 //! - [`layer_norm`]: `γ ⊙ (x - μ)/sqrt(σ² + ε) + β` over the last dimension, with the row's mean
@@ -10,9 +14,12 @@
 //! - [`multi_head_attention`]: `softmax(Q Kᵀ/sqrt(d_h)) V` per head (Vaswani et al., 2017) from
 //!   the packed projections `[Q K V]`, as `nn.MultiheadAttention` computes it.
 //!
-//! On the flex device (plain or autodiff, f32) GELU and the layer norm are one vectorised pass
-//! forward and one backward, and the attention reads its heads in place through strides
-//! ([`crate::kernels::transformer`]), where burn computes GELU with a scalar `erf` per element,
+//! On the flex device (plain or autodiff, f32) the linear layer is one product with the bias
+//! written first, and its weight gradient is computed in the weight's layout
+//! ([`crate::kernels::linear`]); GELU and the layer norm are one vectorised pass forward and
+//! one backward, and the attention reads its heads in place through strides
+//! ([`crate::kernels::transformer`]), where burn zeroes and copies each product's output and
+//! adds the bias in a pass of its own, computes GELU with a scalar `erf` per element,
 //! composes the layer norm under autodiff from about ten tensor operations (plain flex tensors
 //! have burn's fused forward) and the attention from copies of each head and a five-operation
 //! softmax. Every other device runs burn's own operations: the same forward up to rounding;
@@ -22,19 +29,20 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 static FAST_TRANSFORMER_OPS: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fused CPU GELU, layer norm and attention on (the default) or off for the whole
-/// process.
+/// Turns the fused CPU linear layers, GELU, layer norm and attention on (the default) or off
+/// for the whole process.
 pub fn set_fast_transformer_ops(enabled: bool) {
     FAST_TRANSFORMER_OPS.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether [`gelu`], [`layer_norm`] and [`multi_head_attention`] may use the fused CPU kernels.
+/// Whether [`linear`], [`gelu`], [`layer_norm`] and [`multi_head_attention`] may use the fused
+/// CPU kernels.
 pub fn fast_transformer_ops_enabled() -> bool {
     FAST_TRANSFORMER_OPS.load(Ordering::Relaxed)
 }
@@ -43,15 +51,86 @@ pub fn fast_transformer_ops_enabled() -> bool {
 /// autodiff or all plain, all f32.
 #[cfg(feature = "flex")]
 fn kernels_apply<const D: usize>(x: &Tensor<D>, parameters: &[&Tensor<1>]) -> bool {
-    use burn::tensor::{DType, Device};
-    let on_flex_f32 =
-        |device: &Device, dtype: DType| crate::device::is_cpu(device) && dtype == DType::F32;
     let autodiff = x.device().is_autodiff();
     fast_transformer_ops_enabled()
-        && on_flex_f32(&x.device(), x.dtype())
-        && parameters
-            .iter()
-            .all(|t| on_flex_f32(&t.device(), t.dtype()) && t.device().is_autodiff() == autodiff)
+        && on_flex_f32(x, autodiff)
+        && parameters.iter().all(|t| on_flex_f32(*t, autodiff))
+}
+
+/// Whether `t` is an f32 tensor on the flex device, autodiff when `autodiff`.
+#[cfg(feature = "flex")]
+fn on_flex_f32<const D: usize>(t: &Tensor<D>, autodiff: bool) -> bool {
+    let device = t.device();
+    crate::device::is_cpu(&device)
+        && t.dtype() == burn::tensor::DType::F32
+        && device.is_autodiff() == autodiff
+}
+
+/// A linear layer with PyTorch's weight layout: `x Wᵀ + b` for `x [rows, input]`,
+/// `weight [output, input]` and `bias [output]`, the same result and gradients as
+/// `x.matmul(weight.transpose()) + bias.unsqueeze()`, by the fused kernel on the flex device.
+///
+/// # Panics
+/// If the shapes do not fit (`x`'s columns differ from `weight`'s, or `bias`'s length from
+/// `weight`'s rows).
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    let ([_, input], [output, weight_input], [bias_len]) = (x.dims(), weight.dims(), bias.dims());
+    assert!(
+        input == weight_input && output == bias_len,
+        "linear layer: x {:?}, weight {:?} and bias {:?} do not fit (expected [rows, input], \
+         [output, input] and [output])",
+        x.dims(),
+        weight.dims(),
+        bias.dims()
+    );
+    #[cfg(feature = "flex")]
+    if linear_kernel_applies(&x, &weight, &bias) {
+        use crate::kernels::linear::WeightLayout;
+        return fused_linear(x, weight, bias, WeightLayout::OutputInput);
+    }
+    x.matmul(weight.transpose()) + bias.unsqueeze()
+}
+
+/// burn's linear layer (weight `[input, output]`, optional bias) applied to `x [rows, input]`:
+/// the same result and gradients as `layer.forward(x)`, by the fused kernel on the flex device
+/// (a layer without bias adds a zero bias there, which gets no gradient).
+pub fn linear_layer(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    {
+        let weight = layer.weight.val();
+        let [input, output] = weight.dims();
+        let bias = match &layer.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([output], &x.device()),
+        };
+        if x.dims()[1] == input && linear_kernel_applies(&x, &weight, &bias) {
+            use crate::kernels::linear::WeightLayout;
+            return fused_linear(x, weight, bias, WeightLayout::InputOutput);
+        }
+    }
+    layer.forward(x)
+}
+
+#[cfg(feature = "flex")]
+fn linear_kernel_applies(x: &Tensor<2>, weight: &Tensor<2>, bias: &Tensor<1>) -> bool {
+    kernels_apply(x, &[bias]) && on_flex_f32(weight, x.device().is_autodiff())
+}
+
+#[cfg(feature = "flex")]
+fn fused_linear(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    layout: crate::kernels::linear::WeightLayout,
+) -> Tensor<2> {
+    use crate::kernels::linear::FastLinearOps;
+    use burn::backend::Dispatch;
+    Tensor::from_dispatch(<Dispatch as FastLinearOps>::fast_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        layout,
+    ))
 }
 
 /// The exact GELU `x·Φ(x)` (PyTorch's `GELU(approximate='none')`), element by element: the

@@ -1,6 +1,7 @@
 //! `selfsup::transformer_ops` with the fused kernels turned off (`set_fast_transformer_ops`, a
-//! process-wide switch, hence a test binary of its own): the wrappers then run burn's
-//! operations, which must agree with the kernels (forward and gradients).
+//! process-wide switch, hence a test binary of its own): the wrappers (the linear layer, GELU,
+//! layer norm, attention) then run burn's operations, which must agree with the kernels
+//! (forward and gradients).
 #![cfg(feature = "flex")]
 
 #[path = "common/transformer_reference.rs"]
@@ -10,12 +11,17 @@ use burn::module::Param;
 use burn::nn::LayerNormConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use reference::*;
+use selfsup::kernels::linear::{
+    LinearShape, WeightLayout, linear_bias_grad, linear_forward, linear_input_grad,
+    linear_weight_grad,
+};
 use selfsup::kernels::transformer::{
     AttentionShape, RowShape, attention_backward, attention_forward, gelu_backward, gelu_forward,
     layer_norm_backward, layer_norm_forward,
 };
 use selfsup::transformer_ops::{
-    fast_transformer_ops_enabled, gelu, layer_norm, multi_head_attention, set_fast_transformer_ops,
+    fast_transformer_ops_enabled, gelu, layer_norm, linear, multi_head_attention,
+    set_fast_transformer_ops,
 };
 
 fn widened(values: Vec<f32>) -> Vec<f64> {
@@ -88,5 +94,36 @@ fn burns_operations_agree_with_the_kernels() {
         "attention dqkv",
         &values(qkv.grad(&grads).unwrap()),
         &widened(dqkv),
+    );
+
+    let linear_shape = LinearShape {
+        rows,
+        input: width,
+        output: 5,
+        layout: WeightLayout::OutputInput,
+    };
+    let weight =
+        Tensor::<2>::random([5, width], Distribution::Normal(0.0, 0.5), &device).require_grad();
+    let bias = Tensor::<1>::random([5], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let probe = Tensor::<2>::random([rows, 5], Distribution::Normal(0.0, 1.0), &device);
+    let (weight_values, bias_values) = (values(weight.clone()), values(bias.clone()));
+    let probe_values = values(probe.clone());
+    let y = linear(x.clone(), weight.clone(), bias.clone());
+    let grads = (y.clone() * probe).sum().backward();
+    let expected = linear_forward(linear_shape, &x_values, &weight_values, &bias_values);
+    assert_close("linear", &values(y), &widened(expected));
+    let dx = linear_input_grad(linear_shape, &probe_values, &weight_values);
+    assert_close("linear dx", &values(x.grad(&grads).unwrap()), &widened(dx));
+    let dw = linear_weight_grad(linear_shape, &probe_values, &x_values);
+    assert_close(
+        "linear dW",
+        &values(weight.grad(&grads).unwrap()),
+        &widened(dw),
+    );
+    let db = linear_bias_grad(linear_shape, &probe_values);
+    assert_close(
+        "linear db",
+        &values(bias.grad(&grads).unwrap()),
+        &widened(db),
     );
 }

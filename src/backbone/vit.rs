@@ -12,7 +12,7 @@
 //! Presets: ViT-Tiny/Small/Base (width 192/384/768, 12 layers, 3/6/12 heads, MLP 4x) and the
 //! CIFAR ViT-Tiny with 4-pixel patches on 32 x 32 images.
 
-use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm, multi_head_attention};
+use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm, linear, multi_head_attention};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -224,9 +224,9 @@ impl TorchLinear {
         }
     }
 
-    /// `x W^T + b` for `x` `[rows, in]`.
+    /// `x W^T + b` for `x` `[rows, in]` ([`linear`]: one fused kernel on the CPU).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze()
+        linear(x, self.weight.val(), self.bias.val())
     }
 }
 
@@ -261,10 +261,11 @@ impl SelfAttention {
     /// `softmax(Q K^T / sqrt(d_head)) V` per head, for tokens `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let qkv = x
-            .reshape([b * n, d])
-            .matmul(self.in_proj_weight.val().transpose())
-            + self.in_proj_bias.val().unsqueeze();
+        let qkv = linear(
+            x.reshape([b * n, d]),
+            self.in_proj_weight.val(),
+            self.in_proj_bias.val(),
+        );
         let context = multi_head_attention(qkv, b, self.num_heads);
         self.out_proj.forward(context).reshape([b, n, d])
     }

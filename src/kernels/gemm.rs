@@ -1,7 +1,7 @@
-//! Single-threaded matrix products on strided f32 views by the `gemm` crate, whose
-//! micro-kernels are chosen at run time (AVX-512, AVX2 + FMA, SSE, NEON, scalar): the building
-//! block of the convolution and attention kernels, which parallelise over images or sequences
-//! themselves.
+//! Matrix products on strided f32 views by the `gemm` crate, whose micro-kernels are chosen at
+//! run time (AVX-512, AVX2 + FMA, SSE, NEON, scalar): single-threaded for the convolution and
+//! attention kernels, which parallelise over images or sequences themselves, and on all threads
+//! for the linear layers ([`product_vec`], [`accumulate_parallel`]).
 
 /// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -25,6 +25,22 @@ impl<'a> Mat<'a> {
             data: self.data,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
+        }
+    }
+
+    /// The view without its first `row` rows.
+    fn skip_rows(self, row: usize) -> Self {
+        Self {
+            data: &self.data[row * self.row_stride..],
+            ..self
+        }
+    }
+
+    /// The view without its first `col` columns.
+    fn skip_cols(self, col: usize) -> Self {
+        Self {
+            data: &self.data[col * self.col_stride..],
+            ..self
         }
     }
 
@@ -65,26 +81,172 @@ pub(crate) fn matmul_strided(
     rhs: Mat,
     accumulate: bool,
 ) {
+    product(
+        dst.as_mut_ptr(),
+        dst.len(),
+        (dst_rs, dst_cs),
+        [m, n, k],
+        lhs,
+        rhs,
+        accumulate,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Products of at least this many multiply-adds run on all of rayon's threads (burn flex's
+/// threshold for its own `matmul`).
+const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+/// `lhs (m x k) · rhs (k x n)` as a new row-major vector, on all of rayon's threads when the
+/// product is large: the output is written once, never zeroed first.
+pub(crate) fn product_vec([m, n, k]: [usize; 3], lhs: Mat, rhs: Mat) -> Vec<f32> {
+    let len = m * n;
+    let mut dst = Vec::with_capacity(len);
+    parallel_product(
+        dst.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+        len,
+        [m, n, k],
+        lhs,
+        rhs,
+        false,
+    );
+    // SAFETY: `gemm` wrote every one of the `m · n` values: it does not read the destination
+    // when not accumulating.
+    unsafe { dst.set_len(len) };
+    dst
+}
+
+/// `dst (m x n, row-major) += lhs (m x k) · rhs (k x n)`, on all of rayon's threads when the
+/// product is large.
+pub(crate) fn accumulate_parallel(dst: &mut [f32], [m, n, k]: [usize; 3], lhs: Mat, rhs: Mat) {
+    parallel_product(dst.as_mut_ptr(), dst.len(), [m, n, k], lhs, rhs, true);
+}
+
+/// A row-major destination pointer shared by the tasks of [`parallel_product`], each writing
+/// its own rows or columns.
+#[derive(Clone, Copy)]
+struct SharedDestination(*mut f32);
+
+impl SharedDestination {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the tasks write disjoint parts of the destination (see `parallel_product`).
+unsafe impl Send for SharedDestination {}
+// SAFETY: as above.
+unsafe impl Sync for SharedDestination {}
+
+/// A row-major `m x n` product split into one block of rows (or of columns, when the output is
+/// wider than tall) per rayon thread, each a single-threaded `gemm` call: one fork and one join
+/// per product. On 2 cores of a Zen 3 this made the ViT step 1-5% faster than `gemm`'s own
+/// split (BENCHMARKS.md, session 41).
+fn parallel_product(
+    dst: *mut f32,
+    dst_len: usize,
+    [m, n, k]: [usize; 3],
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    use rayon::prelude::*;
+    /// Rows or columns per block: a multiple of the micro-kernels' tiles.
+    const ALIGN: usize = 16;
+    let threads = rayon::current_num_threads();
+    let split_rows = m >= n;
+    let len = if split_rows { m } else { n };
+    let per_block = len.div_ceil(threads).next_multiple_of(ALIGN);
+    if threads == 1 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_PRODUCT || per_block >= len
+    {
+        let none = gemm::Parallelism::None;
+        return product(dst, dst_len, (n, 1), [m, n, k], lhs, rhs, accumulate, none);
+    }
+    let shared = SharedDestination(dst);
+    (0..len.div_ceil(per_block))
+        .into_par_iter()
+        .for_each(|block| {
+            let dst = shared.get();
+            let start = block * per_block;
+            let size = per_block.min(len - start);
+            let offset = if split_rows { start * n } else { start };
+            // SAFETY: `offset` lies within the destination (`start < len`); the blocks' rows (or
+            // columns) are disjoint, so no two tasks write the same value.
+            let dst = unsafe { dst.add(offset) };
+            let none = gemm::Parallelism::None;
+            if split_rows {
+                let lhs = lhs.skip_rows(start);
+                product(
+                    dst,
+                    dst_len - offset,
+                    (n, 1),
+                    [size, n, k],
+                    lhs,
+                    rhs,
+                    accumulate,
+                    none,
+                );
+            } else {
+                let rhs = rhs.skip_cols(start);
+                product(
+                    dst,
+                    dst_len - offset,
+                    (n, 1),
+                    [m, size, k],
+                    lhs,
+                    rhs,
+                    accumulate,
+                    none,
+                );
+            }
+        });
+}
+
+/// The `gemm` call behind every product: `dst` points at `dst_len` values, element `(i, j)` at
+/// `i · dst_rs + j · dst_cs`, which must be initialised when `accumulate` (else they are only
+/// written).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: *mut f32,
+    dst_len: usize,
+    (dst_rs, dst_cs): (usize, usize),
+    [m, n, k]: [usize; 3],
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    let dst_view = Mat {
-        data: dst,
-        row_stride: dst_rs,
-        col_stride: dst_cs,
-    };
-    dst_view.check(m, n, "destination");
-    assert!(k > 0, "matrix product: empty reduction");
+    let last = (m - 1) * dst_rs + (n - 1) * dst_cs;
+    assert!(
+        last < dst_len,
+        "matrix product: destination view out of bounds"
+    );
+    if k == 0 {
+        // An empty sum: nothing to add, or zeros to write.
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: `(i, j)` lies within the view checked above.
+                    unsafe { dst.add(i * dst_rs + j * dst_cs).write(0.0) };
+                }
+            }
+        }
+        return;
+    }
     lhs.check(m, k, "lhs");
     rhs.check(k, n, "rhs");
-    // SAFETY: the bounds of all three views were checked above; `dst` is exclusively borrowed and
-    // does not alias `lhs` or `rhs` (distinct borrows).
+    // SAFETY: the bounds of all three views were checked above; every caller owns `dst`
+    // exclusively (a `&mut` borrow or a vector's spare capacity), so it does not alias `lhs` or
+    // `rhs`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
@@ -99,7 +261,7 @@ pub(crate) fn matmul_strided(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

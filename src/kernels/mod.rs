@@ -1,6 +1,6 @@
 //! The CPU kernels, and with them every `unsafe` block of the crate. Behind the `flex` feature:
 //! fast convolutions (`conv`), fused batch norm (`batch_norm`), the transformer blocks' GELU,
-//! layer norm and attention (`transformer`), the fused LARS step (`lars`), contiguous f32
+//! layer norm and attention (`transformer`) and linear layers (`linear`), the fused LARS step (`lars`), contiguous f32
 //! access to flex tensors, and the allocator setting (`allocator`) that keeps freed
 //! activations in the process. Always: the run-time choice of vector instructions (`isa`,
 //! `lanes`), which the augmentations use too.
@@ -25,5 +25,7 @@ pub(crate) mod lanes;
 pub use isa::{InstructionSet, limit_instruction_set};
 #[cfg(feature = "flex")]
 pub(crate) mod lars;
+#[cfg(feature = "flex")]
+pub mod linear;
 #[cfg(feature = "flex")]
 pub mod transformer;

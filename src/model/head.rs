@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::energy::l2_normalize;
 use crate::error::Error;
 use crate::model::feature_batch_norm::{FeatureBatchNorm, FeatureBatchNormConfig};
-use crate::transformer_ops::gelu;
+use crate::transformer_ops::{gelu, linear_layer};
 
 /// Batch normalisation after a block's linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,7 +327,7 @@ impl HeadBlock {
                 None => y,
             }
         } else {
-            self.linear.forward(x)
+            linear_layer(&self.linear, x)
         };
         Ok(match (&self.norm, self.activation) {
             (Some(norm), Activation::Relu) => norm.forward_activated(x, true)?,
