@@ -22,9 +22,11 @@ use selfsup::kernels::linear::{
 use selfsup::transformer_ops::{linear, linear_layer};
 
 /// `(rows, input, output)`: a single value, a single row, one output, odd sizes below and
-/// above a vector's width, and two shapes above the threshold at which the products use every
-/// thread (192³ multiply-adds), one of them the ViT-Tiny's MLP at 4 images.
-const SHAPES: [(usize, usize, usize); 7] = [
+/// above a vector's width, and three shapes above the threshold at which the products use every
+/// thread (192³ multiply-adds): two split by rows of the output (one of them the ViT-Tiny's
+/// MLP at 4 images), and one whose forward and input-gradient products, wider than tall, are
+/// split by columns.
+const SHAPES: [(usize, usize, usize); 8] = [
     (1, 1, 1),
     (1, 192, 576),
     (5, 7, 1),
@@ -32,6 +34,7 @@ const SHAPES: [(usize, usize, usize); 7] = [
     (70, 9, 40),
     (260, 192, 160),
     (260, 768, 192),
+    (50, 200, 770),
 ];
 
 /// `(y, dx, dW, db)` in float64 for the upstream gradient `grad`.

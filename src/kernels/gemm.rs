@@ -1,7 +1,7 @@
 //! Matrix products on strided f32 views by the `gemm` crate, whose micro-kernels are chosen at
 //! run time (AVX-512, AVX2 + FMA, SSE, NEON, scalar): single-threaded for the convolution and
 //! attention kernels, which parallelise over images or sequences themselves, and on all threads
-//! for the linear layers ([`product_vec`], [`accumulate_parallel`]).
+//! for the linear layers ([`product_vec`], [`product_plus_row_vec`]).
 
 /// A strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
@@ -100,6 +100,24 @@ const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 /// `lhs (m x k) · rhs (k x n)` as a new row-major vector, on all of rayon's threads when the
 /// product is large: the output is written once, never zeroed first.
 pub(crate) fn product_vec([m, n, k]: [usize; 3], lhs: Mat, rhs: Mat) -> Vec<f32> {
+    product_plus_row_vec([m, n, k], lhs, rhs, None)
+}
+
+/// [`product_vec`] with `row` (`n` values) added to every row of the product when given: each
+/// thread adds it to its own block of the output right after computing it.
+pub(crate) fn product_plus_row_vec(
+    [m, n, k]: [usize; 3],
+    lhs: Mat,
+    rhs: Mat,
+    row: Option<&[f32]>,
+) -> Vec<f32> {
+    if let Some(row) = row {
+        assert_eq!(
+            row.len(),
+            n,
+            "matrix product: a row to add of the wrong length"
+        );
+    }
     let len = m * n;
     let mut dst = Vec::with_capacity(len);
     parallel_product(
@@ -108,18 +126,12 @@ pub(crate) fn product_vec([m, n, k]: [usize; 3], lhs: Mat, rhs: Mat) -> Vec<f32>
         [m, n, k],
         lhs,
         rhs,
-        false,
+        row,
     );
     // SAFETY: `gemm` wrote every one of the `m · n` values: it does not read the destination
     // when not accumulating.
     unsafe { dst.set_len(len) };
     dst
-}
-
-/// `dst (m x n, row-major) += lhs (m x k) · rhs (k x n)`, on all of rayon's threads when the
-/// product is large.
-pub(crate) fn accumulate_parallel(dst: &mut [f32], [m, n, k]: [usize; 3], lhs: Mat, rhs: Mat) {
-    parallel_product(dst.as_mut_ptr(), dst.len(), [m, n, k], lhs, rhs, true);
 }
 
 /// A row-major destination pointer shared by the tasks of [`parallel_product`], each writing
@@ -138,17 +150,19 @@ unsafe impl Send for SharedDestination {}
 // SAFETY: as above.
 unsafe impl Sync for SharedDestination {}
 
-/// A row-major `m x n` product split into one block of rows (or of columns, when the output is
-/// wider than tall) per rayon thread, each a single-threaded `gemm` call: one fork and one join
-/// per product. On 2 cores of a Zen 3 this made the ViT step 1-5% faster than `gemm`'s own
-/// split (BENCHMARKS.md, session 41).
+/// A row-major `m x n` product written into `dst` (`dst_len` values, uninitialised), split into
+/// one block of rows (or of columns, when the output is wider than tall) per rayon thread, each
+/// a single-threaded `gemm` call followed by the addition of `row` to the block's rows when
+/// given, while the block is still in the thread's caches: one fork and one join per product.
+/// On 2 cores of a Zen 3 this made the ViT step 1-5% faster than `gemm`'s own split
+/// (BENCHMARKS.md, session 41).
 fn parallel_product(
     dst: *mut f32,
     dst_len: usize,
     [m, n, k]: [usize; 3],
     lhs: Mat,
     rhs: Mat,
-    accumulate: bool,
+    row: Option<&[f32]>,
 ) {
     use rayon::prelude::*;
     /// Rows or columns per block: a multiple of the micro-kernels' tiles.
@@ -159,47 +173,51 @@ fn parallel_product(
     let per_block = len.div_ceil(threads).next_multiple_of(ALIGN);
     if threads == 1 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_PRODUCT || per_block >= len
     {
-        let none = gemm::Parallelism::None;
-        return product(dst, dst_len, (n, 1), [m, n, k], lhs, rhs, accumulate, none);
+        return block_product(dst, dst_len, n, [m, n, k], lhs, rhs, row);
     }
     let shared = SharedDestination(dst);
     (0..len.div_ceil(per_block))
         .into_par_iter()
         .for_each(|block| {
-            let dst = shared.get();
             let start = block * per_block;
             let size = per_block.min(len - start);
             let offset = if split_rows { start * n } else { start };
             // SAFETY: `offset` lies within the destination (`start < len`); the blocks' rows (or
             // columns) are disjoint, so no two tasks write the same value.
-            let dst = unsafe { dst.add(offset) };
-            let none = gemm::Parallelism::None;
+            let dst = unsafe { shared.get().add(offset) };
+            let dst_len = dst_len - offset;
             if split_rows {
                 let lhs = lhs.skip_rows(start);
-                product(
-                    dst,
-                    dst_len - offset,
-                    (n, 1),
-                    [size, n, k],
-                    lhs,
-                    rhs,
-                    accumulate,
-                    none,
-                );
+                block_product(dst, dst_len, n, [size, n, k], lhs, rhs, row);
             } else {
-                let rhs = rhs.skip_cols(start);
-                product(
-                    dst,
-                    dst_len - offset,
-                    (n, 1),
-                    [m, size, k],
-                    lhs,
-                    rhs,
-                    accumulate,
-                    none,
-                );
+                let (rhs, row) = (rhs.skip_cols(start), row.map(|r| &r[start..]));
+                block_product(dst, dst_len, n, [m, size, k], lhs, rhs, row);
             }
         });
+}
+
+/// One thread's block of [`parallel_product`]: `m x n` values at row stride `dst_rs`, written
+/// by `gemm`, then the first `n` values of `row` added to each of its rows.
+fn block_product(
+    dst: *mut f32,
+    dst_len: usize,
+    dst_rs: usize,
+    [m, n, k]: [usize; 3],
+    lhs: Mat,
+    rhs: Mat,
+    row: Option<&[f32]>,
+) {
+    let none = gemm::Parallelism::None;
+    product(dst, dst_len, (dst_rs, 1), [m, n, k], lhs, rhs, false, none);
+    let Some(row) = row else { return };
+    for i in 0..m {
+        // SAFETY: `product` checked that the block lies within the `dst_len` values and wrote
+        // all of it; no other thread writes these rows' columns (see `parallel_product`).
+        let values = unsafe { std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n) };
+        for (value, &add) in values.iter_mut().zip(row) {
+            *value += add;
+        }
+    }
 }
 
 /// The `gemm` call behind every product: `dst` points at `dst_len` values, element `(i, j)` at

@@ -3,9 +3,9 @@
 //! as the products allow, and its backward pass `∂L/∂x = g W`, `∂L/∂W = gᵀ x`,
 //! `∂L/∂b = Σ_rows g` for the upstream gradient `g`:
 //!
-//! - the forward pass writes the bias into each output row and adds the product to it (burn's
-//!   composition zeroes a fresh output, copies it once more into an aligned buffer, then adds
-//!   the bias in a pass of its own);
+//! - the forward pass adds the bias to each thread's block of the output right after computing
+//!   it (burn's composition zeroes a fresh output, copies it once more into an aligned buffer,
+//!   then adds the bias in a pass of its own);
 //! - the weight gradient is computed in the weight's own layout (for PyTorch's, burn computes
 //!   `xᵀ g` and transposes it, which a later operation copies);
 //! - each product runs on all of rayon's threads (the `gemm` crate's own split, as burn's flex
@@ -20,8 +20,7 @@ pub use extension::FastLinearOps;
 
 use rayon::prelude::*;
 
-use super::flex_f32::par_filled;
-use super::gemm::{Mat, accumulate_parallel, product_vec};
+use super::gemm::{Mat, product_plus_row_vec, product_vec};
 
 /// How a linear layer's weight is stored (row-major).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,26 +87,12 @@ pub fn linear_forward(shape: LinearShape, x: &[f32], weight: &[f32], bias: &[f32
     shape.check("x", x, rows * input);
     shape.check("weight", weight, output * input);
     shape.check("bias", bias, output);
-    // Rows per task of the bias fill: about 256 KiB each.
-    let rows_per_task = (1 << 16) / output.max(1) + 1;
-    // SAFETY: every chunk is a whole number of rows (its length a multiple of `output`, the
-    // last one too, as `rows · output` is), and each row is written in full.
-    let mut y = unsafe {
-        par_filled(rows * output, rows_per_task * output, |_, chunk| {
-            for row in chunk.chunks_exact_mut(output) {
-                for (value, &b) in row.iter_mut().zip(bias) {
-                    value.write(b);
-                }
-            }
-        })
-    };
-    accumulate_parallel(
-        &mut y,
+    product_plus_row_vec(
         [rows, output, input],
         Mat::row_major(x, input),
         shape.weight(weight).transposed(),
-    );
-    y
+        Some(bias),
+    )
 }
 
 /// `∂L/∂x = g W` (`[rows, input]`) for the upstream gradient `grad [rows, output]`.
