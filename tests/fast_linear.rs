@@ -1,7 +1,7 @@
 //! The fused linear layer (`selfsup::transformer_ops::linear` with PyTorch's weight layout and
 //! `linear_layer` for burn's `nn::Linear`, kernels in `selfsup::kernels::linear`) against a
-//! float64 reference (both layouts, the default thread pool and one thread, bit-identical
-//! across both) and against burn's `x.matmul(wᵀ) + b` on the flex
+//! float64 reference (both layouts, the default thread pool and one thread; bit-identical on a
+//! rerun) and against burn's `x.matmul(wᵀ) + b` on the flex
 //! autodiff device (output and the gradients of `x`, the weight and the bias, and only those
 //! that are tracked), on odd shapes, a single row, a single input and output, and shapes large
 //! enough for the products to run on every thread.
@@ -81,7 +81,7 @@ fn widen(values: &[f32]) -> Vec<f64> {
 }
 
 #[test]
-fn kernels_match_float64_reference_on_every_thread_count() {
+fn kernels_match_float64_reference_and_rerun_bit_identically() {
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -118,8 +118,44 @@ fn kernels_match_float64_reference_on_every_thread_count() {
         {
             assert_close(&format!("{shape:?}: {name}"), actual, expected);
         }
-        assert_eq!(ours, one_thread.install(run), "{shape:?}: one thread");
+        assert_eq!(ours, run(), "{shape:?}: a rerun");
+        for (name, (actual, expected)) in ["y", "dx", "dW", "db"]
+            .iter()
+            .zip(one_thread.install(run).iter().zip(&expected))
+        {
+            assert_close(&format!("{shape:?}, one thread: {name}"), actual, expected);
+        }
     }
+}
+
+/// Empty dimensions: no rows (an empty output, zero weight and bias gradients: sums over no
+/// rows), no inputs (the output is the bias), no outputs (a zero input gradient).
+#[test]
+fn empty_dimensions_give_empty_outputs_or_zero_sums() {
+    let shape = |rows, input, output| LinearShape {
+        rows,
+        input,
+        output,
+        layout: WeightLayout::OutputInput,
+    };
+    let no_rows = shape(0, 3, 2);
+    assert!(linear_forward(no_rows, &[], &[1.0; 6], &[1.0, 2.0]).is_empty());
+    assert!(linear_input_grad(no_rows, &[], &[1.0; 6]).is_empty());
+    assert_eq!(linear_weight_grad(no_rows, &[], &[]), vec![0.0; 6]);
+    assert_eq!(linear_bias_grad(no_rows, &[]), vec![0.0; 2]);
+
+    let no_inputs = shape(2, 0, 3);
+    let bias = [1.0, -2.0, 0.5];
+    assert_eq!(
+        linear_forward(no_inputs, &[], &[], &bias),
+        [bias, bias].concat()
+    );
+    assert!(linear_weight_grad(no_inputs, &[1.0; 6], &[]).is_empty());
+
+    let no_outputs = shape(2, 3, 0);
+    assert!(linear_forward(no_outputs, &[1.0; 6], &[], &[]).is_empty());
+    assert_eq!(linear_input_grad(no_outputs, &[], &[]), vec![0.0; 6]);
+    assert!(linear_bias_grad(no_outputs, &[]).is_empty());
 }
 
 /// The bias gradient sums many rows without its error growing with them: 100,000 rows sum

@@ -129,7 +129,9 @@ pub(crate) fn product_plus_row_vec(
         row,
     );
     // SAFETY: `gemm` wrote every one of the `m · n` values: it does not read the destination
-    // when not accumulating.
+    // when not accumulating (true of every micro-kernel this crate builds; the Apple AMX one,
+    // behind `gemm`'s `experimental-apple-amx` feature, which nothing here enables, copies
+    // partial tiles of the destination first).
     unsafe { dst.set_len(len) };
     dst
 }
@@ -165,8 +167,13 @@ fn parallel_product(
     row: Option<&[f32]>,
 ) {
     use rayon::prelude::*;
-    /// Rows or columns per block: a multiple of the micro-kernels' tiles.
+    /// Rows or columns per block are rounded up to a multiple of this (whole vectors of 8 or
+    /// 16 lanes).
     const ALIGN: usize = 16;
+    assert!(
+        dst_len >= m * n,
+        "matrix product: {dst_len} values for a {m} x {n} destination"
+    );
     let threads = rayon::current_num_threads();
     let split_rows = m >= n;
     let len = if split_rows { m } else { n };

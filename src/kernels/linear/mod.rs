@@ -8,8 +8,10 @@
 //!   then adds the bias in a pass of its own);
 //! - the weight gradient is computed in the weight's own layout (for PyTorch's, burn computes
 //!   `xᵀ g` and transposes it, which a later operation copies);
-//! - each product runs on all of rayon's threads (the `gemm` crate's own split, as burn's flex
-//!   `matmul`), so its result does not depend on the thread count.
+//! - each product of at least 192³ multiply-adds is split into one block of output rows (or
+//!   columns) per rayon thread, each a single-threaded `gemm` call. The result is the same on
+//!   every run with the same thread count; another thread count may sum in another order (the
+//!   `gemm` crate's blocking depends on the block's size) and differ by rounding.
 //!
 //! [`FastLinearOps`] is their burn backend extension; [`crate::transformer_ops::linear`] routes
 //! to it on the flex device.
