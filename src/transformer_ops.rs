@@ -3,8 +3,9 @@
 //! ViT block, MAE's decoder and I-JEPA's predictor (and the linear layers and GELU by the
 //! projection heads).
 //!
-//! - [`linear`] and [`linear_layer`]: `x Wᵀ + b` with PyTorch's `[output, input]` weight or
-//!   burn's `nn::Linear` (the weight stored transposed), and `∂L/∂x = g W`, `∂L/∂W = gᵀ x`,
+//! - [`linear`], [`linear_layer`] and [`linear_input_output`]: `x Wᵀ + b` with PyTorch's
+//!   `[output, input]` weight, or burn's `nn::Linear` and its layout (the weight stored
+//!   transposed), and `∂L/∂x = g W`, `∂L/∂W = gᵀ x`,
 //!   `∂L/∂b = Σ_rows g`;
 //! - [`gelu`]: `x·Φ(x)`, `Φ` the standard normal CDF (Hendrycks & Gimpel, 2016), with
 //!   `∂gelu/∂x = Φ(x) + x·φ(x)`;
@@ -93,22 +94,49 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
 
 /// burn's linear layer (weight `[input, output]`, optional bias) applied to `x [rows, input]`:
 /// the same result and gradients as `layer.forward(x)`, by the fused kernel on the flex device
-/// (a layer without bias adds a zero bias there, which gets no gradient).
+/// (see [`linear_input_output`]).
+///
+/// # Panics
+/// If `x`'s columns differ from the layer's input size.
 pub fn linear_layer(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let bias = layer.bias.as_ref().map(|bias| bias.val());
+    linear_input_output(x, layer.weight.val(), bias)
+}
+
+/// A linear layer with burn's weight layout: `x W + b` for `x [rows, input]`,
+/// `weight [input, output]` (a parameter, or a weight computed from parameters, as a
+/// weight-normalised layer's) and an optional `bias [output]`: the same result and gradients
+/// as `x.matmul(weight) + bias.unsqueeze()`, by the fused kernel on the flex device (without
+/// a bias it adds a zero one there, which gets no gradient).
+///
+/// # Panics
+/// If the shapes do not fit.
+pub fn linear_input_output(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let ([_, input], [weight_input, output]) = (x.dims(), weight.dims());
+    let bias_len = bias.as_ref().map_or(output, |bias| bias.dims()[0]);
+    assert!(
+        input == weight_input && output == bias_len,
+        "linear layer: x {:?}, weight {:?} and bias [{bias_len}] do not fit (expected \
+         [rows, input], [input, output] and [output])",
+        x.dims(),
+        weight.dims()
+    );
     #[cfg(feature = "flex")]
     {
-        let weight = layer.weight.val();
-        let [input, output] = weight.dims();
-        let bias = match &layer.bias {
-            Some(bias) => bias.val(),
+        let bias = match &bias {
+            Some(bias) => bias.clone(),
             None => Tensor::zeros([output], &x.device()),
         };
-        if x.dims()[1] == input && linear_kernel_applies(&x, &weight, &bias) {
+        if linear_kernel_applies(&x, &weight, &bias) {
             use crate::kernels::linear::WeightLayout;
             return fused_linear(x, weight, bias, WeightLayout::InputOutput);
         }
     }
-    layer.forward(x)
+    let y = x.matmul(weight);
+    match bias {
+        Some(bias) => y + bias.unsqueeze(),
+        None => y,
+    }
 }
 
 #[cfg(feature = "flex")]

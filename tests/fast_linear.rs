@@ -19,7 +19,7 @@ use selfsup::kernels::linear::{
     LinearShape, WeightLayout, linear_bias_grad, linear_forward, linear_input_grad,
     linear_weight_grad,
 };
-use selfsup::transformer_ops::{linear, linear_layer};
+use selfsup::transformer_ops::{linear, linear_input_output, linear_layer};
 
 /// `(rows, input, output)`: a single value, a single row, one output, odd sizes below and
 /// above a vector's width, and three shapes above the threshold at which the products use every
@@ -351,6 +351,36 @@ fn burns_linear_modules_run_the_kernel_and_match_their_forward() {
             }
         }
     }
+}
+
+/// A weight computed from a parameter (DINO's weight-normalised last layer, `v / ‖v‖` per
+/// column, no bias): the kernel's gradient flows back through the computation to `v`.
+#[test]
+fn a_computed_weight_without_bias_gets_its_gradient_through_the_computation() {
+    let device = Device::flex().autodiff();
+    device.seed(41);
+    let v = Tensor::<2>::random([24, 40], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let x = Tensor::<2>::random([9, 24], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let probe = Tensor::<2>::random([9, 40], Distribution::Normal(0.0, 1.0), &device);
+    let normalised = |v: Tensor<2>| {
+        let norms = v.clone().square().sum_dim(0).sqrt();
+        v / norms
+    };
+    let ours = linear_input_output(x.clone(), normalised(v.clone()), None);
+    let theirs = x.clone().matmul(normalised(v.clone()));
+    let g_ours = (ours.clone() * probe.clone()).sum().backward();
+    let g_theirs = (theirs.clone() * probe).sum().backward();
+    compare("weight-normalised", ours.into_data(), theirs.into_data());
+    compare(
+        "weight-normalised: dv",
+        v.grad(&g_ours).unwrap().into_data(),
+        v.grad(&g_theirs).unwrap().into_data(),
+    );
+    compare(
+        "weight-normalised: dx",
+        x.grad(&g_ours).unwrap().into_data(),
+        x.grad(&g_theirs).unwrap().into_data(),
+    );
 }
 
 #[test]

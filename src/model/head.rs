@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::energy::l2_normalize;
 use crate::error::Error;
 use crate::model::feature_batch_norm::{FeatureBatchNorm, FeatureBatchNormConfig};
-use crate::transformer_ops::{gelu, linear_layer};
+use crate::transformer_ops::{gelu, linear_input_output, linear_layer};
 
 /// Batch normalisation after a block's linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,11 +321,8 @@ impl HeadBlock {
         let x = if self.weight_norm {
             let v = self.linear.weight.val();
             let norms = v.clone().square().sum_dim(0).sqrt();
-            let y = x.matmul(v / norms);
-            match &self.linear.bias {
-                Some(bias) => y + bias.val().unsqueeze(),
-                None => y,
-            }
+            let bias = self.linear.bias.as_ref().map(|bias| bias.val());
+            linear_input_output(x, v / norms, bias)
         } else {
             linear_layer(&self.linear, x)
         };
