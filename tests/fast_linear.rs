@@ -11,7 +11,7 @@
 mod reference;
 
 use burn::nn::LinearConfig;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use reference::*;
@@ -188,6 +188,21 @@ fn bias_gradient_of_many_rows_keeps_float32_precision() {
     }
 }
 
+/// The gradient of `t` in both backward passes (the kernel's and burn's) agrees.
+fn grads_match<const D: usize>(
+    context: &str,
+    name: &str,
+    t: &Tensor<D>,
+    ours: &Gradients,
+    theirs: &Gradients,
+) {
+    compare(
+        &format!("{context}: {name}"),
+        t.grad(ours).unwrap().into_data(),
+        t.grad(theirs).unwrap().into_data(),
+    );
+}
+
 /// burn's composition of the same layer.
 fn burn_linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
     x.matmul(weight.transpose()) + bias.unsqueeze()
@@ -226,21 +241,9 @@ fn wrapper_runs_the_kernel_and_matches_burn_with_gradients() {
         let g_theirs = (theirs.clone() * probe).sum().backward();
         let context = format!("{shape:?}");
         compare(&context, ours.into_data(), theirs.into_data());
-        compare(
-            &format!("{context}: dx"),
-            x.grad(&g_ours).unwrap().into_data(),
-            x.grad(&g_theirs).unwrap().into_data(),
-        );
-        compare(
-            &format!("{context}: dW"),
-            weight.grad(&g_ours).unwrap().into_data(),
-            weight.grad(&g_theirs).unwrap().into_data(),
-        );
-        compare(
-            &format!("{context}: db"),
-            bias.grad(&g_ours).unwrap().into_data(),
-            bias.grad(&g_theirs).unwrap().into_data(),
-        );
+        grads_match(&context, "dx", &x, &g_ours, &g_theirs);
+        grads_match(&context, "dW", &weight, &g_ours, &g_theirs);
+        grads_match(&context, "db", &bias, &g_ours, &g_theirs);
     }
 }
 
@@ -332,22 +335,10 @@ fn burns_linear_modules_run_the_kernel_and_match_their_forward() {
             let g_theirs = (theirs.clone() * probe).sum().backward();
             let context = format!("{shape:?}, bias {bias}");
             compare(&context, ours.into_data(), theirs.into_data());
-            compare(
-                &format!("{context}: dx"),
-                x.grad(&g_ours).unwrap().into_data(),
-                x.grad(&g_theirs).unwrap().into_data(),
-            );
-            compare(
-                &format!("{context}: dW"),
-                layer.weight.val().grad(&g_ours).unwrap().into_data(),
-                layer.weight.val().grad(&g_theirs).unwrap().into_data(),
-            );
+            grads_match(&context, "dx", &x, &g_ours, &g_theirs);
+            grads_match(&context, "dW", &layer.weight.val(), &g_ours, &g_theirs);
             if let Some(b) = &layer.bias {
-                compare(
-                    &format!("{context}: db"),
-                    b.val().grad(&g_ours).unwrap().into_data(),
-                    b.val().grad(&g_theirs).unwrap().into_data(),
-                );
+                grads_match(&context, "db", &b.val(), &g_ours, &g_theirs);
             }
         }
     }
@@ -371,16 +362,8 @@ fn a_computed_weight_without_bias_gets_its_gradient_through_the_computation() {
     let g_ours = (ours.clone() * probe.clone()).sum().backward();
     let g_theirs = (theirs.clone() * probe).sum().backward();
     compare("weight-normalised", ours.into_data(), theirs.into_data());
-    compare(
-        "weight-normalised: dv",
-        v.grad(&g_ours).unwrap().into_data(),
-        v.grad(&g_theirs).unwrap().into_data(),
-    );
-    compare(
-        "weight-normalised: dx",
-        x.grad(&g_ours).unwrap().into_data(),
-        x.grad(&g_theirs).unwrap().into_data(),
-    );
+    grads_match("weight-normalised", "dv", &v, &g_ours, &g_theirs);
+    grads_match("weight-normalised", "dx", &x, &g_ours, &g_theirs);
 }
 
 #[test]
