@@ -18,7 +18,10 @@
 //! `matmul` on the flex device, `gemm` the `gemm` crate alone with the same strides into an
 //! output allocated once (what the flex figure costs beyond it), and `linear` this crate's
 //! linear-layer kernels (what the layers run in training since session 41: the forward pass
-//! with its bias, each pass into a new output).
+//! with its bias, each pass into a new output). First comes one `peak,fma,...` row: the f32
+//! multiply-add peak of this machine on all the bench's threads (each thread a loop of
+//! independent vector FMAs on the widest registers the CPU has, no memory traffic), the
+//! ceiling against which the products' GFLOP/s are read.
 
 mod common;
 
@@ -57,6 +60,11 @@ fn main() {
         rayon::current_num_threads()
     );
     println!("impl,layout,shape,ms,gflops");
+    let (ms, gflops) = fma_peak(reps);
+    println!(
+        "peak,fma,threads{},{ms:.3},{gflops:.1}",
+        rayon::current_num_threads()
+    );
     for [m, k, n] in shapes() {
         let random =
             |rows, cols| Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 1.0), &device);
@@ -152,4 +160,97 @@ fn raw_gemm_ms(layout: &str, [m, k, n]: [usize; 3], reps: usize) -> f64 {
         }
         std::hint::black_box(&out);
     })
+}
+
+/// Vector FMA instructions each thread issues per timed run of [`fma_peak`].
+const PEAK_FMAS_PER_THREAD: u64 = 100_000_000;
+
+/// The f32 multiply-add peak of this machine: every rayon thread runs twelve independent chains
+/// of vector FMAs (enough to cover the FMA latency on two pipes) on registers only, the widest
+/// vectors the CPU has; returns the median milliseconds and GFLOP/s of all threads together.
+fn fma_peak(reps: usize) -> (f64, f64) {
+    let threads = rayon::current_num_threads();
+    let lanes = fma_lanes();
+    let ms = median_ms(reps.min(5), || {
+        let sums: Vec<f32> = rayon::broadcast(|_| fma_chains(PEAK_FMAS_PER_THREAD / 12));
+        std::hint::black_box(sums);
+    });
+    let flops = 2.0 * lanes as f64 * (PEAK_FMAS_PER_THREAD / 12 * 12) as f64 * threads as f64;
+    (ms, flops / ms / 1e6)
+}
+
+/// The f32 lanes of the vectors [`fma_chains`] runs on.
+fn fma_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return 16;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return 8;
+        }
+    }
+    1
+}
+
+/// `rounds` rounds of twelve independent FMAs on vectors of [`fma_lanes`] lanes; returns a sum
+/// of the results so that no round can be optimised away.
+fn fma_chains(rounds: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { fma_chains_avx512(rounds) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { fma_chains_avx2(rounds) };
+        }
+    }
+    let mut chains = [0.5f32; 12];
+    for _ in 0..rounds {
+        for c in &mut chains {
+            *c = c.mul_add(0.999_999, 1e-7);
+        }
+    }
+    chains.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains_avx2(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (scale, shift) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut chains = [_mm256_set1_ps(0.5); 12];
+    for _ in 0..rounds {
+        for c in &mut chains {
+            *c = _mm256_fmadd_ps(*c, scale, shift);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    let total = chains
+        .iter()
+        .fold(_mm256_setzero_ps(), |a, &c| _mm256_add_ps(a, c));
+    // SAFETY: `lanes` holds the 8 values of one 256-bit vector.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
+    lanes.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_avx512(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (scale, shift) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut chains = [_mm512_set1_ps(0.5); 12];
+    for _ in 0..rounds {
+        for c in &mut chains {
+            *c = _mm512_fmadd_ps(*c, scale, shift);
+        }
+    }
+    let total = chains
+        .iter()
+        .fold(_mm512_setzero_ps(), |a, &c| _mm512_add_ps(a, c));
+    _mm512_reduce_add_ps(total)
 }
