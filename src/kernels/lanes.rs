@@ -75,6 +75,34 @@ pub(crate) fn array<T: Copy, const N: usize>(mut f: impl FnMut(usize) -> T) -> [
     values
 }
 
+/// `[f(a[0]), ..., f(a[N - 1])]` by a plain loop over the `N` values: with a short `f` the
+/// compiler turns it into `N / lanes` adjacent vector instructions, so a computation written as
+/// a sequence of `each` stages over a block of several vectors runs the vectors' dependency
+/// chains side by side (where one value per loop iteration leaves each chain waiting on its
+/// own latencies).
+#[inline(always)]
+pub(crate) fn each<const N: usize>(a: [f32; N], f: impl Fn(f32) -> f32) -> [f32; N] {
+    let mut out = [0.0; N];
+    for (o, &a) in out.iter_mut().zip(&a) {
+        *o = f(a);
+    }
+    out
+}
+
+/// `[f(a[0], b[0]), ..., f(a[N - 1], b[N - 1])]`, as [`each`].
+#[inline(always)]
+pub(crate) fn each2<const N: usize>(
+    a: [f32; N],
+    b: [f32; N],
+    f: impl Fn(f32, f32) -> f32,
+) -> [f32; N] {
+    let mut out = [0.0; N];
+    for ((o, &a), &b) in out.iter_mut().zip(&a).zip(&b) {
+        *o = f(a, b);
+    }
+    out
+}
+
 #[inline(always)]
 pub(crate) fn add(a: Lanes, b: Lanes) -> Lanes {
     array(|l| a[l] + b[l])

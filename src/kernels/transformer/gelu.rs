@@ -15,8 +15,8 @@
 use std::f32::consts::FRAC_1_SQRT_2;
 use std::mem::MaybeUninit;
 
-use super::exp::exp;
-use crate::kernels::lanes::{VectorPass, run_widest};
+use super::exp::exp_each;
+use crate::kernels::lanes::{LANES, VectorPass, each, each2, run_widest};
 
 /// `1/sqrt(2π)`.
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -24,40 +24,66 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 /// Values per parallel task: large enough that a task outweighs its scheduling.
 pub(super) const CHUNK: usize = 1 << 14;
 
-/// `(Φ(x), exp(-x²/2))`: the normal CDF and the unnormalised density, sharing `x²/2`.
+/// Values computed together in one iteration: several vectors' worth, so that the long
+/// dependency chain of each value (a division, a degree-9 polynomial, an exponential) overlaps
+/// with the others' instead of waiting on its own latencies.
+const BLOCK: usize = 2 * LANES;
+
+/// `(t, P(t))` of `erfc(|x|/√2) = t·exp(P(t) - x²/2)` for each of `N` values, stage by
+/// stage (see [`each`]).
 #[inline(always)]
-fn cdf_and_density(x: f32) -> (f32, f32) {
-    let z = x.abs() * FRAC_1_SQRT_2;
-    let t = 1.0 / z.mul_add(0.5, 1.0);
-    let p = 0.170_872_77_f32
-        .mul_add(t, -0.822_152_23)
-        .mul_add(t, 1.488_515_9)
-        .mul_add(t, -1.135_204)
-        .mul_add(t, 0.278_868_07)
-        .mul_add(t, -0.186_288_06)
-        .mul_add(t, 0.096_784_18)
-        .mul_add(t, 0.374_091_96)
-        .mul_add(t, 1.000_023_7)
-        .mul_add(t, -1.265_512_2);
-    let half_square = 0.5 * x * x;
-    let density = exp(-half_square);
-    // erfc(z) = t·exp(-z²)·exp(P(t)); z² = x²/2.
-    let half_erfc = 0.5 * t * density * exp(p);
-    let cdf = if x > 0.0 { 1.0 - half_erfc } else { half_erfc };
-    (cdf, density)
+fn erfc_fit<const N: usize>(x: [f32; N]) -> ([f32; N], [f32; N]) {
+    let z = each(x, |x| x.abs() * FRAC_1_SQRT_2);
+    let t = each(z, |z| 1.0 / z.mul_add(0.5, 1.0));
+    let mut p = [0.170_872_77_f32; N];
+    for c in [
+        -0.822_152_23,
+        1.488_515_9,
+        -1.135_204,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_7,
+        -1.265_512_2,
+    ] {
+        p = each2(p, t, |p, t| p.mul_add(t, c));
+    }
+    (t, p)
 }
 
-/// `x·Φ(x)`.
+/// `Φ(x)` from `erfc(|x|/√2)/2`, given `x` and `erfc(|x|/√2)/2`.
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
-    x * cdf_and_density(x).0
+fn cdf_from_half_erfc(x: f32, half_erfc: f32) -> f32 {
+    if x > 0.0 { 1.0 - half_erfc } else { half_erfc }
 }
 
-/// `Φ(x) + x·φ(x)`.
+/// `x·Φ(x)` for each of `N` values, with `erfc(|x|/√2)/2 = t·exp(P(t) - x²/2)/2` (one
+/// exponential).
 #[inline(always)]
-fn gelu_derivative(x: f32) -> f32 {
-    let (cdf, density) = cdf_and_density(x);
-    (x * FRAC_1_SQRT_2PI).mul_add(density, cdf)
+fn gelu<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let (t, p) = erfc_fit(x);
+    let e = exp_each(each2(p, x, |p, x| p - 0.5 * x * x));
+    let half_erfc = each2(t, e, |t, e| 0.5 * t * e);
+    each2(x, half_erfc, |x, half_erfc| {
+        x * cdf_from_half_erfc(x, half_erfc)
+    })
+}
+
+/// `Φ(x) + x·φ(x)` for each of `N` values, with `φ(x) = exp(-x²/2)/sqrt(2π)` and
+/// `erfc(|x|/√2)/2 = t·exp(-x²/2)·exp(P(t))/2`, sharing the density.
+#[inline(always)]
+fn gelu_derivative<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let (t, p) = erfc_fit(x);
+    let density = exp_each(each(x, |x| -0.5 * x * x));
+    let half_erfc = each2(
+        each2(t, density, |t, d| 0.5 * t * d),
+        exp_each(p),
+        |a, b| a * b,
+    );
+    let cdf = each2(x, half_erfc, cdf_from_half_erfc);
+    let slope = each2(x, density, |x, density| (x * FRAC_1_SQRT_2PI) * density);
+    each2(slope, cdf, |slope, cdf| slope + cdf)
 }
 
 struct Forward<'a> {
@@ -70,8 +96,16 @@ impl VectorPass for Forward<'_> {
 
     #[inline(always)]
     fn run(self) {
-        for (y, &x) in self.y.iter_mut().zip(self.x) {
-            y.write(gelu(x));
+        let mut ys = self.y.chunks_exact_mut(BLOCK);
+        let mut xs = self.x.chunks_exact(BLOCK);
+        for (y, x) in (&mut ys).zip(&mut xs) {
+            let x: [f32; BLOCK] = x.try_into().expect("a block of values");
+            for (y, v) in y.iter_mut().zip(gelu(x)) {
+                y.write(v);
+            }
+        }
+        for (y, &x) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
+            y.write(gelu([x])[0]);
         }
     }
 }
@@ -87,8 +121,22 @@ impl VectorPass for Backward<'_> {
 
     #[inline(always)]
     fn run(self) {
-        for ((dx, &x), &g) in self.dx.iter_mut().zip(self.x).zip(self.grad) {
-            dx.write(g * gelu_derivative(x));
+        let mut dxs = self.dx.chunks_exact_mut(BLOCK);
+        let mut xs = self.x.chunks_exact(BLOCK);
+        let mut grads = self.grad.chunks_exact(BLOCK);
+        for ((dx, x), g) in (&mut dxs).zip(&mut xs).zip(&mut grads) {
+            let x: [f32; BLOCK] = x.try_into().expect("a block of values");
+            let g: [f32; BLOCK] = g.try_into().expect("a block of gradients");
+            for (dx, v) in dx
+                .iter_mut()
+                .zip(each2(g, gelu_derivative(x), |g, d| g * d))
+            {
+                dx.write(v);
+            }
+        }
+        let rest = xs.remainder().iter().zip(grads.remainder());
+        for (dx, (&x, &g)) in dxs.into_remainder().iter_mut().zip(rest) {
+            dx.write(g * gelu_derivative([x])[0]);
         }
     }
 }
