@@ -11,8 +11,10 @@
 //! Environment: `SELFSUP_BENCH_REPS` (timed repetitions, default 21, after one untimed),
 //! `SELFSUP_BENCH_ROWS` (token rows of the GELU and layer norm calls, default 4160; a few
 //! hundred keep them in the caches).
-//! Prints `operation,ms,ns_per_value`: the median milliseconds of one call on all the bench's
-//! threads, and the CPU nanoseconds per value of its input (milliseconds x threads / values).
+//! Prints `impl,operation,ms,ns_per_value`: the median milliseconds of one call on all the
+//! bench's threads, and the CPU nanoseconds per value of its input (milliseconds x threads /
+//! values). Side by side with `benches/reference/transformer_ops_torch.py` in
+//! `benches/transformer_ops.sh`.
 
 mod common;
 
@@ -37,7 +39,7 @@ fn values(len: usize) -> Vec<f32> {
 fn report(operation: &str, values: usize, ms: f64) {
     let threads = rayon::current_num_threads() as f64;
     println!(
-        "{operation},{ms:.3},{:.2}",
+        "selfsup,{operation},{ms:.3},{:.2}",
         ms * 1e6 * threads / values as f64
     );
 }
@@ -50,7 +52,7 @@ fn main() {
         "selfsup transformer ops bench, {} threads, median of {reps}",
         rayon::current_num_threads()
     );
-    println!("operation,ms,ns_per_value");
+    println!("impl,operation,ms,ns_per_value");
     let rows = std::env::var("SELFSUP_BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
