@@ -368,3 +368,63 @@ fn presets_pooling_and_the_masked_methods_backbone_check() {
         "{err}"
     );
 }
+
+/// `gather_tokens` and `select_shared_tokens` copy whole rows forward and add every selection's
+/// gradient back into its row (repeated indices accumulate), from a non-contiguous input.
+#[test]
+fn token_selection_copies_rows_and_accumulates_their_gradients() {
+    use selfsup::backbone::vit::{gather_tokens, select_shared_tokens};
+    let d = device();
+    let [b, n, width, k] = [2, 5, 3, 4];
+    let wide = random::<3>([b, n + 1, width], 11, &d).require_grad();
+    let tokens = wide.clone().narrow(1, 1, n);
+    let picks = [[4i64, 0, 4, 2], [1, 1, 3, 0]];
+    let indices = Tensor::<2, Int>::from_data(TensorData::new(picks.concat(), [b, k]), &d);
+    let probe = random::<3>([b, k, width], 12, &d);
+    let gathered = gather_tokens(tokens, indices.clone()).unwrap();
+    let grads = (gathered.clone() * probe.clone()).sum().backward();
+    let (input, weights) = (values(&wide), values(&probe));
+    let mut expected = Vec::new();
+    let mut expected_grad = vec![0.0; input.len()];
+    for (image, row) in picks.iter().enumerate() {
+        for (slot, &token) in row.iter().enumerate() {
+            let from = (image * (n + 1) + 1 + token as usize) * width;
+            let at = (image * k + slot) * width;
+            expected.extend_from_slice(&input[from..from + width]);
+            for c in 0..width {
+                expected_grad[from + c] += weights[at + c];
+            }
+        }
+    }
+    assert_eq!(gathered.dims(), [b, k, width]);
+    assert_close("gathered tokens", &values(&gathered), &expected);
+    let grad = wide.grad(&grads).unwrap();
+    assert_close("gradient of the tokens", &values(&grad), &expected_grad);
+
+    let table = random::<2>([n, width], 13, &d).require_grad();
+    let shared = select_shared_tokens(table.clone(), indices).unwrap();
+    let grads = (shared.clone() * probe).sum().backward();
+    let rows = values(&table);
+    let mut expected = Vec::new();
+    let mut expected_grad = vec![0.0; rows.len()];
+    for (image, row) in picks.iter().enumerate() {
+        for (slot, &token) in row.iter().enumerate() {
+            let from = token as usize * width;
+            let at = (image * k + slot) * width;
+            expected.extend_from_slice(&rows[from..from + width]);
+            for c in 0..width {
+                expected_grad[from + c] += weights[at + c];
+            }
+        }
+    }
+    assert_close("shared rows", &values(&shared), &expected);
+    assert_close(
+        "gradient of the table",
+        &values(&table.grad(&grads).unwrap()),
+        &expected_grad,
+    );
+
+    let bad = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 5], [1, 2]), &d);
+    let err = select_shared_tokens(random::<2>([n, width], 14, &d), bad).unwrap_err();
+    assert!(err.to_string().contains("in 0..5"), "{err}");
+}

@@ -17,7 +17,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::error::Error;
 
@@ -427,7 +427,7 @@ impl Vit {
 
     /// The patch tokens with their positions, `[B, N, D]`, before any block.
     pub fn embed_patches(&self, images: Tensor<4>) -> Tensor<3> {
-        let patches = self.conv_proj.forward(images);
+        let patches = crate::conv::conv2d(&self.conv_proj, images);
         let [b, d, rows, columns] = patches.dims();
         let tokens = patches.reshape([b, d, rows * columns]).swap_dims(1, 2);
         tokens + self.patch_positions([rows, columns])
@@ -489,6 +489,10 @@ impl Vit {
 }
 
 /// The rows `indices` (`[B, K]`) of each image's tokens (`[B, N, D]`), `[B, K, D]`.
+///
+/// A row selection on the flattened `[B * N, D]` tokens: whole rows copied forward and added
+/// back in the backward pass, instead of an element-wise gather over an index expanded to
+/// `[B, K, D]`.
 pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
     let [b, n, d] = tokens.dims();
     let [ib, k] = indices.dims();
@@ -499,22 +503,50 @@ pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> crate::Resul
             found: vec![ib, k],
         });
     }
+    let rows = flat_token_rows(indices, n, true)?;
+    Ok(tokens
+        .reshape([b * n, d])
+        .select(0, rows)
+        .reshape([b, k, d]))
+}
+
+/// The rows `indices` (`[B, K]`) of one table of tokens shared by every image (`[N, D]`, such
+/// as positional embeddings), `[B, K, D]`; the table is never copied per image.
+pub fn select_shared_tokens(table: Tensor<2>, indices: Tensor<2, Int>) -> crate::Result<Tensor<3>> {
+    let [n, d] = table.dims();
+    let [b, k] = indices.dims();
+    let rows = flat_token_rows(indices, n, false)?;
+    Ok(table.select(0, rows).reshape([b, k, d]))
+}
+
+/// `indices` (`[B, K]`, each in `0..n`) as rows of a flattened `[B * n, D]` tensor when
+/// `per_image`, else as rows of one `[n, D]` table, `[B * K]`.
+fn flat_token_rows(
+    indices: Tensor<2, Int>,
+    n: usize,
+    per_image: bool,
+) -> crate::Result<Tensor<1, Int>> {
+    let [b, k] = indices.dims();
+    let device = indices.device();
     let values = indices
-        .clone()
         .into_data()
         .convert::<i64>()
-        .try_to_vec::<i64>();
-    if let Some(bad) = values
-        .unwrap_or_default()
-        .into_iter()
-        .find(|&i| i < 0 || i as usize >= n)
-    {
+        .try_into_vec::<i64>()
+        .map_err(|e| Error::invalid_config("token index", format!("{e:?}"), "integers"))?;
+    if let Some(bad) = values.iter().find(|&&i| i < 0 || i as usize >= n) {
         return Err(Error::invalid_config(
             "token index",
             bad,
             format!("in 0..{n}"),
         ));
     }
-    let index = indices.unsqueeze_dim::<3>(2).expand([b, k, d]);
-    Ok(tokens.gather(1, index))
+    let rows: Vec<i64> = values
+        .chunks(k.max(1))
+        .enumerate()
+        .flat_map(|(image, row)| {
+            let offset = if per_image { (image * n) as i64 } else { 0 };
+            row.iter().map(move |&i| i + offset)
+        })
+        .collect();
+    Ok(Tensor::from_data(TensorData::new(rows, [b * k]), &device))
 }

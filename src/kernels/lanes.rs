@@ -139,6 +139,25 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
     partial.iter().sum()
 }
 
+/// `(Σ (a - shift), Σ (a - shift)²)`, each accumulated as [`sum`], in one pass.
+#[inline(always)]
+pub(crate) fn centred_sums(a: &[f32], shift: f32) -> (f32, f32) {
+    let (mut sums, mut squares): (Lanes, Lanes) = ([0.0; LANES], [0.0; LANES]);
+    let mut add = |chunk: &[f32]| {
+        for ((s, q), &v) in sums.iter_mut().zip(squares.iter_mut()).zip(chunk) {
+            let c = v - shift;
+            *s += c;
+            *q = c.mul_add(c, *q);
+        }
+    };
+    let mut chunks = a.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        add(chunk);
+    }
+    add(chunks.remainder());
+    (sums.iter().sum(), squares.iter().sum())
+}
+
 /// `Σ a⊙b`, as [`sum`].
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -32,7 +32,7 @@ use super::{
     Requirements, StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
-use crate::backbone::vit::gather_tokens;
+use crate::backbone::vit::{gather_tokens, select_shared_tokens};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::model::{ProjectionHeadConfig, TokenTransformer, TokenTransformerShape};
@@ -213,11 +213,9 @@ impl Ijepa {
             });
         }
         let n = masks.grid * masks.grid;
-        let positions = sincos_positions(masks.grid, dp, &context.device())
-            .narrow(0, 1, n)
-            .unsqueeze_dim::<3>(0)
-            .expand([b, n, dp]);
-        let at = |indices: &Tensor<2, Int>| gather_tokens(positions.clone(), indices.clone());
+        let positions = sincos_positions(masks.grid, dp, &context.device()).narrow(0, 1, n);
+        let at =
+            |indices: &Tensor<2, Int>| select_shared_tokens(positions.clone(), indices.clone());
         let context = self.predictor.embed(context.narrow(1, 1, k - 1)) + at(&masks.keep)?;
         let kt = masks.targets[0].dims()[1];
         let mut sequences = Vec::with_capacity(blocks);

@@ -3,7 +3,8 @@
 //! `xi <- tau xi + (1 - tau) theta` for every trainable parameter, after each optimiser step.
 //! BatchNorm running statistics are not blended: like lightly's `update_momentum` (which walks
 //! `parameters()`, not buffers) and BYOL's reference code, the target keeps the running
-//! statistics of its own forward passes.
+//! statistics of its own forward passes. On `Device::flex()` each f32 parameter blends in one
+//! parallel pass (`crate::kernels::ema`).
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
@@ -67,11 +68,40 @@ impl ModuleMapper for Blend {
         }
         let tau = self.tau;
         param.map(|target| {
-            let shape = target.shape();
-            let online = leaf.values.reshape(shape);
-            (target.detach().mul_scalar(tau) + online.mul_scalar(1.0 - tau)).set_require_grad(false)
+            let online = leaf.values.reshape(target.shape());
+            blend(target.detach(), online, tau).set_require_grad(false)
         })
     }
+}
+
+/// `tau target + (1 - tau) online`: in one parallel pass on the flex CPU device
+/// (`crate::kernels::ema`, the same f32 operations), else from tensor operations.
+fn blend<const D: usize>(target: Tensor<D>, online: Tensor<D>, tau: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+
+        use crate::kernels::ema::FastEma;
+
+        let autodiff = target.is_autodiff();
+        let (plain_target, plain_online) = (
+            target.clone().without_autodiff(),
+            online.clone().without_autodiff(),
+        );
+        if crate::optim::fused::takes_fused_cpu_step(&plain_target, &[Some(&plain_online)]) {
+            let blended = Tensor::<D>::from_dispatch(<Dispatch as FastEma>::fast_ema_blend(
+                plain_target.into_dispatch(),
+                plain_online.into_dispatch(),
+                tau,
+            ));
+            return if autodiff {
+                blended.autodiff()
+            } else {
+                blended
+            };
+        }
+    }
+    target.mul_scalar(tau) + online.mul_scalar(1.0 - tau)
 }
 
 /// Blends `target` towards `online`: `xi <- tau xi + (1 - tau) theta` for each parameter that is

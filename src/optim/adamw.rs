@@ -3,6 +3,11 @@
 //!
 //! `w -= lr wd w`; `m = b1 m + (1 - b1) g`; `v = b2 v + (1 - b2) g²`;
 //! `w -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)` at step `t = 1, 2, ...`.
+//!
+//! On `Device::flex()` each f32 parameter's update runs fused, in one parallel pass over its
+//! memory, with the same f32 operations as the tensor form (`crate::kernels::adamw`);
+//! [`set_fused_cpu_step`](super::fused::set_fused_cpu_step) turns that off for comparisons.
+//! Other devices compose the update from tensor operations.
 
 use burn::optim::{Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -62,16 +67,15 @@ impl<const D: usize> RecordState for AdamWState<D> {
     }
 }
 
-impl Optimizer for AdamW {
-    type State<const D: usize> = AdamWState<D>;
-
-    fn step<const D: usize>(
+impl AdamW {
+    /// The update composed from tensor operations (any device).
+    pub(crate) fn step_with_tensor_ops<const D: usize>(
         &self,
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        state: Option<AdamWState<D>>,
+    ) -> (Tensor<D>, AdamWState<D>) {
         let lr = self.rule.lr(lr);
         let decay = self.rule.decay();
         let tensor = if decay != 0.0 {
@@ -100,14 +104,76 @@ impl Optimizer for AdamW {
             .div_scalar(correction2.sqrt())
             .add_scalar(self.eps);
         let updated = tensor - (first.clone() / denominator).mul_scalar(lr / correction1);
-        (
-            updated,
-            Some(AdamWState {
-                first,
-                second,
-                steps,
-            }),
-        )
+        let state = AdamWState {
+            first,
+            second,
+            steps,
+        };
+        (updated, state)
+    }
+
+    /// The update by [`FastAdamW`](crate::kernels::adamw::FastAdamW) in one pass when the
+    /// weights, gradient and moments are f32 on the flex device (`None` otherwise).
+    #[cfg(feature = "flex")]
+    pub(crate) fn step_on_cpu<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&AdamWState<D>>,
+    ) -> Option<(Tensor<D>, AdamWState<D>)> {
+        use burn::backend::Dispatch;
+
+        use crate::kernels::adamw::{AdamWStep, FastAdamW};
+
+        let moments = state.map(|s| (&s.first, &s.second));
+        let others = [Some(grad), moments.map(|m| m.0), moments.map(|m| m.1)];
+        if !super::fused::takes_fused_cpu_step(tensor, &others) {
+            return None;
+        }
+        let steps = state.map_or(0, |s| s.steps) + 1;
+        let step = AdamWStep {
+            lr: self.rule.lr(lr),
+            weight_decay: self.rule.decay(),
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            t: steps,
+            with_history: state.is_some(),
+        };
+        let (first, second) = moments.unwrap_or((grad, grad));
+        let (updated, first, second) = <Dispatch as FastAdamW>::fast_adamw_step(
+            tensor.clone().into_dispatch(),
+            grad.clone().into_dispatch(),
+            first.clone().into_dispatch(),
+            second.clone().into_dispatch(),
+            step,
+        );
+        let state = AdamWState {
+            first: Tensor::from_dispatch(first),
+            second: Tensor::from_dispatch(second),
+            steps,
+        };
+        Some((Tensor::from_dispatch(updated), state))
+    }
+}
+
+impl Optimizer for AdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        if let Some((updated, state)) = self.step_on_cpu(lr, &tensor, &grad, state.as_ref()) {
+            return (updated, Some(state));
+        }
+        let (updated, state) = self.step_with_tensor_ops(lr, tensor, grad, state);
+        (updated, Some(state))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -18,22 +18,12 @@
 //! [`set_fused_cpu_step`] turns that off for comparisons. Other devices compose the update
 //! from tensor operations.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use burn::config::Config;
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor};
 
+pub use super::fused::set_fused_cpu_step;
 use super::group::{GroupRule, MomentumState, WeightDecay};
-
-static FUSED_CPU_STEP: AtomicBool = AtomicBool::new(true);
-
-/// Turns the fused CPU update (two passes over each parameter on `Device::flex()`, the
-/// default) on or off for the whole process; off, every device composes the update from
-/// tensor operations (for comparisons).
-pub fn set_fused_cpu_step(enabled: bool) {
-    FUSED_CPU_STEP.store(enabled, Ordering::Relaxed);
-}
 
 /// Configuration of [`Lars`].
 #[derive(Config, Debug)]
@@ -168,26 +158,12 @@ impl Lars {
         grad: &Tensor<D>,
         state: Option<&MomentumState<D>>,
     ) -> Option<(Tensor<D>, Tensor<D>)> {
-        use burn::backend::{Dispatch, DispatchDevice};
-        use burn::tensor::DType;
+        use burn::backend::Dispatch;
 
         use crate::kernels::lars::{FastLars, LarsStep};
 
-        let device = tensor.device();
-        let on_cpu = FUSED_CPU_STEP.load(Ordering::Relaxed)
-            && !device.is_autodiff()
-            && matches!(
-                device.as_dispatch().clone().inner(),
-                DispatchDevice::Flex(_)
-            );
-        let f32_on = |t: &Tensor<D>| t.dtype() == DType::F32 && t.device() == device;
         let buffer = state.map(|s| &s.momentum);
-        if !(on_cpu
-            && f32_on(tensor)
-            && f32_on(grad)
-            && grad.dims() == tensor.dims()
-            && buffer.is_none_or(|b| f32_on(b) && b.dims() == tensor.dims()))
-        {
+        if !super::fused::takes_fused_cpu_step(tensor, &[Some(grad), buffer]) {
             return None;
         }
         let step = LarsStep {

@@ -6,6 +6,7 @@
 
 pub mod adamw;
 pub mod config;
+pub mod fused;
 pub mod group;
 pub mod grouped;
 pub mod lars;
@@ -14,6 +15,7 @@ pub mod sgd;
 
 pub use adamw::{AdamW, AdamWState};
 pub use config::{OptimizerConfig, OptimizerKind};
+pub use fused::set_fused_cpu_step;
 pub use group::{GroupRule, MomentumState, ParamGroups, WeightDecay, trainable_ids};
 pub use grouped::{GroupedOptimizer, clip_per_parameter};
 pub use lars::{Lars, LarsConfig};

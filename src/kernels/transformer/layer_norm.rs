@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::kernels::lanes::{VectorPass, dot, run_widest, sum};
+use crate::kernels::lanes::{VectorPass, centred_sums, dot, run_widest, sum};
 
 /// Rows per parallel task (and per partial sum of the parameter gradients).
 const ROWS_PER_TASK: usize = 32;
@@ -56,24 +56,20 @@ impl RowStatistics {
     }
 }
 
-/// The statistics of one row, with its centred values written into `centred`.
+/// The statistics of one row: its mean, then the sum and the sum of squares of the values
+/// centred on it in one pass, `σ² = Σc²/D - (Σc/D)²` (the corrected two-pass formula).
 #[inline(always)]
-fn row_statistics(x: &[f32], centred: &mut [f32], epsilon: f32) -> RowStatistics {
+fn row_statistics(x: &[f32], epsilon: f32) -> RowStatistics {
     let width = x.len() as f32;
-    let mut statistics = RowStatistics {
-        mean: sum(x) / width,
-        ..RowStatistics::default()
-    };
-    for (c, &x) in centred.iter_mut().zip(x) {
-        *c = statistics.centre(x);
+    let mean = sum(x) / width;
+    let (centred_sum, centred_squares) = centred_sums(x, mean);
+    let correction = centred_sum / width;
+    let variance = (centred_squares / width - correction * correction).max(0.0);
+    RowStatistics {
+        mean,
+        correction,
+        rstd: 1.0 / (variance + epsilon).sqrt(),
     }
-    statistics.correction = sum(centred) / width;
-    for (c, &x) in centred.iter_mut().zip(x) {
-        *c = statistics.centre(x);
-    }
-    let variance = dot(centred, centred) / width;
-    statistics.rstd = 1.0 / (variance + epsilon).sqrt();
-    statistics
 }
 
 struct ForwardRows<'a> {
@@ -91,18 +87,15 @@ impl VectorPass for ForwardRows<'_> {
     #[inline(always)]
     fn run(self) {
         let width = self.gamma.len();
-        let mut centred = vec![0.0; width];
         let rows = self
             .x
             .chunks_exact(width)
             .zip(self.y.chunks_exact_mut(width));
         for ((x, y), statistics) in rows.zip(self.statistics.iter_mut()) {
-            *statistics = row_statistics(x, &mut centred, self.epsilon);
-            let rstd = statistics.rstd;
-            for (((y, &c), &gamma), &beta) in
-                y.iter_mut().zip(&centred).zip(self.gamma).zip(self.beta)
-            {
-                y.write((c * rstd).mul_add(gamma, beta));
+            let row = row_statistics(x, self.epsilon);
+            *statistics = row;
+            for (((y, &x), &gamma), &beta) in y.iter_mut().zip(x).zip(self.gamma).zip(self.beta) {
+                y.write((row.centre(x) * row.rstd).mul_add(gamma, beta));
             }
         }
     }
