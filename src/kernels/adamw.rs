@@ -213,14 +213,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fused_step_matches_tensor_ops_bit_for_bit() {
-        let decayed = AdamW {
+    /// PyTorch's AdamW defaults with DINO's weight decay.
+    fn decayed_adamw() -> AdamW {
+        AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             rule: GroupRule::decayed(WeightDecay::new(0.05)),
-        };
+        }
+    }
+
+    #[test]
+    fn fused_step_matches_tensor_ops_bit_for_bit() {
+        let decayed = decayed_adamw();
         check(&decayed, [300, 7]);
         check(&decayed, [40_000, 3]);
         check(&decayed, [8, 3, 3, 3]);
@@ -236,12 +241,7 @@ mod tests {
 
     #[test]
     fn autodiff_tensors_and_other_shapes_take_the_tensor_form() {
-        let adamw = AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            rule: GroupRule::decayed(WeightDecay::new(0.05)),
-        };
+        let adamw = decayed_adamw();
         let autodiff = Device::flex().autodiff();
         let w = Tensor::<1>::ones([4], &autodiff);
         assert!(adamw.step_on_cpu(1e-3, &w, &w.clone(), None).is_none());
