@@ -36,8 +36,9 @@ use burn::tensor::activation::softmax;
 
 static FAST_TRANSFORMER_OPS: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fused CPU linear layers, GELU, layer norm and attention on (the default) or off
-/// for the whole process.
+/// Turns the fused CPU linear layers, GELU, layer norm and attention, and SIGReg's
+/// Epps-Pulley kernel ([`crate::method::Sigreg::loss`]), on (the default) or off for the whole
+/// process.
 pub fn set_fast_transformer_ops(enabled: bool) {
     FAST_TRANSFORMER_OPS.store(enabled, Ordering::Relaxed);
 }

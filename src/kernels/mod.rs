@@ -1,8 +1,9 @@
 //! The CPU kernels, and with them every `unsafe` block of the crate. Behind the `flex` feature:
 //! fast convolutions (`conv`), fused batch norm (`batch_norm`), the transformer blocks' GELU,
-//! layer norm and attention (`transformer`) and linear layers (`linear`), the fused LARS and
-//! AdamW steps and EMA update (`lars`, `adamw`, `ema`), contiguous f32 access to flex tensors, and the allocator
-//! setting (`allocator`) that keeps freed activations in the process. Always: the run-time
+//! layer norm and attention (`transformer`), linear layers (`linear`), SIGReg's statistic
+//! (`sigreg`), the fused LARS and AdamW steps and EMA update (`lars`, `adamw`, `ema`),
+//! contiguous f32 access to flex tensors, and the allocator setting (`allocator`) that keeps
+//! freed activations in the process. Always: the run-time
 //! choice of vector instructions (`isa`, `lanes`), which the augmentations use too.
 //!
 //! Nothing here is needed to use the crate: [`crate::conv::conv2d`], [`crate::batch_norm`],
@@ -31,5 +32,7 @@ pub use isa::{InstructionSet, limit_instruction_set};
 pub(crate) mod lars;
 #[cfg(feature = "flex")]
 pub mod linear;
+#[cfg(feature = "flex")]
+pub mod sigreg;
 #[cfg(feature = "flex")]
 pub mod transformer;

@@ -23,6 +23,7 @@ use super::{
     Requirements, StepContext, TokenInput, ViewEmbeddings, at_least_one,
 };
 use crate::augment::{Masking, Masks, ViewTransform};
+use crate::backbone::vit::gather_tokens;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::model::{ProjectionHeadConfig, TokenTransformer, TokenTransformerShape};
@@ -199,8 +200,7 @@ impl Mae {
         let n = masks.grid * masks.grid;
         let visible = x.clone().narrow(1, 1, k - 1);
         let shuffled = Tensor::cat(vec![visible, self.decoder.mask_tokens(b, n + 1 - k)], 1);
-        let index = restore.unsqueeze_dim::<3>(2).expand([b, n, dd]);
-        let unshuffled = shuffled.gather(1, index);
+        let unshuffled = gather_tokens(shuffled, restore)?;
         let x = Tensor::cat(vec![x.narrow(1, 0, 1), unshuffled], 1);
         let positions = sincos_positions(masks.grid, dd, &x.device());
         Ok(self.decoder.predict_last(x + positions.unsqueeze(), n))

@@ -13,6 +13,10 @@
 //! `t_k = k T / (K - 1)` in `[0, T]`, with weights `w = (dt, 2 dt, ..., 2 dt, dt) * phi(t_k)`,
 //! and `|.|^2 = (mean cos - phi)^2 + (mean sin)^2`. The loss is the mean of `EP_m` over the
 //! projections and the views; `T = 3`, `K = 17`, `M = 1024`.
+//!
+//! On the flex device the statistic is one kernel ([`crate::kernels::sigreg`]: one `sin_cos`
+//! per projection and the knots by angle addition, in f64) where the composition evaluates
+//! `cos` and `sin` at every knot, forward and backward.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -61,20 +65,9 @@ impl Sigreg {
         super::at_least_one(&[(&format!("{prefix}num_vectors"), self.num_vectors)])
     }
 
-    /// The knots `t_k` and the trapezoidal weights (doubled, times `phi(t_k)`).
-    fn grid(&self) -> (Vec<f32>, Vec<f32>) {
-        let dt = self.t_max / (self.knots - 1) as f64;
-        let t: Vec<f64> = (0..self.knots).map(|k| k as f64 * dt).collect();
-        let weights = t
-            .iter()
-            .enumerate()
-            .map(|(k, &t)| {
-                let end = k == 0 || k == self.knots - 1;
-                let w = if end { dt } else { 2.0 * dt };
-                (w * (-t * t / 2.0).exp()) as f32
-            })
-            .collect();
-        (t.iter().map(|&t| t as f32).collect(), weights)
+    /// The quadrature of the Epps-Pulley integral.
+    pub fn grid(&self) -> EppsPulleyGrid {
+        EppsPulleyGrid::new(self.knots, self.t_max)
     }
 
     /// The step's random unit vectors `[dim, num_vectors]`: standard normal columns, each
@@ -100,12 +93,48 @@ impl Sigreg {
     }
 
     /// The SIGReg loss of `views` (each `[N, D]`) projected on `unit_vectors` (`[D, M]`).
+    ///
+    /// On the flex device (f32) the statistic is one kernel forward and one backward
+    /// ([`crate::kernels::sigreg`]); elsewhere, and when the fast kernels are turned off
+    /// ([`crate::transformer_ops::set_fast_transformer_ops`]), it is
+    /// [`Self::loss_with_tensor_ops`]'s composition.
     pub fn loss(&self, views: &[Tensor<2>], unit_vectors: Tensor<2>) -> Result<Tensor<1>> {
+        let projections = self.projections(views, unit_vectors)?;
+        #[cfg(feature = "flex")]
+        if runs_on_kernel(&projections) {
+            use crate::kernels::sigreg::FastSigregOps;
+            use burn::backend::Dispatch;
+            return Ok(Tensor::from_dispatch(
+                <Dispatch as FastSigregOps>::fast_epps_pulley(
+                    projections.into_dispatch(),
+                    self.knots,
+                    self.t_max,
+                ),
+            ));
+        }
+        Ok(self.statistic_with_tensor_ops(projections))
+    }
+
+    /// [`Self::loss`] composed from burn's tensor operations on any device, as lightly and the
+    /// reference code compute it: every projection times every knot, `[V, N, M, K]`, through
+    /// `cos` and `sin`.
+    pub fn loss_with_tensor_ops(
+        &self,
+        views: &[Tensor<2>],
+        unit_vectors: Tensor<2>,
+    ) -> Result<Tensor<1>> {
+        let projections = self.projections(views, unit_vectors)?;
+        Ok(self.statistic_with_tensor_ops(projections))
+    }
+
+    /// The projections `[V, N, M]` of `views` (each `[N, D]`) on `unit_vectors` (`[D, M]`),
+    /// after checking the shapes.
+    fn projections(&self, views: &[Tensor<2>], unit_vectors: Tensor<2>) -> Result<Tensor<3>> {
         let first = views.first().ok_or_else(|| Error::MissingInput {
             context: "SIGReg".into(),
             what: "embeddings: needs 1 or more views, got 0".into(),
         })?;
-        let [n, d] = first.dims();
+        let [_, d] = first.dims();
         check::min_batch(|| "SIGReg".into(), first, 1)?;
         for (v, view) in views.iter().enumerate().skip(1) {
             check::same_shape(|| format!("SIGReg: view {v}"), first, view)?;
@@ -118,22 +147,83 @@ impl Sigreg {
                 found: vec![rows, m],
             });
         }
-        let device = first.device();
-        let (t, weights) = self.grid();
-        let k = t.len();
-        let t = Tensor::<1>::from_data(TensorData::new(t, [k]), &device).reshape([1, 1, 1, k]);
-        let phi = t.clone().square().div_scalar(-2.0).exp();
-        let weights = Tensor::<1>::from_data(TensorData::new(weights, [k]), &device);
         let projected: Vec<Tensor<3>> = views
             .iter()
             .map(|z| z.clone().matmul(unit_vectors.clone()).unsqueeze_dim(0))
             .collect();
-        let x_t = Tensor::cat(projected, 0).unsqueeze_dim::<4>(3) * t;
+        Ok(Tensor::cat(projected, 0))
+    }
+
+    /// The statistic of projections `[V, N, M]` from burn's tensor operations.
+    fn statistic_with_tensor_ops(&self, projections: Tensor<3>) -> Tensor<1> {
+        let n = projections.dims()[1];
+        let device = projections.device();
+        let grid = self.grid();
+        let k = grid.knots();
+        let as_tensor = |values: Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(values, [k]), &device).reshape([1, 1, 1, k])
+        };
+        let t = as_tensor((0..k).map(|i| grid.knot(i) as f32).collect());
+        let phi = t.clone().square().div_scalar(-2.0).exp();
+        let weights = as_tensor(grid.weights.iter().map(|&w| w as f32).collect());
+        let x_t = projections.unsqueeze_dim::<4>(3) * t;
         let cos_mean = x_t.clone().cos().mean_dim(1);
         let sin_mean = x_t.sin().mean_dim(1);
         let error = (cos_mean - phi).square() + sin_mean.square();
-        let statistic = (error * weights.reshape([1, 1, 1, k])).sum_dim(3);
-        Ok(statistic.mean().mul_scalar(n as f64))
+        let statistic = (error * weights).sum_dim(3);
+        statistic.mean().mul_scalar(n as f64)
+    }
+}
+
+/// Whether [`Sigreg::loss`] runs on the CPU kernel: f32 projections on the flex device, the
+/// fast kernels on.
+#[cfg(feature = "flex")]
+fn runs_on_kernel(projections: &Tensor<3>) -> bool {
+    crate::transformer_ops::fast_transformer_ops_enabled()
+        && crate::device::is_cpu(&projections.device())
+        && projections.dtype() == burn::tensor::DType::F32
+}
+
+/// The Epps-Pulley quadrature: knots `t_k = k·step` for `k` in `0..K` and weights `w_k`, the
+/// trapezoidal rule's over `[0, T]` doubled (the integrand is even in `t`) times the standard
+/// normal's characteristic function `φ(t_k) = exp(-t_k²/2)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EppsPulleyGrid {
+    /// `Δt = T / (K - 1)`.
+    pub step: f64,
+    /// `w_k = (Δt, 2Δt, ..., 2Δt, Δt)_k · φ(t_k)`.
+    pub weights: Vec<f64>,
+}
+
+impl EppsPulleyGrid {
+    /// `knots` (at least 2) uniform knots over `[0, t_max]`.
+    pub fn new(knots: usize, t_max: f64) -> Self {
+        let step = t_max / (knots.max(2) - 1) as f64;
+        let weights = (0..knots)
+            .map(|k| {
+                let end = k == 0 || k + 1 == knots;
+                let w = if end { step } else { 2.0 * step };
+                let t = k as f64 * step;
+                w * (-t * t / 2.0).exp()
+            })
+            .collect();
+        Self { step, weights }
+    }
+
+    /// `K`.
+    pub fn knots(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// `t_k`.
+    pub fn knot(&self, k: usize) -> f64 {
+        k as f64 * self.step
+    }
+
+    /// `φ(t_k) = exp(-t_k²/2)`.
+    pub fn characteristic(&self, k: usize) -> f64 {
+        let t = self.knot(k);
+        (-t * t / 2.0).exp()
     }
 }
 
