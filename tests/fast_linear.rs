@@ -26,7 +26,7 @@ use selfsup::transformer_ops::{linear, linear_input_output, linear_layer};
 /// thread (192³ multiply-adds): two split by rows of the output (one of them the ViT-Tiny's
 /// MLP at 4 images), and one whose forward and input-gradient products, wider than tall, are
 /// split by columns.
-const SHAPES: [(usize, usize, usize); 8] = [
+const SHAPES: [(usize, usize, usize); 9] = [
     (1, 1, 1),
     (1, 192, 576),
     (5, 7, 1),
@@ -35,6 +35,8 @@ const SHAPES: [(usize, usize, usize); 8] = [
     (260, 192, 160),
     (260, 768, 192),
     (50, 200, 770),
+    // The bias gradient's tasks over chunks of 1024 rows and blocks of 256 columns, both ragged.
+    (1100, 3, 300),
 ];
 
 /// `(y, dx, dW, db)` in float64 for the upstream gradient `grad`.

@@ -140,7 +140,9 @@ pub fn linear_weight_grad(shape: LinearShape, grad: &[f32], x: &[f32]) -> Vec<f3
 
 /// `∂L/∂b = Σ_rows g`, `[output]`: each column summed over blocks of rows in f32 (vectorised
 /// across the columns), the blocks' sums added in f64, so the rounding error does not grow with
-/// the number of rows.
+/// the number of rows. The tasks split the rows as well as the columns (a ViT's 192 outputs
+/// are one block of columns, which left one core idle) into chunks of a fixed size, and the
+/// chunks' totals are added in order: the same result on any number of threads.
 ///
 /// # Panics
 /// If `grad`'s length does not match `shape`.
@@ -149,22 +151,27 @@ pub fn linear_bias_grad(shape: LinearShape, grad: &[f32]) -> Vec<f32> {
     const COLUMNS: usize = 256;
     /// Rows summed in f32 before their sum joins the f64 total.
     const ROWS: usize = 64;
+    /// Rows per task: a multiple of [`ROWS`], about 256 KiB of a 192-wide gradient.
+    const CHUNK: usize = 16 * ROWS;
     let LinearShape { rows, output, .. } = shape;
     shape.check("grad", grad, rows * output);
-    let mut sums = vec![0.0f32; output];
-    if output == 0 {
-        return sums;
+    if output == 0 || rows == 0 {
+        return vec![0.0; output];
     }
-    sums.par_chunks_mut(COLUMNS)
-        .enumerate()
-        .for_each(|(task, sums)| {
-            let first = task * COLUMNS;
-            let mut total = vec![0.0f64; sums.len()];
-            let mut block = vec![0.0f32; sums.len()];
-            for rows in grad.chunks(ROWS * output) {
+    let (blocks, chunks) = (output.div_ceil(COLUMNS), rows.div_ceil(CHUNK));
+    let partials: Vec<Vec<f64>> = (0..chunks * blocks)
+        .into_par_iter()
+        .map(|task| {
+            let (chunk, first) = (task / blocks, (task % blocks) * COLUMNS);
+            let width = COLUMNS.min(output - first);
+            let chunk_rows =
+                &grad[chunk * CHUNK * output..][..CHUNK.min(rows - chunk * CHUNK) * output];
+            let mut total = vec![0.0f64; width];
+            let mut block = vec![0.0f32; width];
+            for rows in chunk_rows.chunks(ROWS * output) {
                 block.fill(0.0);
                 for row in rows.chunks_exact(output) {
-                    for (b, &g) in block.iter_mut().zip(&row[first..]) {
+                    for (b, &g) in block.iter_mut().zip(&row[first..][..width]) {
                         *b += g;
                     }
                 }
@@ -172,9 +179,15 @@ pub fn linear_bias_grad(shape: LinearShape, grad: &[f32]) -> Vec<f32> {
                     *t += f64::from(b);
                 }
             }
-            for (s, t) in sums.iter_mut().zip(total) {
-                *s = t as f32;
-            }
-        });
-    sums
+            total
+        })
+        .collect();
+    let mut totals = vec![0.0f64; output];
+    for (task, partial) in partials.iter().enumerate() {
+        let first = (task % blocks) * COLUMNS;
+        for (t, &p) in totals[first..].iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    totals.into_iter().map(|t| t as f32).collect()
 }

@@ -18,10 +18,10 @@
 
 use rayon::prelude::*;
 
-use super::exp::exp;
+use super::exp::{exp, exp_each};
 use crate::kernels::flex_f32::zeroed;
 use crate::kernels::gemm::{Mat, matmul, matmul_strided};
-use crate::kernels::lanes::{LANES, Lanes, VectorPass, dot, run_widest, sum};
+use crate::kernels::lanes::{LANES, Lanes, VectorPass, array, dot, run_widest};
 
 /// Sizes of a multi-head attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +103,27 @@ fn max(a: &[f32]) -> f32 {
     partial.iter().fold(f32::NEG_INFINITY, |m, &p| m.max(p))
 }
 
+/// Each value `v` of `row` replaced by `exp(argument(v))`, a vector of [`LANES`] at a time;
+/// returns their sum, accumulated as [`sum`](crate::kernels::lanes::sum) accumulates (the same
+/// value `sum(row)` gives afterwards).
+#[inline(always)]
+fn exp_in_place(row: &mut [f32], argument: impl Fn(f32) -> f32) -> f32 {
+    let mut partial: Lanes = [0.0; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        let values: Lanes = exp_each(array(|l| argument(chunk[l])));
+        chunk.copy_from_slice(&values);
+        for (p, &v) in partial.iter_mut().zip(&values) {
+            *p += v;
+        }
+    }
+    for (p, v) in partial.iter_mut().zip(chunks.into_remainder()) {
+        *v = exp(argument(*v));
+        *p += *v;
+    }
+    partial.iter().sum()
+}
+
 /// Each row of `scores` (`width` values) replaced by `softmax(scale · row)`.
 struct SoftmaxRows<'a> {
     scores: &'a mut [f32],
@@ -117,10 +138,7 @@ impl VectorPass for SoftmaxRows<'_> {
     fn run(self) {
         for row in self.scores.chunks_exact_mut(self.width) {
             let shift = max(row);
-            for v in row.iter_mut() {
-                *v = exp(self.scale * (*v - shift));
-            }
-            let inverse = 1.0 / sum(row);
+            let inverse = 1.0 / exp_in_place(row, |v| self.scale * (v - shift));
             for v in row.iter_mut() {
                 *v *= inverse;
             }
