@@ -43,8 +43,8 @@ pub fn set_fast_transformer_ops(enabled: bool) {
     FAST_TRANSFORMER_OPS.store(enabled, Ordering::Relaxed);
 }
 
-/// Whether [`linear`], [`gelu`], [`layer_norm`] and [`multi_head_attention`] may use the fused
-/// CPU kernels.
+/// Whether [`linear`], [`gelu`], [`layer_norm`], [`multi_head_attention`] and
+/// [`crate::method::Sigreg::loss`] may use the fused CPU kernels.
 pub fn fast_transformer_ops_enabled() -> bool {
     FAST_TRANSFORMER_OPS.load(Ordering::Relaxed)
 }

@@ -121,6 +121,11 @@ fn kernels_match_float64_reference_and_rerun_bit_identically() {
             assert_close(&format!("{shape:?}: {name}"), actual, expected);
         }
         assert_eq!(ours, run(), "{shape:?}: a rerun");
+        assert_eq!(
+            ours[3],
+            one_thread.install(|| linear_bias_grad(shape, &grad)),
+            "{shape:?}: the bias gradient on one thread"
+        );
         for (name, (actual, expected)) in ["y", "dx", "dW", "db"]
             .iter()
             .zip(one_thread.install(run).iter().zip(&expected))

@@ -196,7 +196,8 @@ pub struct EppsPulleyGrid {
 }
 
 impl EppsPulleyGrid {
-    /// `knots` (at least 2) uniform knots over `[0, t_max]`.
+    /// `knots` uniform knots over `[0, t_max]` ([`Sigreg::validate`] requires at least 2; with
+    /// fewer the step is `t_max`, the two-knot grid's).
     pub fn new(knots: usize, t_max: f64) -> Self {
         let step = t_max / (knots.max(2) - 1) as f64;
         let weights = (0..knots)

@@ -140,9 +140,10 @@ pub fn linear_weight_grad(shape: LinearShape, grad: &[f32], x: &[f32]) -> Vec<f3
 
 /// `∂L/∂b = Σ_rows g`, `[output]`: each column summed over blocks of rows in f32 (vectorised
 /// across the columns), the blocks' sums added in f64, so the rounding error does not grow with
-/// the number of rows. The tasks split the rows as well as the columns (a ViT's 192 outputs
-/// are one block of columns, which left one core idle) into chunks of a fixed size, and the
-/// chunks' totals are added in order: the same result on any number of threads.
+/// the number of rows. The tasks split the rows as well as the columns into chunks of a fixed
+/// size (a ViT's 192 outputs are one block of columns, which left one core idle when the rows
+/// were not split too), and the chunks' totals are added in order: the same result on any
+/// number of threads.
 ///
 /// # Panics
 /// If `grad`'s length does not match `shape`.
@@ -151,7 +152,7 @@ pub fn linear_bias_grad(shape: LinearShape, grad: &[f32]) -> Vec<f32> {
     const COLUMNS: usize = 256;
     /// Rows summed in f32 before their sum joins the f64 total.
     const ROWS: usize = 64;
-    /// Rows per task: a multiple of [`ROWS`], about 256 KiB of a 192-wide gradient.
+    /// Rows per task: a multiple of [`ROWS`], 768 KiB of a 192-wide gradient.
     const CHUNK: usize = 16 * ROWS;
     let LinearShape { rows, output, .. } = shape;
     shape.check("grad", grad, rows * output);

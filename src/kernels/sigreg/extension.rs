@@ -12,9 +12,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
 use super::kernel::{
-    EppsPulleyGrid, EppsPulleyMoments, ProjectionShape, epps_pulley_backward, epps_pulley_forward,
+    EppsPulleyMoments, ProjectionShape, epps_pulley_backward, epps_pulley_forward,
 };
 use crate::kernels::flex_f32::{contiguous, f32_slice, f32_tensor};
+use crate::method::sigreg::EppsPulleyGrid;
 
 /// SIGReg's Epps-Pulley statistic computed by this crate's kernel.
 #[backend_extension(Flex, Autodiff)]

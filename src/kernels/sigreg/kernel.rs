@@ -11,10 +11,10 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-pub use crate::method::sigreg::EppsPulleyGrid;
+use crate::method::sigreg::EppsPulleyGrid;
 
 /// Directions handled together: the recurrence runs across them in vectors, and a block's
-/// running sums (`2·K·COLUMNS` values) stay in the L1 cache.
+/// running sums (`2·K·COLUMNS` values, 17 KiB at the default 17 knots) stay near the core.
 const COLUMNS: usize = 64;
 
 /// Projections `[views, samples, directions]`, row-major.
@@ -62,8 +62,8 @@ impl Rotations {
             cos: [1.0; COLUMNS],
             sin: [0.0; COLUMNS],
         };
-        for (i, &x) in x.iter().enumerate() {
-            (rotations.step_sin[i], rotations.step_cos[i]) = (step * f64::from(x)).sin_cos();
+        for (i, &value) in x.iter().enumerate() {
+            (rotations.step_sin[i], rotations.step_cos[i]) = (step * f64::from(value)).sin_cos();
         }
         rotations
     }
@@ -181,9 +181,9 @@ pub fn epps_pulley_backward(
 ) -> Vec<f32> {
     assert_eq!(x.len(), shape.len(), "Epps-Pulley: projections {shape:?}");
     let (knots, m) = (grid.knots(), shape.directions);
-    assert_eq!(
-        moments.cos_means.len(),
-        shape.views * knots * m,
+    assert!(
+        moments.cos_means.len() == shape.views * knots * m
+            && moments.sin_means.len() == moments.cos_means.len(),
         "Epps-Pulley: moments of {shape:?} at {knots} knots"
     );
     let (along_cos, along_sin) = gradient_coefficients(shape, grid, moments, grad);

@@ -15,7 +15,6 @@
 mod extension;
 mod kernel;
 
+pub use crate::method::sigreg::EppsPulleyGrid;
 pub use extension::FastSigregOps;
-pub use kernel::{
-    EppsPulleyGrid, EppsPulleyMoments, ProjectionShape, epps_pulley_backward, epps_pulley_forward,
-};
+pub use kernel::{EppsPulleyMoments, ProjectionShape, epps_pulley_backward, epps_pulley_forward};
