@@ -251,13 +251,13 @@ impl ImageFolder {
             }
         }
         if !report.skipped.is_empty() {
-            eprintln!(
+            crate::distributed::eprint_line(&format!(
                 "warning: skipped {} unreadable image(s) of {} under {} (first: {})",
                 report.skipped.len(),
                 n,
                 self.root.display(),
                 report.skipped[0].1
-            );
+            ));
             self.retain(&keep)?;
         }
         self.min_size = report.min_size;

@@ -35,6 +35,7 @@ mod gradients;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 mod shard;
+mod stderr_line;
 
 use std::cell::Cell;
 
@@ -44,6 +45,7 @@ pub use gather::gather_rows;
 pub(crate) use gather::{gather_embeddings, gather_indices, mean_across_ranks};
 pub(crate) use gradients::{check_same_parameters, sum_gradients};
 pub use shard::Shard;
+pub use stderr_line::eprint_line;
 
 use crate::error::{Error, Result};
 
@@ -201,10 +203,10 @@ impl World {
     /// Prints `error` with this rank's number and ends every rank of the job (`MPI_Abort`);
     /// in a world of one, only prints it and exits with status 1.
     pub fn abort(&self, error: &Error) -> ! {
-        eprintln!(
+        eprint_line(&format!(
             "error on rank {} of {}: {error}; stopping every rank",
             self.rank, self.size
-        );
+        ));
         #[cfg(feature = "mpi")]
         if self.is_distributed() {
             mpi_world::abort(1);

@@ -53,7 +53,7 @@ impl Reporter {
         }
         match &self.bar {
             Some(bar) if !bar.is_hidden() => bar.println(line),
-            _ => eprintln!("{line}"),
+            _ => crate::distributed::eprint_line(&line),
         }
     }
 

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            selfsup::distributed::eprint_line(&format!("error: {e}"));
             ExitCode::FAILURE
         }
     }

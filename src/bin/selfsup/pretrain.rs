@@ -250,10 +250,10 @@ fn build_config(args: &PretrainArgs, data: Option<&dyn ImageDataset>) -> Result<
         (None, Some(c), _) => c.preset,
         (None, None, Some(data)) => {
             let (preset, why) = detect_preset(data)?;
-            eprintln!(
+            selfsup::distributed::eprint_line(&format!(
                 "preset: {} ({why}; --preset chooses another)",
                 preset.name()
-            );
+            ));
             preset
         }
         (None, None, None) => Preset::Cifar,
