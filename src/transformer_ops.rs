@@ -177,6 +177,22 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::gelu(x)
 }
 
+/// The residual connection `x + y` (tensors of one shape): the same result and gradients as
+/// `x + y`, on all cores on the flex device (burn adds tensors of under 4 Mi values on one
+/// thread there).
+pub fn residual_add<const D: usize>(x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if x.dims() == y.dims() && kernels_apply(&x, &[]) && on_flex_f32(&y, x.device().is_autodiff()) {
+        use crate::kernels::transformer::FastTransformerOps;
+        use burn::backend::Dispatch;
+        return Tensor::from_dispatch(<Dispatch as FastTransformerOps>::fast_residual_add(
+            x.into_dispatch(),
+            y.into_dispatch(),
+        ));
+    }
+    x + y
+}
+
 /// `ln` applied to `x` (normalised over the last dimension): the same result and gradients as
 /// `ln.forward(x)`, by the fused kernels on the flex device. `epsilon` must be the one `ln` was
 /// configured with (burn keeps it private).

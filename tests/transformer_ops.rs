@@ -17,9 +17,9 @@ use reference::*;
 use selfsup::conv::{InstructionSet, limit_instruction_set};
 use selfsup::kernels::transformer::{
     AttentionShape, RowShape, attention_backward, attention_forward, gelu_backward, gelu_forward,
-    layer_norm_backward, layer_norm_forward,
+    layer_norm_backward, layer_norm_forward, residual_add_forward,
 };
-use selfsup::transformer_ops::{gelu, layer_norm, multi_head_attention};
+use selfsup::transformer_ops::{gelu, layer_norm, multi_head_attention, residual_add};
 
 /// A grid over [-12, 12] (both tails, zero, every binade the step visits), plus ±0, ±30,
 /// ±1e38 and random values, enough to fill several parallel tasks.
@@ -144,6 +144,17 @@ fn kernels_match_float64_reference_on_every_instruction_set() {
 }
 
 #[test]
+fn residual_add_on_all_cores_is_the_element_sum() {
+    let mut rng = StdRng::seed_from_u64(19);
+    // Several parallel tasks and a ragged last one.
+    let x = random_values(&mut rng, 100_003, 0.0, 3.0);
+    let y = random_values(&mut rng, 100_003, 1.0, 0.5);
+    let expected: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+    assert_eq!(residual_add_forward(&x, &y), expected);
+    assert!(residual_add_forward(&[], &[]).is_empty());
+}
+
+#[test]
 fn gelu_propagates_nan_and_infinities_as_pytorch() {
     let y = gelu_forward(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
     assert!(
@@ -209,7 +220,7 @@ fn wrappers_run_the_kernels_and_match_burn_with_gradients() {
         assert_eq!(values(ours.clone()), kernel, "fused layer norm ran");
         let theirs = ln.forward(x.clone());
         let g_ours = (ours.clone() * probe.clone()).sum().backward();
-        let g_theirs = (theirs.clone() * probe).sum().backward();
+        let g_theirs = (theirs.clone() * probe.clone()).sum().backward();
         let context = format!("layer norm {dims:?}");
         compare(&context, ours.into_data(), theirs.into_data());
         compare(
@@ -227,6 +238,22 @@ fn wrappers_run_the_kernels_and_match_burn_with_gradients() {
             beta.val().grad(&g_ours).unwrap().into_data(),
             beta.val().grad(&g_theirs).unwrap().into_data(),
         );
+
+        // The residual connection, with `x` reaching the sum by two paths (as in a block).
+        let y = Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let ours = residual_add(x.clone(), y.clone() * x.clone());
+        let theirs = x.clone() + y.clone() * x.clone();
+        let g_ours = (ours.clone() * probe.clone()).sum().backward();
+        let g_theirs = (theirs.clone() * probe.clone()).sum().backward();
+        let context = format!("residual add {dims:?}");
+        assert_eq!(values(ours), values(theirs), "{context}");
+        for (name, t) in [("dx", &x), ("dy", &y)] {
+            assert_eq!(
+                values(t.grad(&g_ours).unwrap()),
+                values(t.grad(&g_theirs).unwrap()),
+                "{context}: {name}"
+            );
+        }
     }
     for (batch, tokens, heads, head_dim) in [(2, 65, 3, 16), (1, 1, 1, 4), (3, 9, 2, 5)] {
         let shape = AttentionShape {
@@ -243,7 +270,7 @@ fn wrappers_run_the_kernels_and_match_burn_with_gradients() {
         let theirs = burn_attention(qkv.clone(), batch, heads);
         let probe = Tensor::<2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
         let g_ours = (ours.clone() * probe.clone()).sum().backward();
-        let g_theirs = (theirs.clone() * probe).sum().backward();
+        let g_theirs = (theirs.clone() * probe.clone()).sum().backward();
         let context = format!("attention {shape:?}");
         compare(&context, ours.into_data(), theirs.into_data());
         compare(

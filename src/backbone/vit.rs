@@ -12,7 +12,9 @@
 //! Presets: ViT-Tiny/Small/Base (width 192/384/768, 12 layers, 3/6/12 heads, MLP 4x) and the
 //! CIFAR ViT-Tiny with 4-pixel patches on 32 x 32 images.
 
-use crate::transformer_ops::{gelu, layer_norm as fused_layer_norm, linear, multi_head_attention};
+use crate::transformer_ops::{
+    gelu, layer_norm as fused_layer_norm, linear, multi_head_attention, residual_add,
+};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -337,14 +339,14 @@ impl EncoderBlock {
     /// `x + MSA(LN_1(x))`, then `+ MLP(LN_2(.))`, for tokens `[B, N, D]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let eps = self.layer_norm_eps;
-        let x = x.clone()
-            + self
-                .self_attention
-                .forward(fused_layer_norm(&self.ln_1, x, eps));
+        let attended = self
+            .self_attention
+            .forward(fused_layer_norm(&self.ln_1, x.clone(), eps));
+        let x = residual_add(x, attended);
         let [b, n, d] = x.dims();
         let hidden = fused_layer_norm(&self.ln_2, x.clone(), eps).reshape([b * n, d]);
         let hidden = gelu(self.mlp.linear_1.forward(hidden));
-        x + self.mlp.linear_2.forward(hidden).reshape([b, n, d])
+        residual_add(x, self.mlp.linear_2.forward(hidden).reshape([b, n, d]))
     }
 }
 

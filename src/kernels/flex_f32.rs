@@ -53,6 +53,17 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     values
 }
 
+/// `chunk` set to zeros, as initialised values: for a task that zeroes its own part of an
+/// output right before writing it, while it is in the core's caches, where [`zeroed`] would
+/// sweep the whole output through memory once more beforehand.
+pub(crate) fn zero_filled(chunk: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for value in chunk.iter_mut() {
+        value.write(0.0);
+    }
+    // SAFETY: every value was just written; `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [f32]) }
+}
+
 /// A `Vec<f32>` of `len` values written by `fill` in parallel: `fill(index, chunk)` receives the
 /// `index`-th run of `chunk_len` values (the last one shorter) and must write every one of them.
 /// No value is zeroed first, so a kernel that writes its whole output pays one pass, not two.

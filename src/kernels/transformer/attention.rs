@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::exp::{exp, exp_each};
-use crate::kernels::flex_f32::zeroed;
+use crate::kernels::flex_f32::{zero_filled, zeroed};
 use crate::kernels::gemm::{Mat, matmul, matmul_strided};
 use crate::kernels::lanes::{LANES, Lanes, VectorPass, array, dot, run_widest};
 
@@ -216,23 +216,33 @@ pub fn attention_forward(
 ) -> (Vec<f32>, Vec<f32>) {
     shape.check(qkv);
     let (n, d) = (shape.tokens, shape.width());
-    let mut context = zeroed(shape.batch * n * d);
     if shape.batch * n == 0 {
-        return (context, Vec::new());
+        return (Vec::new(), Vec::new());
     }
     let image_qkv = |image: usize| &qkv[image * n * 3 * d..][..n * 3 * d];
     let per_image = shape.scores_per_image();
     if keep_probabilities {
-        let mut probabilities = zeroed(shape.batch * per_image);
-        context
+        let (context_len, probabilities_len) = (shape.batch * n * d, shape.batch * per_image);
+        let (mut context, mut probabilities) = (
+            Vec::with_capacity(context_len),
+            Vec::with_capacity(probabilities_len),
+        );
+        context.spare_capacity_mut()[..context_len]
             .par_chunks_mut(n * d)
-            .zip(probabilities.par_chunks_mut(per_image))
+            .zip(probabilities.spare_capacity_mut()[..probabilities_len].par_chunks_mut(per_image))
             .enumerate()
             .for_each(|(image, (context, probabilities))| {
+                let (context, probabilities) = (zero_filled(context), zero_filled(probabilities));
                 attend_image(&shape, image_qkv(image), probabilities, context)
             });
+        // SAFETY: the chunks, every one zero-filled, cover both vectors.
+        unsafe {
+            context.set_len(context_len);
+            probabilities.set_len(probabilities_len);
+        }
         (context, probabilities)
     } else {
+        let mut context = zeroed(shape.batch * n * d);
         context.par_chunks_mut(n * d).enumerate().for_each_init(
             || vec![0.0; per_image],
             |scratch, (image, context)| attend_image(&shape, image_qkv(image), scratch, context),
@@ -304,23 +314,29 @@ pub fn attention_backward(
         (shape.batch * shape.scores_per_image(), shape.batch * n * d),
         "attention backward: probabilities and gradient of {shape:?}"
     );
-    let mut dqkv = zeroed(qkv.len());
     if shape.batch * n == 0 {
-        return dqkv;
+        return Vec::new();
     }
     let per_image = shape.scores_per_image();
-    dqkv.par_chunks_mut(n * 3 * d).enumerate().for_each_init(
-        || vec![0.0; n * n],
-        |grad_scores, (image, dqkv)| {
-            attend_image_backward(
-                &shape,
-                &qkv[image * n * 3 * d..][..n * 3 * d],
-                &probabilities[image * per_image..][..per_image],
-                &grad[image * n * d..][..n * d],
-                grad_scores,
-                dqkv,
-            )
-        },
-    );
+    let mut dqkv = Vec::with_capacity(qkv.len());
+    dqkv.spare_capacity_mut()[..qkv.len()]
+        .par_chunks_mut(n * 3 * d)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0; n * n],
+            |grad_scores, (image, dqkv)| {
+                let dqkv = zero_filled(dqkv);
+                attend_image_backward(
+                    &shape,
+                    &qkv[image * n * 3 * d..][..n * 3 * d],
+                    &probabilities[image * per_image..][..per_image],
+                    &grad[image * n * d..][..n * d],
+                    grad_scores,
+                    dqkv,
+                )
+            },
+        );
+    // SAFETY: the chunks, every one zero-filled, cover the vector.
+    unsafe { dqkv.set_len(qkv.len()) };
     dqkv
 }

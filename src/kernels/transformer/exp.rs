@@ -1,5 +1,5 @@
 //! `e^x` as straight-line arithmetic that the compiler vectorises (libm's `expf` is a call per
-//! element): for the GELU's normal density and the attention's softmax.
+//! element): for the attention's softmax.
 
 use std::f32::consts::{LN_2, LOG2_E};
 

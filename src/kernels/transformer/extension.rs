@@ -17,6 +17,7 @@ use crate::kernels::flex_f32::{contiguous, f32_slice, f32_tensor};
 use super::attention::{AttentionShape, attention_backward, attention_forward};
 use super::gelu::{gelu_backward, gelu_forward};
 use super::layer_norm::{RowShape, RowStatistics, layer_norm_backward, layer_norm_forward};
+use super::residual::residual_add_forward;
 
 /// The element-wise parts of a transformer block computed by this crate's kernels.
 #[backend_extension(Flex, Autodiff)]
@@ -37,6 +38,9 @@ pub trait FastTransformerOps: Backend {
     /// `qkv [batch·N, 3D]` of `batch` sequences (queries, keys, values; `heads` heads each):
     /// the context `[batch·N, D]`, heads side by side.
     fn fast_attention(qkv: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self>;
+
+    /// The residual connection `x + y` of two tensors of one shape, on all cores.
+    fn fast_residual_add(x: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 fn shape_of(x: &FlexTensor) -> Vec<usize> {
@@ -54,6 +58,13 @@ fn row_shape(x: &FlexTensor) -> RowShape {
 
 fn gelu(x: &FlexTensor) -> FlexTensor {
     f32_tensor(gelu_forward(f32_slice(x)), shape_of(x))
+}
+
+/// `x + y`, both of `x`'s shape.
+fn residual_add(x: &FlexTensor, y: &FlexTensor) -> FlexTensor {
+    let shape = shape_of(x);
+    assert_eq!(shape, shape_of(y), "residual add: the two operands' shapes");
+    f32_tensor(residual_add_forward(f32_slice(x), f32_slice(y)), shape)
 }
 
 /// The layer norm's output and the row statistics its backward pass needs.
@@ -124,6 +135,10 @@ impl FastTransformerOps for Flex {
     fn fast_attention(qkv: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
         let qkv = contiguous(qkv);
         attention(&qkv, attention_shape(&qkv, batch, heads), false).0
+    }
+
+    fn fast_residual_add(x: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        residual_add(&contiguous(x), &contiguous(y))
     }
 }
 
@@ -233,6 +248,31 @@ impl Backward<Flex, 1> for AttentionBackward {
     }
 }
 
+/// The residual connection's backward step: the upstream gradient, to both operands.
+#[derive(Debug)]
+struct ResidualAddBackward;
+
+impl Backward<Flex, 2> for ResidualAddBackward {
+    type State = ();
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        match ops.parents {
+            [Some(x), Some(y)] => {
+                grads.register::<Flex>(x.id, grad.clone());
+                grads.register::<Flex>(y.id, grad);
+            }
+            [Some(node), None] | [None, Some(node)] => grads.register::<Flex>(node.id, grad),
+            [None, None] => {}
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
     fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward
@@ -300,5 +340,17 @@ impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
                 prep.finish(attention(&qkv, shape, false).0)
             }
         }
+    }
+
+    fn fast_residual_add(x: FloatTensor<Self>, y: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [x.node(), y.node()];
+        let sum = residual_add(
+            &contiguous(x.into_primitive()),
+            &contiguous(y.into_primitive()),
+        );
+        ResidualAddBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateless(sum)
     }
 }
