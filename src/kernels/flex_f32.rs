@@ -53,14 +53,12 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     values
 }
 
-/// `chunk` set to zeros, as initialised values: for a task that zeroes its own part of an
-/// output right before writing it, while it is in the core's caches, where [`zeroed`] would
-/// sweep the whole output through memory once more beforehand.
-pub(crate) fn zero_filled(chunk: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
-    for value in chunk.iter_mut() {
-        value.write(0.0);
-    }
-    // SAFETY: every value was just written; `MaybeUninit<f32>` has the layout of `f32`.
+/// `chunk` as initialised values, once a kernel has written every one of them.
+///
+/// # Safety
+/// Every value of `chunk` must have been written.
+pub(crate) unsafe fn assume_written(chunk: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller wrote every value; `MaybeUninit<f32>` has the layout of `f32`.
     unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [f32]) }
 }
 

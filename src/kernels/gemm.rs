@@ -93,6 +93,32 @@ pub(crate) fn matmul_strided(
     );
 }
 
+/// [`matmul_strided`] into values not yet written (`dst = lhs · rhs`, never `+=`): `gemm` only
+/// writes the destination when not accumulating, so the caller need not zero it first. After
+/// the call the `m x n` view's values are initialised; the rest of `dst` is untouched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_strided_uninit(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    dst_rs: usize,
+    dst_cs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    product(
+        dst.as_mut_ptr().cast::<f32>(),
+        dst.len(),
+        (dst_rs, dst_cs),
+        [m, n, k],
+        lhs,
+        rhs,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
 /// Products of at least this many multiply-adds run on all of rayon's threads (burn flex's
 /// threshold for its own `matmul`).
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;

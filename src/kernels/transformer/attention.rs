@@ -19,8 +19,10 @@
 use rayon::prelude::*;
 
 use super::exp::{exp, exp_each};
-use crate::kernels::flex_f32::{zero_filled, zeroed};
-use crate::kernels::gemm::{Mat, matmul, matmul_strided};
+use std::mem::MaybeUninit;
+
+use crate::kernels::flex_f32::assume_written;
+use crate::kernels::gemm::{Mat, matmul, matmul_strided_uninit};
 use crate::kernels::lanes::{LANES, Lanes, VectorPass, array, dot, run_widest};
 
 /// Sizes of a multi-head attention.
@@ -173,33 +175,31 @@ impl VectorPass for SoftmaxBackwardRows<'_> {
 }
 
 /// One image: every head's probabilities into `probabilities` (`[heads, N, N]`) and context
-/// into `context` (`[N, D]`).
+/// into `context` (`[N, D]`), both written whole (the products write their outputs without
+/// reading them, so nothing is zeroed first).
 fn attend_image(
     shape: &AttentionShape,
     qkv: &[f32],
-    probabilities: &mut [f32],
-    context: &mut [f32],
+    probabilities: &mut [MaybeUninit<f32>],
+    context: &mut [MaybeUninit<f32>],
 ) {
     let (n, dh, d) = (shape.tokens, shape.head_dim, shape.width());
     for (head, scores) in probabilities.chunks_exact_mut(n * n).enumerate() {
         let views = head_views(shape, qkv, head);
-        matmul(
-            scores,
-            n,
-            n,
-            dh,
-            views.queries,
-            views.keys.transposed(),
-            false,
-        );
+        let keys = views.keys.transposed();
+        matmul_strided_uninit(scores, n, 1, n, n, dh, views.queries, keys);
+        // SAFETY: the product wrote all `n · n` scores.
+        let scores = unsafe { assume_written(scores) };
         run_widest(SoftmaxRows {
             scores,
             width: n,
             scale: shape.scale(),
         });
         let probabilities = Mat::row_major(scores, n);
+        // Head `head` writes columns `head·d_h..(head + 1)·d_h` of every row: the heads
+        // together write all of `context`.
         let context = &mut context[head * dh..];
-        matmul_strided(context, d, 1, n, dh, n, probabilities, views.values, false);
+        matmul_strided_uninit(context, d, 1, n, dh, n, probabilities, views.values);
     }
 }
 
@@ -221,34 +221,30 @@ pub fn attention_forward(
     }
     let image_qkv = |image: usize| &qkv[image * n * 3 * d..][..n * 3 * d];
     let per_image = shape.scores_per_image();
+    let context_len = shape.batch * n * d;
+    let mut context = Vec::with_capacity(context_len);
+    let contexts = context.spare_capacity_mut()[..context_len].par_chunks_mut(n * d);
+    let mut probabilities = Vec::new();
     if keep_probabilities {
-        let (context_len, probabilities_len) = (shape.batch * n * d, shape.batch * per_image);
-        let (mut context, mut probabilities) = (
-            Vec::with_capacity(context_len),
-            Vec::with_capacity(probabilities_len),
-        );
-        context.spare_capacity_mut()[..context_len]
-            .par_chunks_mut(n * d)
+        let probabilities_len = shape.batch * per_image;
+        probabilities.reserve_exact(probabilities_len);
+        contexts
             .zip(probabilities.spare_capacity_mut()[..probabilities_len].par_chunks_mut(per_image))
             .enumerate()
             .for_each(|(image, (context, probabilities))| {
-                let (context, probabilities) = (zero_filled(context), zero_filled(probabilities));
                 attend_image(&shape, image_qkv(image), probabilities, context)
             });
-        // SAFETY: the chunks, every one zero-filled, cover both vectors.
-        unsafe {
-            context.set_len(context_len);
-            probabilities.set_len(probabilities_len);
-        }
-        (context, probabilities)
+        // SAFETY: `attend_image` wrote every image's probabilities whole.
+        unsafe { probabilities.set_len(probabilities_len) };
     } else {
-        let mut context = zeroed(shape.batch * n * d);
-        context.par_chunks_mut(n * d).enumerate().for_each_init(
-            || vec![0.0; per_image],
+        contexts.enumerate().for_each_init(
+            || vec![MaybeUninit::uninit(); per_image],
             |scratch, (image, context)| attend_image(&shape, image_qkv(image), scratch, context),
         );
-        (context, Vec::new())
     }
+    // SAFETY: `attend_image` wrote every image's context whole.
+    unsafe { context.set_len(context_len) };
+    (context, probabilities)
 }
 
 /// One image's `∂L/∂qkv` (`[N, 3D]`) from its context gradient (`[N, D]`).
@@ -258,7 +254,7 @@ fn attend_image_backward(
     probabilities: &[f32],
     grad: &[f32],
     grad_scores: &mut [f32],
-    dqkv: &mut [f32],
+    dqkv: &mut [MaybeUninit<f32>],
 ) {
     let (n, dh, d) = (shape.tokens, shape.head_dim, shape.width());
     for (head, probabilities) in probabilities.chunks_exact(n * n).enumerate() {
@@ -269,8 +265,10 @@ fn attend_image_backward(
             row_stride: d,
             col_stride: 1,
         };
+        // Head `head` writes columns `head·d_h..(head + 1)·d_h` of each of the three parts of
+        // every row: the heads together write all of `dqkv`.
         let dv = &mut dqkv[2 * d + head * dh..];
-        matmul_strided(dv, 3 * d, 1, n, dh, n, p.transposed(), g, false);
+        matmul_strided_uninit(dv, 3 * d, 1, n, dh, n, p.transposed(), g);
         matmul(grad_scores, n, n, dh, g, views.values.transposed(), false);
         run_widest(SoftmaxBackwardRows {
             probabilities,
@@ -280,19 +278,10 @@ fn attend_image_backward(
         });
         let ds = Mat::row_major(grad_scores, n);
         let dq = &mut dqkv[head * dh..];
-        matmul_strided(dq, 3 * d, 1, n, dh, n, ds, views.keys, false);
+        matmul_strided_uninit(dq, 3 * d, 1, n, dh, n, ds, views.keys);
         let dk = &mut dqkv[d + head * dh..];
-        matmul_strided(
-            dk,
-            3 * d,
-            1,
-            n,
-            dh,
-            n,
-            ds.transposed(),
-            views.queries,
-            false,
-        );
+        let queries = views.queries;
+        matmul_strided_uninit(dk, 3 * d, 1, n, dh, n, ds.transposed(), queries);
     }
 }
 
@@ -325,7 +314,6 @@ pub fn attention_backward(
         .for_each_init(
             || vec![0.0; n * n],
             |grad_scores, (image, dqkv)| {
-                let dqkv = zero_filled(dqkv);
                 attend_image_backward(
                     &shape,
                     &qkv[image * n * 3 * d..][..n * 3 * d],
@@ -336,7 +324,7 @@ pub fn attention_backward(
                 )
             },
         );
-    // SAFETY: the chunks, every one zero-filled, cover the vector.
+    // SAFETY: `attend_image_backward` wrote every image's gradient whole.
     unsafe { dqkv.set_len(qkv.len()) };
     dqkv
 }
