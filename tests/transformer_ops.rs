@@ -22,10 +22,28 @@ use selfsup::kernels::transformer::{
 use selfsup::transformer_ops::{gelu, layer_norm, multi_head_attention, residual_add};
 
 /// A grid over [-12, 12] (both tails, zero, every binade the step visits), plus ±0, ±30,
-/// ±1e38 and random values, enough to fill several parallel tasks.
+/// ±1e38, ±2³¹, the kernel's interval boundaries (multiples of 0.75 up to 6) with their
+/// neighbours on both sides, and random values, enough to fill several parallel tasks.
 fn gelu_inputs(rng: &mut StdRng) -> Vec<f32> {
     let mut x: Vec<f32> = (-120_000..=120_000).map(|i| i as f32 * 1e-4).collect();
-    x.extend([0.0, -0.0, 30.0, -30.0, 1e-30, -1e-30, 1e38, -1e38]);
+    x.extend([
+        0.0,
+        -0.0,
+        30.0,
+        -30.0,
+        1e-30,
+        -1e-30,
+        1e38,
+        -1e38,
+        2.147_483_6e9,
+        -2.147_483_6e9,
+    ]);
+    for k in 1..=8 {
+        let boundary = k as f32 * 0.75;
+        for v in [boundary.next_down(), boundary, boundary.next_up()] {
+            x.extend([v, -v]);
+        }
+    }
     x.extend((0..5_000).map(|_| rng.random_range(-6.0f32..6.0)));
     x
 }
@@ -45,7 +63,11 @@ fn check_gelu(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPool) -> 
     let (y_1, dx_1) = one_thread.install(|| (gelu_forward(&x), gelu_backward(&x, &grad)));
     assert_close(&format!("gelu, {limit:?}"), &y, &y_expected);
     assert_close(&format!("gelu backward, {limit:?}"), &dx, &dx_expected);
-    assert_eq!((&y, &dx), (&y_1, &dx_1), "one thread, {limit:?}");
+    assert_eq!(
+        (bits(&y), bits(&dx)),
+        (bits(&y_1), bits(&dx_1)),
+        "one thread, {limit:?}"
+    );
     // Well inside the tolerance: measured 1.0e-7 forward and 1.3e-7 backward.
     assert!(max_error(&y, &y_expected) < 5e-7, "gelu error, {limit:?}");
     assert!(
@@ -53,6 +75,11 @@ fn check_gelu(limit: Option<InstructionSet>, one_thread: &rayon::ThreadPool) -> 
         "backward error, {limit:?}"
     );
     [y, dx].concat()
+}
+
+/// The bit patterns of `values` (where `==` would take -0 for +0).
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
 }
 
 fn check_layer_norm(
@@ -139,7 +166,8 @@ fn kernels_match_float64_reference_on_every_instruction_set() {
     limit_instruction_set(None);
     // The same operations in the same order on every instruction set (fused multiply-adds are
     // exact everywhere): one result.
-    assert!(gelu_results.windows(2).all(|pair| pair[0] == pair[1]));
+    let gelu_bits: Vec<Vec<u32>> = gelu_results.iter().map(|r| bits(r)).collect();
+    assert!(gelu_bits.windows(2).all(|pair| pair[0] == pair[1]));
     assert!(layer_norm_results.windows(2).all(|pair| pair[0] == pair[1]));
 }
 
@@ -254,6 +282,23 @@ fn wrappers_run_the_kernels_and_match_burn_with_gradients() {
                 "{context}: {name}"
             );
         }
+        // One operand without a gradient.
+        let constant = Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let g_ours = (residual_add(constant.clone(), x.clone()) * probe.clone())
+            .sum()
+            .backward();
+        let g_theirs = ((constant.clone() + x.clone()) * probe.clone())
+            .sum()
+            .backward();
+        assert_eq!(
+            values(x.grad(&g_ours).unwrap()),
+            values(x.grad(&g_theirs).unwrap()),
+            "{context}: one operand tracked"
+        );
+        assert!(
+            constant.grad(&g_ours).is_none(),
+            "{context}: untracked operand"
+        );
     }
     for (batch, tokens, heads, head_dim) in [(2, 65, 3, 16), (1, 1, 1, 4), (3, 9, 2, 5)] {
         let shape = AttentionShape {

@@ -6,8 +6,8 @@ use std::io::Write;
 ///
 /// `eprintln!` writes each formatted piece separately (Rust's stderr is unbuffered), so under
 /// `mpirun`, which forwards every rank's stderr into one stream, one rank's message can be cut
-/// in two by another's. A single write of less than `PIPE_BUF` (4096) bytes to a pipe is
-/// atomic (POSIX), so each line arrives whole.
+/// in two by another's. A single write of at most `PIPE_BUF` bytes to a pipe is atomic (POSIX;
+/// 4096 on Linux), so each line arrives whole.
 pub fn eprint_line(line: &str) {
     let mut whole = String::with_capacity(line.len() + 1);
     whole.push_str(line);

@@ -93,9 +93,10 @@ pub(crate) fn matmul_strided(
     );
 }
 
-/// [`matmul_strided`] into values not yet written (`dst = lhs · rhs`, never `+=`): `gemm` only
-/// writes the destination when not accumulating, so the caller need not zero it first. After
-/// the call the `m x n` view's values are initialised; the rest of `dst` is untouched.
+/// [`matmul_strided`] into values not yet written (`dst = lhs · rhs`, never `+=`): when not
+/// accumulating, `gemm` writes the destination without reading it (see the safety note in
+/// [`product_plus_row_vec`]), so the caller need not zero it first. After the call the
+/// `m x n` view's values are initialised; the rest of `dst` is untouched.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_strided_uninit(
     dst: &mut [std::mem::MaybeUninit<f32>],

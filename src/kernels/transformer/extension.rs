@@ -348,6 +348,8 @@ impl<C: CheckpointStrategy> FastTransformerOps for Autodiff<Flex, C> {
             &contiguous(x.into_primitive()),
             &contiguous(y.into_primitive()),
         );
+        // Marked compute-bound: there is no retro-forward to recompute the sum under
+        // checkpointing, and the sum is kept anyway as the next layer's input.
         ResidualAddBackward
             .prepare::<C>(nodes)
             .compute_bound()

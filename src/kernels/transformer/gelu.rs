@@ -16,9 +16,16 @@
 //! for `Q`, 7 for `G`; `tools/gelu_fit.py` fits and prints the tables). Beyond 6, `Q` and
 //! `G` are below 4e-8 and taken as 0. There is no division and no exponential: on AVX2 the
 //! eight intervals' coefficients of one power sit in one register, and a lane's coefficient is
-//! one `vpermps` by its interval. The accuracy is absolute, as PyTorch's vectorised `erf`:
-//! about 1e-7 on `gelu` (relative above 1) and on `gelu'` on the tests' grid over `[-12, 12]`;
-//! in the negative tail below -6, `gelu` is `x·0` and `gelu'` is 0.
+//! one `vpermps` by its interval. The accuracy is absolute: about 1e-7 on `gelu` (relative
+//! above 1) and on `gelu'` on the tests' grid over `[-12, 12]`; in the negative tail below -6,
+//! `gelu` is `x·0` and `gelu'` is 0 (the previous version, with an exponential, kept `gelu`
+//! relatively accurate down to -13). PyTorch's CPU GELU, `x·(1 + erf(x/√2))/2`, is absolute too:
+//! the sum cancels in the negative tail.
+//!
+//! The portable path (no AVX2, or [`crate::conv::limit_instruction_set`] below it) runs the same
+//! operations one value at a time for bit-identical results; on a baseline x86-64 build each
+//! `mul_add` is then a call to libm's `fmaf`, so that path is several times slower than the
+//! AVX2 one.
 
 use std::mem::MaybeUninit;
 
@@ -246,8 +253,7 @@ mod avx2 {
 
     const LANES: usize = 8;
 
-    /// The tables as registers, and the constants of [`super::interval`] and
-    /// [`super::from_tail`].
+    /// The tables as registers, and [`super::interval`]'s last interval.
     struct Piecewise<const D: usize> {
         rows: [__m256; D],
         last_interval: __m256i,

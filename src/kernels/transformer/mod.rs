@@ -2,8 +2,8 @@
 //! exact GELU ([`gelu_forward`], [`gelu_backward`]) and layer normalisation
 //! ([`layer_norm_forward`], [`layer_norm_backward`]), each one vectorised pass, multi-head
 //! attention on the packed projections ([`attention_forward`], [`attention_backward`]), the
-//! residual connection on all cores ([`residual_add_forward`]), and their burn backend extension ([`FastTransformerOps`]). [`crate::transformer_ops`] routes to
-//! them.
+//! residual connection on all cores ([`residual_add_forward`]), and their burn backend
+//! extension ([`FastTransformerOps`]). [`crate::transformer_ops`] routes to them.
 
 mod attention;
 mod exp;
